@@ -1,0 +1,678 @@
+//! Laying values out for a call on the server's target, and reading results back.
+//!
+//! Arguments become bytes exactly as the server's C code expects them. Memory behind pointer arguments
+//! (and behind pointer members of structs passed that way) becomes [`Block`]s that the server allocates
+//! for the duration of the call; [`Reloc`]s say where their addresses go. Blocks of `Out`/`InOut`
+//! parameters come back after the call and are read into values of the same shape as those given.
+//!
+//! Blocks are numbered depth first in the order the values are walked, both when encoding and when
+//! reading back, which is how a pointer member finds its block again without any bookkeeping on the wire.
+
+use std::fmt;
+
+use crate::msg::{Block, CallData, Loc, Reloc, Returned};
+use crate::target::{LayoutError, Os, Target};
+use crate::types::{CType, Direction, Signature};
+use crate::value::{ExtF80, Value};
+
+/// A value that does not fit its declared type, naming where it is (`argument 2 -> [3] -> .x`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {kind}")]
+pub struct MarshalError {
+    /// Where in the arguments: `argument 2`, `argument 1 -> .points -> [3]`, `return value`.
+    pub path: String,
+    /// What is wrong.
+    pub kind: MarshalErrorKind,
+}
+
+/// What is wrong with a value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MarshalErrorKind {
+    /// The number of arguments differs from the signature's.
+    #[error("the function takes {expected} arguments, {got} were given")]
+    ArgCount {
+        /// Parameters declared.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
+    /// A value of the wrong kind.
+    #[error("expected {expected}, got {got}")]
+    Mismatch {
+        /// What the type accepts.
+        expected: String,
+        /// What was given.
+        got: &'static str,
+    },
+    /// An integer outside the type's range.
+    #[error("{value} does not fit in `{ty}` ({min}..={max})")]
+    OutOfRange {
+        /// The value given.
+        value: i128,
+        /// The declared type.
+        ty: String,
+        /// The type's minimum.
+        min: i128,
+        /// The type's maximum.
+        max: i128,
+    },
+    /// More elements than an array or buffer holds.
+    #[error("{got} elements do not fit in `{ty}`")]
+    TooLong {
+        /// Elements given.
+        got: usize,
+        /// The declared type.
+        ty: String,
+    },
+    /// The type has no layout.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The bytes read back are shorter than the type (a protocol violation by the server).
+    #[error("{got} bytes read back for `{ty}`, which needs {want}")]
+    Short {
+        /// Bytes available.
+        got: usize,
+        /// Bytes needed.
+        want: u64,
+        /// The type.
+        ty: String,
+    },
+}
+
+/// What the client keeps of an encoded call to read its results.
+#[derive(Clone, Debug, Default)]
+pub struct CallPlan {
+    /// Per block: whether it comes back after the call.
+    pub copy_back: Vec<bool>,
+}
+
+struct Encoder<'a> {
+    target: &'a Target,
+    data: CallData,
+    path: Vec<String>,
+}
+
+/// Lays out `values` as the arguments of `sig` for `target`.
+pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result<(CallData, CallPlan), MarshalError> {
+    let mut enc = Encoder { target, data: CallData::default(), path: Vec::new() };
+    if values.len() != sig.params.len() {
+        return Err(enc.err(MarshalErrorKind::ArgCount { expected: sig.params.len(), got: values.len() }));
+    }
+    for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+        enc.path.push(format!("argument {}", i + 1));
+        let size = enc.size_of(&p.ty)?;
+        let mut buf = vec![0u8; size as usize];
+        enc.write(&p.ty, v, &mut buf, Loc::Arg(i as u32), 0, p.dir)?;
+        enc.data.args.push(buf);
+        enc.path.pop();
+    }
+    let plan = CallPlan { copy_back: enc.data.blocks.iter().map(|b| b.copy_back).collect() };
+    Ok((enc.data, plan))
+}
+
+/// Lays out one value of type `ty` for `target` as plain bytes (pointer members must be addresses).
+/// For writing server memory.
+pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8>, MarshalError> {
+    let mut enc = Encoder { target, data: CallData::default(), path: vec!["value".into()] };
+    let mut buf = vec![0u8; enc.size_of(ty)? as usize];
+    enc.write(ty, value, &mut buf, Loc::Block(u32::MAX), 0, Direction::In)?;
+    if !enc.data.blocks.is_empty() {
+        return Err(enc.err(MarshalErrorKind::Mismatch {
+            expected: "addresses (Value::Pointer) for pointer members of memory written directly".into(),
+            got: "memory to copy",
+        }));
+    }
+    Ok(buf)
+}
+
+impl Encoder<'_> {
+    fn err(&self, kind: MarshalErrorKind) -> MarshalError {
+        MarshalError { path: self.path.join(" -> "), kind }
+    }
+
+    fn mismatch(&self, expected: impl Into<String>, got: &Value) -> MarshalError {
+        self.err(MarshalErrorKind::Mismatch { expected: expected.into(), got: got.kind() })
+    }
+
+    fn size_of(&self, ty: &CType) -> Result<u64, MarshalError> {
+        self.target.layout(ty).map(|l| l.size).map_err(|e| self.err(e.into()))
+    }
+
+    /// Writes `v` as a `ty` into `out` (exactly `ty`'s size), which sits at `base` inside `loc`.
+    fn write(
+        &mut self,
+        ty: &CType,
+        v: &Value,
+        out: &mut [u8],
+        loc: Loc,
+        base: u64,
+        dir: Direction,
+    ) -> Result<(), MarshalError> {
+        if let Value::Zeros(_) = v {
+            if !ty.is_pointer() {
+                return Ok(()); // already zero
+            }
+        }
+        if ty.is_integer() {
+            return self.write_int(ty, v, out);
+        }
+        match ty {
+            CType::Float => {
+                let f = self.float(v)?;
+                out.copy_from_slice(&(f as f32).to_le_bytes());
+            }
+            CType::Double => out.copy_from_slice(&self.float(v)?.to_le_bytes()),
+            CType::LongDouble if self.target.os == Os::Windows => out.copy_from_slice(&self.float(v)?.to_le_bytes()),
+            CType::LongDouble => {
+                let x = match v {
+                    Value::LongDouble(x) => *x,
+                    _ => ExtF80::from_f64(self.float(v)?),
+                };
+                out[..10].copy_from_slice(&x.0);
+            }
+            CType::Void => return Err(self.err(LayoutError::VoidValue.into())),
+            CType::Pointer(_) | CType::CStr | CType::WStr | CType::FnPtr(_) => {
+                self.write_pointer(ty, v, out, loc, base, dir)?
+            }
+            CType::Array(of, n) => self.write_array(ty, of, *n, v, out, loc, base, dir)?,
+            CType::Struct(def) => match v {
+                Value::Struct(vals) => {
+                    if vals.len() != def.fields.len() {
+                        return Err(self.mismatch(format!("{} values for `{ty}`", def.fields.len()), v));
+                    }
+                    let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
+                    for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
+                        let size = self.size_of(&f.ty)?;
+                        let (s, e) = (*off as usize, (*off + size) as usize);
+                        self.path.push(format!(".{}", f.name));
+                        self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
+                        self.path.pop();
+                    }
+                }
+                Value::Bytes(b) if b.len() == out.len() => out.copy_from_slice(b),
+                _ => return Err(self.mismatch(format!("Value::Struct for `{ty}`"), v)),
+            },
+            CType::Union(def) => match v {
+                Value::Variant(i, member) => {
+                    let f = def.fields.get(*i as usize).ok_or_else(|| {
+                        self.err(MarshalErrorKind::Mismatch {
+                            expected: format!("a member index below {} for `{ty}`", def.fields.len()),
+                            got: "a larger index",
+                        })
+                    })?;
+                    let size = self.size_of(&f.ty)? as usize;
+                    self.path.push(format!(".{}", f.name));
+                    self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
+                    self.path.pop();
+                }
+                Value::Bytes(b) if b.len() <= out.len() => out[..b.len()].copy_from_slice(b),
+                _ => return Err(self.mismatch(format!("Value::Variant for `{ty}`"), v)),
+            },
+            _ => unreachable!("integers are handled above"),
+        }
+        Ok(())
+    }
+
+    fn float(&self, v: &Value) -> Result<f64, MarshalError> {
+        match v {
+            Value::Float(f) => Ok(*f),
+            Value::LongDouble(x) => Ok(x.to_f64()),
+            Value::Int(i) => Ok(*i as f64),
+            Value::UInt(u) => Ok(*u as f64),
+            _ => Err(self.mismatch("a number", v)),
+        }
+    }
+
+    fn write_int(&self, ty: &CType, v: &Value, out: &mut [u8]) -> Result<(), MarshalError> {
+        let size = out.len() as u32;
+        let signed = int_signed(self.target, ty);
+        let n: i128 = match v {
+            Value::Int(i) => i128::from(*i),
+            Value::UInt(u) => i128::from(*u),
+            Value::Bool(b) => i128::from(*b),
+            Value::Bytes(b) if b.len() == 1 && ty.is_byte() => i128::from(b[0]),
+            Value::Str(s) if s.len() == 1 && ty.is_byte() => i128::from(s.as_bytes()[0]),
+            Value::Str(s) if *ty == CType::WChar && s.chars().count() == 1 => {
+                i128::from(u32::from(s.chars().next().expect("one char")))
+            }
+            _ => return Err(self.mismatch(format!("an integer for `{ty}`"), v)),
+        };
+        let bits = size * 8;
+        let (mut min, max) = if signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        };
+        if *ty == CType::Bool {
+            min = 0;
+        }
+        let max = if *ty == CType::Bool { 1 } else { max };
+        // A plain `char` takes the bytes 128..=255 too, as C code writes them.
+        let max = if *ty == CType::Char { 255 } else { max };
+        if n < min || n > max {
+            return Err(self.err(MarshalErrorKind::OutOfRange { value: n, ty: ty.to_string(), min, max }));
+        }
+        out.copy_from_slice(&(n as u128).to_le_bytes()[..size as usize]);
+        Ok(())
+    }
+
+    fn write_address(&self, addr: u64, out: &mut [u8]) -> Result<(), MarshalError> {
+        if addr > self.target.max_address() {
+            return Err(self.err(MarshalErrorKind::OutOfRange {
+                value: i128::from(addr),
+                ty: "pointer".into(),
+                min: 0,
+                max: i128::from(self.target.max_address()),
+            }));
+        }
+        out.copy_from_slice(&addr.to_le_bytes()[..out.len()]);
+        Ok(())
+    }
+
+    fn write_pointer(
+        &mut self,
+        ty: &CType,
+        v: &Value,
+        out: &mut [u8],
+        loc: Loc,
+        base: u64,
+        dir: Direction,
+    ) -> Result<(), MarshalError> {
+        if let Value::Pointer(addr) = v {
+            return self.write_address(*addr, out);
+        }
+        let (pointee, (index, data), copy_back) = match (ty, v) {
+            (CType::CStr, Value::Str(s)) => (CType::Char, (self.reserve(), nul_terminated(s.as_bytes())), false),
+            (CType::CStr, Value::Bytes(b)) => (CType::Char, (self.reserve(), nul_terminated(b)), false),
+            (CType::WStr, Value::Str(s)) => (CType::WChar, (self.reserve(), self.wide(s, true)), false),
+            (CType::Pointer(to), _) => {
+                let data = self.pointee_bytes(to, v, dir)?;
+                ((**to).clone(), data, dir != Direction::In)
+            }
+            (CType::FnPtr(_), _) => return Err(self.mismatch(format!("an address for `{ty}`"), v)),
+            _ => return Err(self.mismatch(format!("text or an address for `{ty}`"), v)),
+        };
+        // The block was reserved before its content was laid out, so nested blocks get higher numbers
+        // than their parent, which the reader relies on.
+        let align = match pointee {
+            CType::Void => 16,
+            ref t => self.target.layout(t).map(|l| l.align.max(16)).unwrap_or(16),
+        } as u32;
+        let has_children = self.data.relocs.iter().any(|r| r.at == Loc::Block(index));
+        let block = &mut self.data.blocks[index as usize];
+        block.len = data.len() as u64;
+        block.align = align;
+        block.copy_back = copy_back;
+        // Out memory starts zeroed; only pointer members into nested memory need the initial bytes.
+        block.data = if dir == Direction::Out && copy_back && !has_children { Vec::new() } else { data };
+        self.data.relocs.push(Reloc { at: loc, offset: base, block: index });
+        out.fill(0); // the server writes the address
+        Ok(())
+    }
+
+    /// Reserves a block and lays out the memory a pointer to `to` points to, given as `v`.
+    fn pointee_bytes(&mut self, to: &CType, v: &Value, dir: Direction) -> Result<(u32, Vec<u8>), MarshalError> {
+        let index = self.reserve();
+        let loc = Loc::Block(index);
+        let bytes = match v {
+            Value::Bytes(b) => b.clone(),
+            Value::Str(s) if to.is_byte() => nul_terminated(s.as_bytes()),
+            Value::Str(s) if *to == CType::WChar => self.wide(s, true),
+            Value::Zeros(n) => {
+                let size = if *to == CType::Void { 1 } else { self.size_of(to)? };
+                vec![0u8; (size * u64::from(*n)) as usize]
+            }
+            Value::Array(vals) => {
+                let size = self.size_of(to)?;
+                let mut buf = vec![0u8; (size * vals.len() as u64) as usize];
+                for (i, ev) in vals.iter().enumerate() {
+                    self.path.push(format!("[{i}]"));
+                    let off = size * i as u64;
+                    self.write(to, ev, &mut buf[off as usize..(off + size) as usize], loc, off, dir)?;
+                    self.path.pop();
+                }
+                buf
+            }
+            _ if *to == CType::Void => return Err(self.mismatch("bytes, zeros or an address for `void *`", v)),
+            single => {
+                let mut buf = vec![0u8; self.size_of(to)? as usize];
+                self.write(to, single, &mut buf, loc, 0, dir)?;
+                buf
+            }
+        };
+        Ok((index, bytes))
+    }
+
+    fn reserve(&mut self) -> u32 {
+        self.data.blocks.push(Block::default());
+        (self.data.blocks.len() - 1) as u32
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_array(
+        &mut self,
+        ty: &CType,
+        of: &CType,
+        n: u32,
+        v: &Value,
+        out: &mut [u8],
+        loc: Loc,
+        base: u64,
+        dir: Direction,
+    ) -> Result<(), MarshalError> {
+        let too_long = |got| MarshalErrorKind::TooLong { got, ty: ty.to_string() };
+        match v {
+            Value::Bytes(_) | Value::Str(_) if matches!(v, Value::Bytes(_)) || of.is_byte() => {
+                let b = v.as_bytes().expect("bytes or text");
+                if b.len() > out.len() {
+                    return Err(self.err(too_long(b.len())));
+                }
+                out[..b.len()].copy_from_slice(b);
+            }
+            Value::Str(s) if *of == CType::WChar => {
+                let w = self.wide(s, false);
+                if w.len() > out.len() {
+                    return Err(self.err(too_long(s.chars().count())));
+                }
+                out[..w.len()].copy_from_slice(&w);
+            }
+            Value::Array(vals) => {
+                if vals.len() > n as usize {
+                    return Err(self.err(too_long(vals.len())));
+                }
+                let size = self.size_of(of)?;
+                for (i, ev) in vals.iter().enumerate() {
+                    self.path.push(format!("[{i}]"));
+                    let off = size * i as u64;
+                    self.write(of, ev, &mut out[off as usize..(off + size) as usize], loc, base + off, dir)?;
+                    self.path.pop();
+                }
+            }
+            _ => return Err(self.mismatch(format!("Value::Array for `{ty}`"), v)),
+        }
+        Ok(())
+    }
+
+    /// Text as the target's `wchar_t` units (UTF-32 on Linux, UTF-16 on Windows), little endian.
+    fn wide(&self, s: &str, nul: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.target.os == Os::Windows {
+            for u in s.encode_utf16().chain(nul.then_some(0)) {
+                out.extend_from_slice(&u.to_le_bytes());
+            }
+        } else {
+            for c in s.chars().map(u32::from).chain(nul.then_some(0)) {
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
+fn nul_terminated(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(b.len() + 1);
+    v.extend_from_slice(b);
+    v.push(0);
+    v
+}
+
+fn int_signed(target: &Target, ty: &CType) -> bool {
+    use CType::*;
+    match ty {
+        WChar => target.wchar_signed(),
+        Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT => true,
+        _ => false,
+    }
+}
+
+/// Reads a value of type `ty` from bytes laid out for `target`. Pointers become [`Value::Pointer`],
+/// byte arrays [`Value::Bytes`], unions [`Value::Union`] (every member's view).
+pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
+    Reader { target, blocks: &[], next: 0, path: vec!["value".into()] }.fresh(ty, bytes)
+}
+
+/// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.
+/// Returns the return value and, per parameter, `Some(value after the call)` for those copied back.
+pub fn decode_returned(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    plan: &CallPlan,
+    returned: Returned,
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    let mut back = returned.blocks.into_iter();
+    let blocks: Vec<Option<Vec<u8>>> =
+        plan.copy_back.iter().map(|&c| if c { back.next() } else { None }).collect();
+    let mut r = Reader { target, blocks: &blocks, next: 0, path: vec!["return value".into()] };
+    let ret = match (&sig.ret, returned.string) {
+        (CType::Void, _) => Value::Void,
+        (CType::CStr | CType::WStr, None) => Value::NULL,
+        (CType::CStr, Some(b)) => String::from_utf8(b).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes())),
+        (CType::WStr, Some(b)) => Value::Str(r.wide_str(&b)),
+        (ty, _) => r.fresh(ty, &returned.value)?,
+    };
+    let mut outs = Vec::with_capacity(values.len());
+    if !plan.copy_back.iter().any(|&c| c) {
+        outs.resize(values.len(), None);
+        return Ok((ret, outs));
+    }
+    for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+        r.path = vec![format!("argument {}", i + 1)];
+        outs.push(r.param(&p.ty, p.dir, v)?);
+    }
+    Ok((ret, outs))
+}
+
+struct Reader<'a> {
+    target: &'a Target,
+    blocks: &'a [Option<Vec<u8>>],
+    /// The number of the next block, counted in the encoder's order.
+    next: u32,
+    path: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn err(&self, kind: MarshalErrorKind) -> MarshalError {
+        MarshalError { path: self.path.join(" -> "), kind }
+    }
+
+    fn size_of(&self, ty: &CType) -> Result<u64, MarshalError> {
+        self.target.layout(ty).map(|l| l.size).map_err(|e| self.err(e.into()))
+    }
+
+    fn slice<'b>(&self, bytes: &'b [u8], off: u64, ty: &CType) -> Result<&'b [u8], MarshalError> {
+        let size = self.size_of(ty)?;
+        bytes.get(off as usize..(off + size) as usize).ok_or_else(|| {
+            self.err(MarshalErrorKind::Short { got: bytes.len(), want: off + size, ty: ty.to_string() })
+        })
+    }
+
+    /// A parameter after the call: walks every value that made a block, to keep the count in step.
+    fn param(&mut self, ty: &CType, dir: Direction, v: &Value) -> Result<Option<Value>, MarshalError> {
+        let mut scratch = vec![0u8; self.size_of(ty)? as usize];
+        let after = self.like(ty, v, &mut scratch)?;
+        Ok((dir != Direction::In && matches!(ty, CType::Pointer(_)) && !matches!(v, Value::Pointer(_)))
+            .then_some(after))
+    }
+
+    /// Reads a value of type `ty` shaped like `orig` from `bytes`; where `orig` made a block, reads the
+    /// block (if it came back) instead of the address.
+    fn like(&mut self, ty: &CType, orig: &Value, bytes: &[u8]) -> Result<Value, MarshalError> {
+        match (ty, orig) {
+            (_, Value::Pointer(_)) if ty.is_pointer() => self.fresh(ty, bytes),
+            (CType::CStr | CType::WStr, _) => {
+                self.next += 1; // its block never comes back
+                Ok(orig.clone())
+            }
+            (CType::Pointer(to), _) => {
+                let index = self.next;
+                self.next += 1;
+                match self.blocks.get(index as usize).cloned().flatten() {
+                    Some(block) => self.pointee(to, orig, &block),
+                    None => {
+                        // Not copied back (an `In` pointer): still walk it to count its nested blocks.
+                        let len = self.pointee_len(to, orig)?;
+                        self.pointee(to, orig, &vec![0u8; len])?;
+                        Ok(orig.clone())
+                    }
+                }
+            }
+            (CType::Struct(def), Value::Struct(vals)) => {
+                let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
+                let mut out = Vec::with_capacity(vals.len());
+                for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
+                    self.path.push(format!(".{}", f.name));
+                    let b = self.slice(bytes, *off, &f.ty)?;
+                    out.push(self.like(&f.ty, fv, b)?);
+                    self.path.pop();
+                }
+                Ok(Value::Struct(out))
+            }
+            (CType::Union(def), Value::Variant(i, member)) => {
+                let f = &def.fields[*i as usize];
+                let b = self.slice(bytes, 0, &f.ty)?;
+                Ok(Value::Variant(*i, Box::new(self.like(&f.ty, member, b)?)))
+            }
+            (CType::Array(of, n), Value::Array(vals)) => {
+                let size = self.size_of(of)?;
+                let mut out = Vec::with_capacity(*n as usize);
+                for i in 0..u64::from(*n) {
+                    self.path.push(format!("[{i}]"));
+                    let b = self.slice(bytes, i * size, of)?;
+                    out.push(match vals.get(i as usize) {
+                        Some(ev) => self.like(of, ev, b)?,
+                        None => self.fresh(of, b)?,
+                    });
+                    self.path.pop();
+                }
+                Ok(Value::Array(out))
+            }
+            _ => self.fresh(ty, bytes),
+        }
+    }
+
+    /// The size of the block made for a pointee given as `orig`.
+    fn pointee_len(&self, to: &CType, orig: &Value) -> Result<usize, MarshalError> {
+        let size = if *to == CType::Void { 1 } else { self.size_of(to)? } as usize;
+        Ok(match orig {
+            Value::Bytes(b) => b.len(),
+            Value::Str(s) if to.is_byte() => s.len() + 1,
+            Value::Str(s) => (s.chars().count() + 1) * size,
+            Value::Zeros(n) => *n as usize * size,
+            Value::Array(v) => v.len() * size,
+            _ => size,
+        })
+    }
+
+    /// Reads the memory a pointer to `to` pointed to, shaped like `orig`.
+    fn pointee(&mut self, to: &CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
+        Ok(match orig {
+            Value::Bytes(_) => Value::Bytes(block.to_vec()),
+            Value::Str(_) if to.is_byte() => {
+                let end = block.iter().position(|&c| c == 0).unwrap_or(block.len());
+                String::from_utf8(block[..end].to_vec())
+                    .map(Value::Str)
+                    .unwrap_or_else(|e| Value::Bytes(e.into_bytes()))
+            }
+            Value::Str(_) if *to == CType::WChar => Value::Str(self.wide_str(block)),
+            Value::Zeros(_) if to.is_byte() || *to == CType::Void => Value::Bytes(block.to_vec()),
+            Value::Zeros(n) => {
+                let size = self.size_of(to)?;
+                let mut out = Vec::with_capacity(*n as usize);
+                for i in 0..u64::from(*n) {
+                    out.push(self.fresh(to, self.slice(block, i * size, to)?)?);
+                }
+                Value::Array(out)
+            }
+            Value::Array(vals) => {
+                let size = self.size_of(to)?;
+                let mut out = Vec::with_capacity(vals.len());
+                for (i, ev) in vals.iter().enumerate() {
+                    self.path.push(format!("[{i}]"));
+                    let b = self.slice(block, i as u64 * size, to)?;
+                    out.push(self.like(to, ev, b)?);
+                    self.path.pop();
+                }
+                Value::Array(out)
+            }
+            single => {
+                let b = self.slice(block, 0, to)?;
+                self.like(to, single, b)?
+            }
+        })
+    }
+
+    /// Reads a value with no original to follow.
+    fn fresh(&self, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
+        let b = self.slice(bytes, 0, ty)?;
+        let mut wide = [0u8; 16];
+        wide[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
+        let raw = u128::from_le_bytes(wide);
+        if ty.is_integer() {
+            let bits = b.len() as u32 * 8;
+            return Ok(if *ty == CType::Bool {
+                Value::Bool(raw != 0)
+            } else if int_signed(self.target, ty) {
+                let shift = 128 - bits;
+                Value::Int((((raw << shift) as i128) >> shift) as i64)
+            } else {
+                Value::UInt(raw as u64)
+            });
+        }
+        Ok(match ty {
+            CType::Float => Value::Float(f64::from(f32::from_le_bytes(b.try_into().expect("4 bytes")))),
+            CType::Double => Value::Float(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+            CType::LongDouble if b.len() == 8 => Value::Float(f64::from_le_bytes(b.try_into().expect("8 bytes"))),
+            CType::LongDouble => Value::LongDouble(ExtF80(b[..10].try_into().expect("10 bytes"))),
+            CType::Pointer(_) | CType::CStr | CType::WStr | CType::FnPtr(_) => Value::Pointer(raw as u64),
+            CType::Array(of, n) if of.is_byte() => Value::Bytes(b[..*n as usize].to_vec()),
+            CType::Array(of, n) => {
+                let size = self.size_of(of)?;
+                let mut out = Vec::with_capacity(*n as usize);
+                for i in 0..u64::from(*n) {
+                    out.push(self.fresh(of, self.slice(b, i * size, of)?)?);
+                }
+                Value::Array(out)
+            }
+            CType::Struct(def) => {
+                let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
+                let mut out = Vec::with_capacity(def.fields.len());
+                for (f, off) in def.fields.iter().zip(&layout.offsets) {
+                    out.push(self.fresh(&f.ty, self.slice(b, *off, &f.ty)?)?);
+                }
+                Value::Struct(out)
+            }
+            CType::Union(def) => {
+                let mut out = Vec::with_capacity(def.fields.len());
+                for f in &def.fields {
+                    out.push(self.fresh(&f.ty, self.slice(b, 0, &f.ty)?)?);
+                }
+                Value::Union(out)
+            }
+            CType::Void => Value::Void,
+            _ => unreachable!("integers are handled above"),
+        })
+    }
+
+    /// Wide-character units (little endian) up to the first NUL, as text; unpaired or invalid units
+    /// become U+FFFD.
+    fn wide_str(&self, b: &[u8]) -> String {
+        if self.target.os == Os::Windows {
+            let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+            String::from_utf16_lossy(&units)
+        } else {
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .take_while(|&u| u != 0)
+                .map(|u| char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect()
+        }
+    }
+}
+
+impl fmt::Display for CallPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} blocks", self.copy_back.len())
+    }
+}

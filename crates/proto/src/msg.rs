@@ -1,0 +1,320 @@
+//! Messages between client and server, and their encoding.
+//!
+//! Every integer on the wire has a fixed width (no `usize`, no `c_long`), little endian, so a 64-bit
+//! client and a 32-bit server read the same bytes the same way. Addresses are `u64` whatever the
+//! server's pointer width. Messages are encoded with bincode 2 in fixed-int mode, with a byte limit so
+//! a hostile length prefix inside a frame can never make the decoder allocate more than the frame holds.
+
+use bincode::{Decode, Encode};
+
+use crate::target::{Arch, Os};
+use crate::types::Signature;
+
+/// The protocol version; a server and client of different versions refuse each other at the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first bytes of every handshake.
+pub const MAGIC: [u8; 8] = *b"BITBRDG\0";
+
+/// What the server says first, before any request: who it is and what it hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The server's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The server's architecture.
+    pub arch: Arch,
+    /// The server's operating system.
+    pub os: Os,
+    /// Pointer width in bytes (4 or 8).
+    pub pointer_width: u8,
+    /// The server's process id.
+    pub pid: u32,
+    /// The server crate's version, for messages.
+    pub server_version: String,
+}
+
+/// One message in either direction. Both sides may send requests (the server sends one back to the
+/// client while a call runs, for callbacks), so every reply names the request it answers.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum Frame {
+    /// A request that expects exactly one reply with the same id.
+    Request {
+        /// Chosen by the sender, unique among its requests in flight.
+        id: u64,
+        /// What is asked.
+        request: Request,
+    },
+    /// The answer to a request.
+    Reply {
+        /// The id of the request answered.
+        id: u64,
+        /// The result.
+        reply: Result<Reply, RemoteError>,
+    },
+}
+
+/// What a client asks of its server.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[non_exhaustive]
+pub enum Request {
+    /// Load a library (`dlopen`). Replies [`Reply::Library`].
+    Load {
+        /// The path as given to the loader (a bare name searches the loader's path).
+        path: String,
+    },
+    /// Unload a library; its functions become unusable. Replies [`Reply::Done`].
+    Unload {
+        /// From [`Reply::Library`].
+        lib: u32,
+    },
+    /// Look up a function and prepare it for calls. Replies [`Reply::Function`].
+    Prepare {
+        /// From [`Reply::Library`].
+        lib: u32,
+        /// The exported name.
+        symbol: String,
+        /// How to call it.
+        sig: Signature,
+    },
+    /// Look up any exported symbol's address. Replies [`Reply::Address`].
+    Symbol {
+        /// From [`Reply::Library`].
+        lib: u32,
+        /// The exported name.
+        symbol: String,
+    },
+    /// Call a prepared function. Replies [`Reply::Returned`].
+    Call {
+        /// From [`Reply::Function`].
+        func: u32,
+        /// The arguments, laid out for the server's target.
+        call: CallData,
+    },
+    /// Forget a prepared function. Replies [`Reply::Done`].
+    Release {
+        /// From [`Reply::Function`].
+        func: u32,
+    },
+    /// Allocate server memory that outlives calls. Replies [`Reply::Address`].
+    Alloc {
+        /// Bytes, at least 1.
+        size: u64,
+        /// A power of two, at most 4096.
+        align: u32,
+    },
+    /// Free memory from [`Request::Alloc`]. Replies [`Reply::Done`].
+    Free {
+        /// From [`Reply::Address`].
+        addr: u64,
+    },
+    /// Write bytes into server memory. Replies [`Reply::Done`].
+    Write {
+        /// Where.
+        addr: u64,
+        /// What.
+        bytes: Vec<u8>,
+    },
+    /// Read bytes of server memory. Replies [`Reply::Bytes`].
+    Read {
+        /// Where.
+        addr: u64,
+        /// How many.
+        len: u64,
+    },
+    /// Read a NUL-terminated string of server memory. Replies [`Reply::Bytes`] (without the NUL; wide
+    /// strings as the target's `wchar_t` units, little endian).
+    ReadString {
+        /// Where.
+        addr: u64,
+        /// `wchar_t` units rather than bytes.
+        wide: bool,
+        /// Give up after this many units.
+        max_len: u64,
+    },
+    /// Reply [`Reply::Done`], then exit.
+    Shutdown,
+}
+
+/// The arguments of one call, already laid out for the server's target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct CallData {
+    /// Each argument's bytes, exactly the size of its type.
+    pub args: Vec<Vec<u8>>,
+    /// Memory that pointer arguments point to, allocated by the server for the duration of the call.
+    pub blocks: Vec<Block>,
+    /// Where to write each block's server address.
+    pub relocs: Vec<Reloc>,
+}
+
+/// Memory the server allocates for the duration of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Block {
+    /// The initial content; empty means `len` zero bytes.
+    pub data: Vec<u8>,
+    /// The size in bytes.
+    pub len: u64,
+    /// The alignment, a power of two.
+    pub align: u32,
+    /// Whether the server sends the content back after the call.
+    pub copy_back: bool,
+}
+
+/// "Write the address of block `block` at `offset` inside `at`": a pointer, in the target's width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Reloc {
+    /// The argument or block holding the pointer.
+    pub at: Loc,
+    /// Byte offset of the pointer inside it.
+    pub offset: u64,
+    /// The block pointed to.
+    pub block: u32,
+}
+
+/// An argument or a block of a [`CallData`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Loc {
+    /// Argument number `n`.
+    Arg(u32),
+    /// Block number `n`.
+    Block(u32),
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Nothing to report.
+    Done,
+    /// A loaded library's handle.
+    Library {
+        /// Used in later requests.
+        lib: u32,
+    },
+    /// A prepared function's handle.
+    Function {
+        /// Used in later requests.
+        func: u32,
+        /// The function's address in the server.
+        address: u64,
+    },
+    /// An address.
+    Address(u64),
+    /// Bytes read.
+    Bytes(Vec<u8>),
+    /// A call's results.
+    Returned(Returned),
+}
+
+/// What a call gave back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Returned {
+    /// The return value's bytes, exactly the size of the return type (empty for `void`).
+    pub value: Vec<u8>,
+    /// For `char *`/`wchar_t *` return types: the string at the returned address (without the NUL),
+    /// `None` when the function returned `NULL`.
+    pub string: Option<Vec<u8>>,
+    /// The content after the call of every block with `copy_back`, in block order.
+    pub blocks: Vec<Vec<u8>>,
+}
+
+/// An error the server reports; the connection stays usable.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RemoteError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The details, such as the loader's message.
+    pub message: String,
+}
+
+/// The kinds of [`RemoteError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The library could not be loaded.
+    LoadFailed,
+    /// The library does not export the symbol.
+    SymbolNotFound,
+    /// The signature cannot be called on this target (libffi refused it).
+    BadSignature,
+    /// The call's data does not match the prepared signature.
+    BadArguments,
+    /// An unknown library, function or allocation handle.
+    UnknownHandle,
+    /// Memory could not be allocated.
+    OutOfMemory,
+    /// The request was malformed or out of order; the server closes the connection after this.
+    Protocol,
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Bytes were left over after the message.
+    #[error("malformed message: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+fn config() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
+    bincode::config::standard().with_little_endian().with_fixed_int_encoding()
+}
+
+/// Encodes a message, appending to `out`.
+pub fn encode<T: Encode>(msg: &T, out: &mut Vec<u8>) {
+    bincode::encode_into_std_write(msg, out, config()).expect("writing to a Vec cannot fail");
+}
+
+/// Decodes a whole message; trailing bytes are an error.
+///
+/// bincode allocates a container as soon as it has read its length, checked only against the decoder's
+/// limit, so the limit is chosen per input: the smallest power of four at least four times the input's
+/// length. A hostile length inside a small frame can then cost at most a few times the frame's size.
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
+    macro_rules! tiers {
+        ($($limit:literal),*) => {
+            $(if bytes.len() as u64 * 4 <= $limit {
+                return decode_limited::<T, $limit>(bytes);
+            })*
+        };
+    }
+    tiers!(4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456, 1073741824);
+    // Above 256 MiB (frames may reach 1 GiB): no tier fits a 32-bit usize, so trust the frame limit.
+    decode_limited::<T, { usize::MAX }>(bytes)
+}
+
+fn decode_limited<T: Decode<()>, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (msg, used) = bincode::decode_from_slice::<T, _>(bytes, config().with_limit::<LIMIT>())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(msg)
+}
+
+impl Hello {
+    /// The hello of a server running on `arch`/`os`.
+    pub fn new(arch: Arch, os: Os, pointer_width: u8, pid: u32, server_version: &str) -> Hello {
+        Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            arch,
+            os,
+            pointer_width,
+            pid,
+            server_version: server_version.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}

@@ -1,0 +1,291 @@
+//! Dynamic values: what the client passes to a call and gets back.
+//!
+//! A [`Value`] has no layout of its own; it is checked against the declared [`CType`](crate::CType) and
+//! laid out for the server's target when a call is encoded, so `Value::Int(300)` for an `unsigned char`
+//! is refused with an error naming the argument, never truncated.
+
+use std::fmt;
+
+/// A value passed to or returned from a bridged function.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// No value: what a `void` function returns.
+    Void,
+    /// A `bool`.
+    Bool(bool),
+    /// A signed integer (any integer type accepts it when it fits).
+    Int(i64),
+    /// An unsigned integer (any integer type accepts it when it fits).
+    UInt(u64),
+    /// A `float` or `double` (integers are accepted too).
+    Float(f64),
+    /// An x87 80-bit `long double`, kept bit-exact.
+    LongDouble(ExtF80),
+    /// An address in the server's memory: an opaque handle, memory from
+    /// [`Request::Alloc`](crate::Request::Alloc), or `NULL` (`Pointer(0)`).
+    Pointer(u64),
+    /// Text: for `char *`/`wchar_t *` strings (a NUL is added) and character arrays.
+    Str(String),
+    /// Raw bytes: for byte buffers, character arrays, or any pointee or aggregate given already laid out.
+    Bytes(Vec<u8>),
+    /// The elements of an array, or of the memory a pointer argument points to.
+    Array(Vec<Value>),
+    /// The members of a struct, in declaration order.
+    Struct(Vec<Value>),
+    /// The member of a union to set: its index and value.
+    Variant(u32, Box<Value>),
+    /// A union read back: every member's view of the same bytes.
+    Union(Vec<Value>),
+    /// `n` zeroed elements of a pointer's pointee type: an output buffer.
+    Zeros(u32),
+}
+
+impl Value {
+    /// `NULL`.
+    pub const NULL: Value = Value::Pointer(0);
+
+    /// The value as a signed integer, if it is an integer that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::Int(i) => Some(i),
+            Value::UInt(u) => i64::try_from(u).ok(),
+            Value::Bool(b) => Some(i64::from(b)),
+            _ => None,
+        }
+    }
+
+    /// The value as an unsigned integer, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::Int(i) => u64::try_from(i).ok(),
+            Value::UInt(u) => Some(u),
+            Value::Bool(b) => Some(u64::from(b)),
+            _ => None,
+        }
+    }
+
+    /// The value as a float (integers and `long double` convert).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::Float(f) => Some(f),
+            Value::LongDouble(x) => Some(x.to_f64()),
+            Value::Int(i) => Some(i as f64),
+            Value::UInt(u) => Some(u as f64),
+            _ => None,
+        }
+    }
+
+    /// The value as a bool.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            Value::Int(i) => Some(i != 0),
+            Value::UInt(u) => Some(u != 0),
+            _ => None,
+        }
+    }
+
+    /// The address of a pointer value.
+    pub fn as_pointer(&self) -> Option<u64> {
+        match *self {
+            Value::Pointer(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Text up to the first NUL: from [`Value::Str`], or [`Value::Bytes`] holding UTF-8 (like ctypes'
+    /// `.value` of a `char` array).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s.split('\0').next().unwrap_or("")),
+            Value::Bytes(b) => {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                std::str::from_utf8(&b[..end]).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Raw bytes of a [`Value::Bytes`] or [`Value::Str`].
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            Value::Str(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array or the members of a struct.
+    pub fn as_slice(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(v) | Value::Struct(v) | Value::Union(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Element or member `i` of an array, struct or union.
+    pub fn get(&self, i: usize) -> Option<&Value> {
+        self.as_slice()?.get(i)
+    }
+
+    /// An array of doubles.
+    pub fn f64s(values: impl IntoIterator<Item = f64>) -> Value {
+        Value::Array(values.into_iter().map(Value::Float).collect())
+    }
+
+    /// An array of signed integers.
+    pub fn ints(values: impl IntoIterator<Item = i64>) -> Value {
+        Value::Array(values.into_iter().map(Value::Int).collect())
+    }
+
+    /// The array's elements as doubles, if every element is a number.
+    pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
+        self.as_slice()?.iter().map(Value::as_f64).collect()
+    }
+
+    /// A short name of the value's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Void => "void",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) | Value::UInt(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::LongDouble(_) => "a long double",
+            Value::Pointer(_) => "a pointer",
+            Value::Str(_) => "a string",
+            Value::Bytes(_) => "bytes",
+            Value::Array(_) => "an array",
+            Value::Struct(_) => "a struct",
+            Value::Variant(..) => "a union member",
+            Value::Union(_) => "a union",
+            Value::Zeros(_) => "zeroed elements",
+        }
+    }
+}
+
+macro_rules! from_int {
+    ($variant:ident as $wide:ty: $($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Value {
+                Value::$variant(<$wide>::from(v))
+            }
+        }
+    )*};
+}
+from_int!(Int as i64: i8, i16, i32, i64);
+from_int!(UInt as u64: u8, u16, u32, u64);
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float(v)
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Value {
+        Value::Float(f64::from(v))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Str(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Str(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value::Bytes(v)
+    }
+}
+impl From<Vec<Value>> for Value {
+    fn from(v: Vec<Value>) -> Value {
+        Value::Array(v)
+    }
+}
+
+/// An x87 80-bit extended-precision float (`long double` on x86 Linux), stored as its 10 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExtF80(pub [u8; 10]);
+
+impl ExtF80 {
+    /// Converts a double exactly (every double is representable).
+    pub fn from_f64(v: f64) -> ExtF80 {
+        let bits = v.to_bits();
+        let sign = ((bits >> 63) as u16) << 15;
+        let exp = ((bits >> 52) & 0x7ff) as i32;
+        let frac = bits & ((1 << 52) - 1);
+        let (e, m): (u16, u64) = if exp == 0 && frac == 0 {
+            (0, 0)
+        } else if exp == 0x7ff {
+            // Infinity or NaN: explicit integer bit set, payload kept.
+            (0x7fff, (1 << 63) | (frac << 11))
+        } else if exp == 0 {
+            // Subnormal double: normalise (the extended format's range covers it).
+            // frac * 2^-1074 == (frac << lz) * 2^(e - 16383 - 63) with e = 15372 - lz.
+            let lz = frac.leading_zeros();
+            ((15372 - lz) as u16, frac << lz)
+        } else {
+            ((exp - 1023 + 16383) as u16, (1 << 63) | (frac << 11))
+        };
+        let mut out = [0u8; 10];
+        out[..8].copy_from_slice(&m.to_le_bytes());
+        out[8..].copy_from_slice(&(sign | e).to_le_bytes());
+        ExtF80(out)
+    }
+
+    /// Rounds to the nearest double (ties to even); out-of-range values become infinities or zeros.
+    pub fn to_f64(self) -> f64 {
+        let m = u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"));
+        let se = u16::from_le_bytes([self.0[8], self.0[9]]);
+        let sign = if se & 0x8000 != 0 { -1.0 } else { 1.0 };
+        let e = i32::from(se & 0x7fff);
+        if e == 0x7fff {
+            return if m << 1 == 0 { sign * f64::INFINITY } else { f64::NAN };
+        }
+        if m == 0 {
+            return sign * 0.0;
+        }
+        // value = m * 2^(e - 16383 - 63); split the scaling so no step overflows early.
+        let mut v = m as f64; // rounds to 53 bits (ties to even)
+        let mut p = e - 16383 - 63;
+        while p > 1000 {
+            v *= 2f64.powi(1000);
+            p -= 1000;
+        }
+        while p < -1000 {
+            v *= 2f64.powi(-1000);
+            p += 1000;
+        }
+        sign * v * 2f64.powi(p)
+    }
+}
+
+impl fmt::Debug for ExtF80 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExtF80({})", self.to_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext_f80_round_trips_doubles() {
+        for v in [0.0, -0.0, 1.0, -2.5, 1e300, -1e-300, f64::MAX, f64::MIN_POSITIVE, 5e-324, f64::INFINITY] {
+            assert_eq!(ExtF80::from_f64(v).to_f64().to_bits(), v.to_bits(), "{v}");
+        }
+        assert!(ExtF80::from_f64(f64::NAN).to_f64().is_nan());
+        // 1.0 is 0x3fff 8000000000000000.
+        assert_eq!(ExtF80::from_f64(1.0).0, [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]);
+    }
+}

@@ -1,0 +1,363 @@
+//! The host: loaded libraries, prepared functions, and the calls themselves.
+
+use std::ffi::c_void;
+
+use bitbridge_proto::{
+    msg, CType, CallConv, CallData, ErrorKind, Frame, FrameError, Loc, RemoteError, Reply, Request, Returned,
+    Signature, Target, Transport,
+};
+use libffi::middle::{Cif, CodePtr};
+
+use crate::ffi::ffi_type;
+use crate::memory::{self, Buffer, Heap};
+
+/// The largest block one call may ask for: the address space of a 32-bit server is 4 GiB.
+const MAX_BLOCK: u64 = 1 << 31;
+
+/// Loaded libraries and prepared functions, serving requests one at a time.
+#[derive(Debug)]
+pub struct Host {
+    target: Target,
+    libs: Vec<Option<Loaded>>,
+    funcs: Vec<Option<Prepared>>,
+    heap: Heap,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    lib: libloading::Library,
+    path: String,
+}
+
+struct Prepared {
+    cif: Cif,
+    code: CodePtr,
+    sig: Signature,
+    arg_sizes: Vec<usize>,
+    ret_size: usize,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({} at {:p})", self.sig, self.code.as_ptr())
+    }
+}
+
+// SAFETY: a Cif and a code pointer are plain data (libffi's descriptions and an address); the host is
+// used by one thread at a time (it is moved, never shared), which is all Send asks.
+unsafe impl Send for Prepared {}
+
+type Res<T> = Result<T, RemoteError>;
+
+fn fail<T>(kind: ErrorKind, message: impl Into<String>) -> Res<T> {
+    Err(RemoteError { kind, message: message.into() })
+}
+
+impl Host {
+    /// A host for libraries of this process's own architecture.
+    ///
+    /// # Safety
+    ///
+    /// The host loads libraries (running their initialisers) and calls their functions with whatever
+    /// signatures and memory the requests describe. Nothing can check that a signature matches the
+    /// function, so a wrong one corrupts the process the host runs in. In the server binary that is the
+    /// server process, which exists for that risk; in-process, the caller accepts it for its own process.
+    pub unsafe fn new() -> Host {
+        Host {
+            target: Target::host().expect("bitbridge-server is built only for supported targets"),
+            libs: Vec::new(),
+            funcs: Vec::new(),
+            heap: Heap::default(),
+        }
+    }
+
+    /// The target this host calls functions for.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Answers one request. [`Request::Shutdown`] is answered like any other; the caller stops after.
+    pub fn handle(&mut self, request: Request) -> Result<Reply, RemoteError> {
+        match request {
+            Request::Load { path } => self.load(path),
+            Request::Unload { lib } => {
+                let slot = self.libs.get_mut(lib as usize).filter(|l| l.is_some());
+                let slot = slot.ok_or_else(|| unknown("library", lib))?;
+                *slot = None;
+                Ok(Reply::Done)
+            }
+            Request::Prepare { lib, symbol, sig } => self.prepare(lib, &symbol, sig),
+            Request::Symbol { lib, symbol } => self.symbol(lib, &symbol).map(Reply::Address),
+            Request::Call { func, call } => self.call(func, call).map(Reply::Returned),
+            Request::Release { func } => {
+                let slot = self.funcs.get_mut(func as usize).filter(|f| f.is_some());
+                *slot.ok_or_else(|| unknown("function", func))? = None;
+                Ok(Reply::Done)
+            }
+            Request::Alloc { size, align } => {
+                if size == 0 || size > MAX_BLOCK || !align.is_power_of_two() || align > 4096 {
+                    return fail(ErrorKind::BadArguments, format!("cannot allocate {size} bytes aligned to {align}"));
+                }
+                match self.heap.alloc(size, align) {
+                    Some(a) => Ok(Reply::Address(a)),
+                    None => fail(ErrorKind::OutOfMemory, format!("out of memory allocating {size} bytes")),
+                }
+            }
+            Request::Free { addr } => match self.heap.free(addr) {
+                true => Ok(Reply::Done),
+                false => fail(ErrorKind::UnknownHandle, format!("{addr:#x} was not allocated by this server or was freed")),
+            },
+            Request::Write { addr, bytes } => {
+                memory::write(addr, &bytes).or_else(|e| fail(ErrorKind::BadArguments, e))?;
+                Ok(Reply::Done)
+            }
+            Request::Read { addr, len } => {
+                memory::read(addr, len).map(Reply::Bytes).or_else(|e| fail(ErrorKind::BadArguments, e))
+            }
+            Request::ReadString { addr, wide, max_len } => {
+                let unit = if wide { self.wchar_size() } else { 1 };
+                memory::read_string(addr, unit, max_len).map(Reply::Bytes).or_else(|e| fail(ErrorKind::BadArguments, e))
+            }
+            Request::Shutdown => Ok(Reply::Done),
+            _ => fail(ErrorKind::Protocol, "request not understood by this server"),
+        }
+    }
+
+    fn wchar_size(&self) -> usize {
+        self.target.layout(&CType::WChar).map(|l| l.size as usize).unwrap_or(4)
+    }
+
+    fn load(&mut self, path: String) -> Res<Reply> {
+        // RTLD_NOW: an unresolved symbol is reported now, with its name, not as a crash at first call.
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // SAFETY: loading runs the library's initialisers; hosting untrusted-to-be-correct libraries is
+        // this process's job, and the contract of Host::new covers it.
+        let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) };
+        match lib {
+            Ok(lib) => {
+                self.libs.push(Some(Loaded { lib: lib.into(), path }));
+                Ok(Reply::Library { lib: (self.libs.len() - 1) as u32 })
+            }
+            Err(e) => fail(ErrorKind::LoadFailed, source_chain(&e)),
+        }
+    }
+
+    fn symbol(&self, lib: u32, symbol: &str) -> Res<u64> {
+        let loaded = self.libs.get(lib as usize).and_then(Option::as_ref).ok_or_else(|| unknown("library", lib))?;
+        // SAFETY: the symbol is only turned into an address here; nothing is called or read through it.
+        let sym = unsafe { loaded.lib.get::<*mut c_void>(symbol.as_bytes()) };
+        match sym {
+            // SAFETY: as above, reading the symbol's address is all `into_raw` does.
+            Ok(s) => Ok(unsafe { s.into_raw() }.as_raw_ptr() as usize as u64),
+            Err(e) => fail(ErrorKind::SymbolNotFound, format!("`{symbol}` in {}: {}", loaded.path, source_chain(&e))),
+        }
+    }
+
+    fn prepare(&mut self, lib: u32, symbol: &str, sig: Signature) -> Res<Reply> {
+        let addr = self.symbol(lib, symbol)?;
+        let bad = |m: String| RemoteError { kind: ErrorKind::BadSignature, message: format!("`{symbol}`: {m}") };
+        let mut args = Vec::with_capacity(sig.params.len());
+        let mut arg_sizes = Vec::with_capacity(sig.params.len());
+        for (i, p) in sig.params.iter().enumerate() {
+            if p.ty == CType::Void {
+                return Err(bad(format!("parameter {} is `void`", i + 1)));
+            }
+            args.push(ffi_type(&self.target, &p.ty).map_err(|m| bad(format!("parameter {}: {m}", i + 1)))?);
+            arg_sizes.push(self.target.layout(&p.ty).map_err(|e| bad(e.to_string()))?.size as usize);
+        }
+        let ret = ffi_type(&self.target, &sig.ret).map_err(|m| bad(format!("return type: {m}")))?;
+        let ret_size = match sig.ret {
+            CType::Void => 0,
+            ref t => self.target.layout(t).map_err(|e| bad(e.to_string()))?.size as usize,
+        };
+        let abi = abi(&self.target, sig.conv).map_err(bad)?;
+        let cif = Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
+        check_layouts(&cif, &arg_sizes, ret_size).map_err(bad)?;
+        let code = CodePtr::from_ptr(addr as usize as *const c_void);
+        self.funcs.push(Some(Prepared { cif, code, sig, arg_sizes, ret_size }));
+        Ok(Reply::Function { func: (self.funcs.len() - 1) as u32, address: addr })
+    }
+
+    fn call(&mut self, func: u32, call: CallData) -> Res<Returned> {
+        let f = self.funcs.get(func as usize).and_then(Option::as_ref).ok_or_else(|| unknown("function", func))?;
+        let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
+        if call.args.len() != f.arg_sizes.len() {
+            return Err(bad(format!("{} arguments for a function taking {}", call.args.len(), f.arg_sizes.len())));
+        }
+        let ptr_size = std::mem::size_of::<usize>();
+
+        // The memory pointer arguments point to, zeroed, then filled with what the client sent.
+        let mut blocks = Vec::with_capacity(call.blocks.len());
+        for (i, b) in call.blocks.iter().enumerate() {
+            if b.len > MAX_BLOCK || !b.align.is_power_of_two() || b.align > 4096 {
+                return Err(bad(format!("block {i}: {} bytes aligned to {} cannot be allocated", b.len, b.align)));
+            }
+            if !b.data.is_empty() && b.data.len() as u64 != b.len {
+                return Err(bad(format!("block {i}: {} bytes of data for {} bytes", b.data.len(), b.len)));
+            }
+            let mut buf = Buffer::zeroed(b.len, b.align)
+                .ok_or_else(|| RemoteError { kind: ErrorKind::OutOfMemory, message: format!("block {i}: {} bytes", b.len) })?;
+            buf.bytes_mut(b.data.len()).copy_from_slice(&b.data);
+            blocks.push(buf);
+        }
+        // Each argument in its own 16-byte-aligned slot.
+        let mut arg_bufs = Vec::with_capacity(call.args.len());
+        for (i, (a, &size)) in call.args.iter().zip(&f.arg_sizes).enumerate() {
+            if a.len() != size {
+                return Err(bad(format!("argument {}: {} bytes for a {size}-byte `{}`", i + 1, a.len(), f.sig.params[i].ty)));
+            }
+            let mut slot = vec![0u128; size.div_ceil(16).max(1)];
+            as_bytes_mut(&mut slot)[..size].copy_from_slice(a);
+            arg_bufs.push(slot);
+        }
+        for r in &call.relocs {
+            let target = blocks.get(r.block as usize).ok_or_else(|| bad(format!("relocation to missing block {}", r.block)))?;
+            let addr = target.addr().to_le_bytes();
+            let (dest, len): (&mut [u8], u64) = match r.at {
+                Loc::Arg(i) => {
+                    let size = *f.arg_sizes.get(i as usize).ok_or_else(|| bad(format!("relocation in missing argument {i}")))?;
+                    (&mut as_bytes_mut(&mut arg_bufs[i as usize])[..size], size as u64)
+                }
+                Loc::Block(j) => {
+                    let len = call.blocks.get(j as usize).ok_or_else(|| bad(format!("relocation in missing block {j}")))?.len;
+                    (blocks[j as usize].bytes_mut(len as usize), len)
+                }
+            };
+            if r.offset.checked_add(ptr_size as u64).is_none_or(|end| end > len) {
+                return Err(bad(format!("relocation at offset {} does not fit in {:?}", r.offset, r.at)));
+            }
+            dest[r.offset as usize..r.offset as usize + ptr_size].copy_from_slice(&addr[..ptr_size]);
+        }
+
+        let mut avalues: Vec<*mut c_void> = arg_bufs.iter_mut().map(|s| s.as_mut_ptr().cast()).collect();
+        // libffi writes at least a full register for small integer returns.
+        let mut ret = vec![0u128; f.ret_size.div_ceil(16).max(2)];
+        // SAFETY: the cif was prepared from the client's signature for this very function; each argument
+        // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
+        // point into live blocks, and the return buffer is larger than the return type. Whether the
+        // signature matches the function is the contract of Host::new.
+        unsafe {
+            libffi::raw::ffi_call(f.cif.as_raw_ptr(), Some(*f.code.as_fun()), ret.as_mut_ptr().cast(), avalues.as_mut_ptr());
+        }
+
+        let value = as_bytes_mut(&mut ret)[..f.ret_size].to_vec();
+        let string = match f.sig.ret {
+            CType::CStr | CType::WStr => {
+                let mut p = [0u8; 8];
+                p[..ptr_size].copy_from_slice(&value[..ptr_size]);
+                match u64::from_le_bytes(p) {
+                    0 => None,
+                    addr => {
+                        let unit = if f.sig.ret == CType::WStr { self.wchar_size() } else { 1 };
+                        Some(memory::read_string(addr, unit, u64::MAX).map_err(bad)?)
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut back = Vec::new();
+        for (b, buf) in call.blocks.iter().zip(blocks.iter_mut()) {
+            if b.copy_back {
+                back.push(buf.bytes_mut(b.len as usize).to_vec());
+            }
+        }
+        Ok(Returned { value, string, blocks: back })
+    }
+
+    /// Serves requests from `transport` until the client shuts the server down or goes away.
+    /// A frame that cannot be decoded is answered with a [`ErrorKind::Protocol`] error and ends the
+    /// session: after it, nothing the peer sends can be trusted to be in step.
+    pub fn serve(&mut self, transport: &mut dyn Transport) -> Result<(), FrameError> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match transport.recv(&mut buf) {
+                Ok(()) => {}
+                Err(FrameError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let (reply, stop) = match msg::decode::<Frame>(&buf) {
+                Ok(Frame::Request { id, request }) => {
+                    let stop = matches!(request, Request::Shutdown);
+                    (Frame::Reply { id, reply: self.handle(request) }, stop)
+                }
+                Ok(Frame::Reply { id, .. }) => (protocol_error(id, format!("unexpected reply {id}: no request is pending")), true),
+                Err(e) => (protocol_error(0, e.to_string()), true),
+            };
+            out.clear();
+            msg::encode(&reply, &mut out);
+            transport.send(&out)?;
+            if stop {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn protocol_error(id: u64, message: String) -> Frame {
+    Frame::Reply { id, reply: Err(RemoteError { kind: ErrorKind::Protocol, message }) }
+}
+
+fn unknown(what: &str, id: u32) -> RemoteError {
+    RemoteError { kind: ErrorKind::UnknownHandle, message: format!("no {what} with handle {id}") }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn as_bytes_mut(v: &mut [u128]) -> &mut [u8] {
+    let len = std::mem::size_of_val(v);
+    // SAFETY: u128 has no padding and any byte pattern is valid for u8; the slice covers exactly v.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), len) }
+}
+
+/// The libffi ABI for a calling convention on this target.
+fn abi(target: &Target, conv: CallConv) -> Result<libffi::middle::FfiAbi, String> {
+    use libffi::raw::*;
+    #[cfg(target_arch = "x86")]
+    {
+        let _ = target;
+        Ok(match conv {
+            CallConv::Cdecl => ffi_abi_FFI_DEFAULT_ABI,
+            CallConv::Stdcall => ffi_abi_FFI_STDCALL,
+            CallConv::Fastcall => ffi_abi_FFI_FASTCALL,
+            CallConv::Thiscall => ffi_abi_FFI_THISCALL,
+            _ => return Err(format!("calling convention {conv:?} is not known to this server")),
+        })
+    }
+    #[cfg(not(target_arch = "x86"))]
+    {
+        match conv {
+            CallConv::Cdecl => Ok(ffi_abi_FFI_DEFAULT_ABI),
+            other => Err(format!("{other:?} exists only on 32-bit x86, not on {target}")),
+        }
+    }
+}
+
+/// Checks that libffi sized every argument and the return value as bitbridge-proto did.
+fn check_layouts(cif: &Cif, arg_sizes: &[usize], ret_size: usize) -> Result<(), String> {
+    let raw = cif.as_raw_ptr();
+    // SAFETY: the cif was prepared successfully, so its arg_types array holds nargs initialised types
+    // and rtype is initialised; we only read their sizes.
+    unsafe {
+        for (i, &want) in arg_sizes.iter().enumerate() {
+            let got = (**(*raw).arg_types.add(i)).size;
+            if got != want {
+                return Err(format!("parameter {}: libffi lays it out in {got} bytes, bitbridge in {want}", i + 1));
+            }
+        }
+        let got = (*(*raw).rtype).size;
+        if ret_size != 0 && got != ret_size {
+            return Err(format!("return type: libffi lays it out in {got} bytes, bitbridge in {ret_size}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The bitbridge host: loads a native library into this process and calls its functions through
+//! libffi on behalf of a client.
+//!
+//! The `bitbridge-server` binary, built for each architecture bitbridge hosts (i686 and x86_64),
+//! runs a [`Host`] over the socket its client handed it. The client crate also uses [`InProcess`] to
+//! run the same host inside the client for libraries of the client's own architecture.
+//!
+//! Everything unsafe in bitbridge lives in this crate: library loading, libffi calls, raw memory.
+#![deny(missing_docs)]
+
+mod ffi;
+mod host;
+mod memory;
+mod sys;
+
+/// Process set-up for the server binary (Unix: connection on fd 0, parent-death signal).
+#[doc(hidden)]
+pub use sys::take_connection;
+
+use std::collections::VecDeque;
+
+use bitbridge_proto::{msg, Frame, FrameError, Hello, Reply, Request, Transport};
+
+pub use host::Host;
+
+/// The hello a host of this build sends.
+pub fn hello(pid: u32) -> Hello {
+    let t = bitbridge_proto::Target::host().expect("supported target");
+    Hello::new(t.arch, t.os, std::mem::size_of::<usize>() as u8, pid, env!("CARGO_PKG_VERSION"))
+}
+
+/// A [`Transport`] whose peer is a [`Host`] in the same process: each request frame is decoded and
+/// answered synchronously, so the client code path is the same as with a server process, byte for byte.
+#[derive(Debug)]
+pub struct InProcess {
+    host: Host,
+    replies: VecDeque<Vec<u8>>,
+    closed: bool,
+}
+
+impl InProcess {
+    /// A transport to `host`. The first frame received is the host's [`Hello`].
+    pub fn new(host: Host) -> InProcess {
+        let mut hello = Vec::new();
+        msg::encode(&self::hello(std::process::id()), &mut hello);
+        InProcess { host, replies: VecDeque::from([hello]), closed: false }
+    }
+}
+
+impl Transport for InProcess {
+    fn send(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        if self.closed {
+            return Err(FrameError::Closed);
+        }
+        let reply = match msg::decode::<Frame>(frame) {
+            Ok(Frame::Request { id, request }) => {
+                self.closed = matches!(request, Request::Shutdown);
+                Frame::Reply { id, reply: self.host.handle(request) }
+            }
+            Ok(Frame::Reply { id, .. }) => Frame::Reply { id, reply: Ok(Reply::Done) },
+            Err(e) => {
+                self.closed = true;
+                Frame::Reply {
+                    id: 0,
+                    reply: Err(bitbridge_proto::RemoteError {
+                        kind: bitbridge_proto::ErrorKind::Protocol,
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        };
+        let mut out = Vec::new();
+        msg::encode(&reply, &mut out);
+        self.replies.push_back(out);
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        match self.replies.pop_front() {
+            Some(f) => {
+                *buf = f;
+                Ok(())
+            }
+            None => Err(FrameError::Closed),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `bitbridge-server`: hosts native libraries for one bitbridge client.
+//!
+//! Started by the client with the connection (one end of a socketpair) as its stdin; nothing else can
+//! reach it. Speaks first with a [`Hello`](bitbridge_proto::Hello), then answers requests until the
+//! client shuts it down or disappears (EOF on the socket, or the parent-death signal).
+
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+use bitbridge_proto::{msg, StreamTransport, Transport};
+use bitbridge_server::Host;
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        let t = bitbridge_proto::Target::host().expect("supported target");
+        println!("bitbridge-server {} ({})", env!("CARGO_PKG_VERSION"), t.arch);
+        return ExitCode::SUCCESS;
+    }
+    let parent = std::env::var("BITBRIDGE_PARENT_PID").ok().and_then(|p| p.parse().ok());
+    let conn = match bitbridge_server::take_connection(parent) {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("bitbridge-server: no connection on stdin: {e} (this program is started by a bitbridge client)");
+            return ExitCode::from(2);
+        }
+    };
+    let mut transport = StreamTransport::new(conn);
+    let mut hello = Vec::new();
+    msg::encode(&bitbridge_server::hello(std::process::id()), &mut hello);
+    if let Err(e) = transport.send(&hello) {
+        eprintln!("bitbridge-server: cannot greet the client: {e}");
+        return ExitCode::from(2);
+    }
+    // SAFETY: this process exists to host the client's library; a wrong signature can corrupt only this
+    // process, whose death the client reports as an error.
+    let mut host = unsafe { Host::new() };
+    match host.serve(&mut transport) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bitbridge-server: connection failed: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
