@@ -1,1 +1,170 @@
+//! Helpers for bitbridge's cross-process tests, examples and benchmarks: building the C fixtures for
+//! both bitnesses with the system compiler, and opening them through each backend.
+#![deny(unsafe_code)]
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bitbridge::{Library, LibraryOptions};
+
+/// A bitness to build for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bits {
+    /// `-m32`: i686, hosted by the 32-bit server.
+    B32,
+    /// `-m64`: x86_64.
+    B64,
+}
+
+impl Bits {
+    fn flag(self) -> &'static str {
+        match self {
+            Bits::B32 => "-m32",
+            Bits::B64 => "-m64",
+        }
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Bits::B32 => "32",
+            Bits::B64 => "64",
+        }
+    }
+}
+
+/// The workspace's root folder.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Where built fixtures go.
+pub fn out_dir() -> PathBuf {
+    let d = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("fixtures");
+    std::fs::create_dir_all(&d).expect("creating target/fixtures");
+    d
+}
+
+fn build(src: &Path, out: &Path, bits: Bits, shared: bool, extra: &[&str]) {
+    let cpp = src.extension().is_some_and(|e| e == "cpp");
+    let fresh = out.metadata().and_then(|o| o.modified()).ok().is_some_and(|o| {
+        let deps = [src.to_path_buf(), src.with_extension("h"), root().join("fixtures/layout.h")];
+        deps.iter().filter_map(|d| d.metadata().and_then(|m| m.modified()).ok()).all(|m| m <= o)
+    });
+    if fresh {
+        return;
+    }
+    // Build to a name of our own, then rename: parallel test processes never see half a file.
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let mut cmd = Command::new(if cpp { "g++" } else { "gcc" });
+    cmd.arg(bits.flag()).args(["-O1", "-g", "-Wall", "-Werror", "-o"]).arg(&tmp).arg(src).args(extra);
+    if shared {
+        cmd.args(["-shared", "-fPIC"]);
+    }
+    let o = cmd.output().unwrap_or_else(|e| panic!("running the C compiler for {}: {e}", src.display()));
+    assert!(
+        o.status.success(),
+        "building {} with {} failed (is gcc-multilib installed? run ./x install):\n{}",
+        src.display(),
+        bits.flag(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, out).expect("moving the built fixture into place");
+}
+
+fn once(key: String, f: impl FnOnce() -> PathBuf) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut m = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = m.get(&key) {
+        return p.clone();
+    }
+    let p = f();
+    m.insert(key, p.clone());
+    p
+}
+
+/// Builds `fixtures/<name>.c` (or `.cpp`) as a shared library for `bits`; returns its path
+/// (`target/fixtures/lib<name>32.so`).
+pub fn fixture(name: &str, bits: Bits) -> PathBuf {
+    once(format!("lib {name} {bits:?}"), || {
+        let dir = root().join("fixtures");
+        let src = [dir.join(format!("{name}.c")), dir.join(format!("{name}.cpp"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no fixture source fixtures/{name}.c or .cpp"));
+        let out = out_dir().join(format!("lib{name}{}.so", bits.suffix()));
+        build(&src, &out, bits, true, &[]);
+        out
+    })
+}
+
+/// Builds `fixtures/<name>.c` as a program for `bits` (linking `libs` such as `-lm`); returns its path.
+pub fn program(name: &str, bits: Bits, libs: &[&str]) -> PathBuf {
+    once(format!("exe {name} {bits:?}"), || {
+        let src = root().join("fixtures").join(format!("{name}.c"));
+        let out = out_dir().join(format!("{name}{}", bits.suffix()));
+        build(&src, &out, bits, false, libs);
+        out
+    })
+}
+
+/// Where a library is hosted in a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The 32-bit fixture in the i686 server: the case bitbridge exists for.
+    Server32,
+    /// The 64-bit fixture in the x86_64 server.
+    Server64,
+    /// The 64-bit fixture in this process: the reference.
+    InProcess,
+}
+
+/// Every backend, 32-bit first.
+pub const BACKENDS: [Backend; 3] = [Backend::Server32, Backend::Server64, Backend::InProcess];
+
+impl Backend {
+    /// The bitness of fixture this backend hosts.
+    pub fn bits(self) -> Bits {
+        match self {
+            Backend::Server32 => Bits::B32,
+            _ => Bits::B64,
+        }
+    }
+
+    /// Opens the fixture `name` built for this backend.
+    pub fn open(self, name: &str) -> Library {
+        watchdog();
+        let path = fixture(name, self.bits());
+        let opts = LibraryOptions::new(&path);
+        let lib = match self {
+            Backend::InProcess => {
+                // SAFETY: the fixtures are this project's own C code and every signature declared in the
+                // tests matches its definition; a mismatch is a test bug the other backends expose too.
+                #[allow(unsafe_code)]
+                unsafe {
+                    opts.open_in_process()
+                }
+            }
+            _ => opts.open(),
+        };
+        let lib = lib.unwrap_or_else(|e| panic!("opening {} ({self:?}): {e}", path.display()));
+        let want = if self == Backend::Server32 { bitbridge::Arch::X86 } else { bitbridge::Arch::X86_64 };
+        assert_eq!(lib.server().target().arch, want, "{self:?} must host the library in a {want} process");
+        assert_eq!(lib.server().is_in_process(), self == Backend::InProcess);
+        lib
+    }
+}
+
+/// Ends the whole test process if it runs longer than 10 minutes, so a hung server can never hang CI.
+/// (Servers die with it: they have the parent-death signal set.)
+pub fn watchdog() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(600));
+            eprintln!("bitbridge-tests watchdog: test process still running after 600 s, aborting");
+            std::process::exit(101);
+        });
+    });
+}

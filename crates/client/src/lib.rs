@@ -1,1 +1,20 @@
+#![doc = include_str!("../../../README.md")]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
+mod detect;
+mod error;
+mod library;
+mod locate;
+mod process;
+mod server;
+
+pub use bitbridge_proto::{Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value};
+pub use detect::{inspect, LibraryInfo};
+pub use error::{Error, ExitReason, Result};
+pub use library::{Function, Library, LibraryOptions, Outcome};
+pub use locate::server_file_name;
+pub use server::{Server, ServerOptions, ServerOutput};
+
+/// The wire contract shared with the server (types, layouts, messages), for advanced use.
+pub use bitbridge_proto as proto;

@@ -13,7 +13,7 @@ pub mod transport;
 pub mod types;
 pub mod value;
 
-pub use marshal::{decode_value, encode_call, encode_value, CallPlan, MarshalError};
+pub use marshal::{decode_returned, decode_value, encode_call, encode_value, CallPlan, MarshalError};
 pub use msg::{
     Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned,
     MAGIC, PROTOCOL_VERSION,

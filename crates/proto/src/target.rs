@@ -117,10 +117,7 @@ impl Target {
 
     /// Pointer width in bytes (4 or 8).
     pub fn pointer_size(&self) -> u64 {
-        match self.arch {
-            Arch::X86 => 4,
-            Arch::X86_64 => 8,
-        }
+        u64::from(self.arch.pointer_size())
     }
 
     /// The largest address a pointer of this target can hold.
@@ -273,6 +270,14 @@ impl fmt::Display for Target {
 }
 
 impl Arch {
+    /// Pointer width in bytes.
+    pub fn pointer_size(&self) -> u8 {
+        match self {
+            Arch::X86 => 4,
+            Arch::X86_64 => 8,
+        }
+    }
+
     /// The Rust target triple of the server for this architecture on Linux.
     pub fn linux_triple(&self) -> &'static str {
         match self {

@@ -1,0 +1,199 @@
+//! The errors of the client API.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError};
+
+/// Everything that can go wrong between a client and its server.
+///
+/// Each variant names what failed and carries what is needed to fix it. A server that dies is always
+/// [`Error::ServerDied`] (with its exit status or signal and the end of its stderr), never a hang.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The library file does not exist or cannot be read.
+    #[error("cannot read library {}", path.display())]
+    LibraryNotFound {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a shared library bitbridge can read.
+    #[error("{} is not a shared library: {reason}", path.display())]
+    NotALibrary {
+        /// The path given.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The library is for an architecture or platform no bitbridge server here can host.
+    #[error("{} is {found}; bitbridge on this machine hosts i686 and x86_64 Linux (ELF) libraries{hint}", path.display())]
+    UnsupportedArchitecture {
+        /// The library.
+        path: PathBuf,
+        /// What the file header says (`ELF for ARM aarch64`, `PE (Windows DLL) for I386`).
+        found: String,
+        /// What would be needed.
+        hint: String,
+    },
+    /// No server binary for the architecture was found.
+    #[error("no bitbridge-server for {arch} found (looked at: {}); {hint}", list(searched))]
+    ServerNotFound {
+        /// The architecture needed.
+        arch: Arch,
+        /// Every place looked at, in order.
+        searched: Vec<PathBuf>,
+        /// How to build or point to one.
+        hint: String,
+    },
+    /// The server could not be started.
+    #[error("cannot start the server {}", path.display())]
+    Spawn {
+        /// The server binary.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server started but its greeting was wrong (another program, or another version).
+    #[error("handshake with the server failed: {0}")]
+    Handshake(String),
+    /// The server process ended; every later request on it fails with this too.
+    #[error("the server (pid {pid}) died: {status}{}", stderr_tail(stderr))]
+    ServerDied {
+        /// The server's process id.
+        pid: u32,
+        /// How it ended.
+        status: ExitReason,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+    /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
+    #[error("the server was shut down")]
+    ShutDown,
+    /// The library could not be loaded by the server (the loader's message names a missing dependency).
+    #[error("cannot load {path}: {message}")]
+    Load {
+        /// The library.
+        path: String,
+        /// The loader's message.
+        message: String,
+    },
+    /// The library does not export the symbol.
+    #[error("symbol not found: {message}")]
+    SymbolNotFound {
+        /// The symbol asked for.
+        symbol: String,
+        /// The loader's message.
+        message: String,
+    },
+    /// The signature cannot be called (libffi refused it, or a type cannot be passed by value).
+    #[error("bad signature for `{function}`: {message}")]
+    Signature {
+        /// The function.
+        function: String,
+        /// Why.
+        message: String,
+    },
+    /// An argument does not match the declared signature (count, kind or range).
+    #[error("bad argument to `{function}`")]
+    Argument {
+        /// The function.
+        function: String,
+        /// Which argument and what is wrong.
+        #[source]
+        source: MarshalError,
+    },
+    /// A value read back from the server does not fit its type.
+    #[error("cannot read back the result of `{function}`")]
+    Result {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        #[source]
+        source: MarshalError,
+    },
+    /// Another error reported by the server (a bad address, an unknown handle, out of memory).
+    #[error("the server refused the request")]
+    Remote(#[source] RemoteError),
+    /// The server sent something that is not a valid message; the connection is closed.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Communication with the server failed.
+    #[error("I/O error talking to the server")]
+    Io(#[source] io::Error),
+}
+
+/// How a server process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// It exited with this status (a library calling `exit()` shows here).
+    Code(i32),
+    /// It was killed by this signal (a segfault is 11, `abort()` 6).
+    Signal(i32),
+    /// It closed the connection but had not exited when the client gave up waiting.
+    Unknown,
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Code(c) => write!(f, "exited with status {c}"),
+            ExitReason::Signal(s) => write!(f, "killed by signal {s} ({})", signal_name(*s)),
+            ExitReason::Unknown => f.write_str("closed the connection"),
+        }
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn stderr_tail(s: &str) -> String {
+    let s = s.trim_end();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with:\n{s}")
+    }
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}
+
+impl Error {
+    pub(crate) fn from_frame(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => Error::Io(e),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// A specialised `Result` for bitbridge.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

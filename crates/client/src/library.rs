@@ -1,0 +1,255 @@
+//! Libraries and their functions.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bitbridge_proto::{decode_returned, encode_call, Arch, ErrorKind, RemoteError, Reply, Request, Signature, Value};
+
+use crate::detect::{find_by_name, inspect};
+use crate::error::{Error, Result};
+use crate::server::{Server, ServerOptions};
+
+/// How to open a library: which file, which server.
+#[derive(Clone, Debug)]
+pub struct LibraryOptions {
+    path: PathBuf,
+    arch: Option<Arch>,
+    server: ServerOptions,
+}
+
+impl LibraryOptions {
+    /// Options for the library at `path` (a path, or a bare name such as `libm.so.6`, searched in the
+    /// library directories of the architecture asked for with [`LibraryOptions::arch`]).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LibraryOptions { path: path.into(), arch: None, server: ServerOptions::new() }
+    }
+
+    /// Which architecture a bare library name is looked up for (for a path, the file says).
+    pub fn arch(mut self, arch: Arch) -> Self {
+        self.arch = Some(arch);
+        self
+    }
+
+    /// How to start the server.
+    pub fn server(mut self, server: ServerOptions) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// The file to open, after looking a bare name up.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        let bare = self.path.components().count() == 1 && !self.path.exists();
+        if bare {
+            if let Some(p) = self.path.to_str().and_then(|n| find_by_name(n, self.arch)) {
+                return Ok(p);
+            }
+        }
+        Ok(self.path.clone())
+    }
+
+    /// Detects the library's architecture from its file header, starts a server of that architecture
+    /// and loads the library into it. A 64-bit library gets a 64-bit server: isolated from the client,
+    /// so a crash in it is an error here, not the end of this process.
+    pub fn open(&self) -> Result<Library> {
+        let path = self.resolve()?;
+        let info = inspect(&path)?;
+        if let Some(a) = self.arch.filter(|a| *a != info.arch) {
+            return Err(Error::UnsupportedArchitecture {
+                path,
+                found: format!("an ELF library for {}", info.arch),
+                hint: format!("; {a} was asked for"),
+            });
+        }
+        self.server.spawn(info.arch)?.load(&path)
+    }
+
+    /// Loads the library into this process (msl-loadlib's mock mode): the same API, no server. The
+    /// library must be of the client's own architecture.
+    ///
+    /// # Safety
+    ///
+    /// As [`Server::in_process`]: the library's code and every call with a wrong signature run in this
+    /// process, with nothing to contain them.
+    #[cfg(feature = "in-process")]
+    #[allow(unsafe_code)]
+    pub unsafe fn open_in_process(&self) -> Result<Library> {
+        let path = self.resolve()?;
+        let info = inspect(&path)?;
+        let host = bitbridge_proto::Target::host().map(|t| t.arch);
+        if Some(info.arch) != host {
+            return Err(Error::UnsupportedArchitecture {
+                path,
+                found: format!("an ELF library for {}", info.arch),
+                hint: "; in-process loading needs the client's own architecture: use open() to host it in a server".into(),
+            });
+        }
+        // SAFETY: forwarded to our caller by this function's contract.
+        let server = unsafe { Server::in_process() };
+        server.load(&path)
+    }
+}
+
+/// A library loaded in a server. Cheap to clone; unloaded when the last clone and every
+/// [`Function`] from it are dropped.
+#[derive(Clone)]
+pub struct Library {
+    inner: Arc<LibInner>,
+}
+
+struct LibInner {
+    server: Server,
+    id: u32,
+    path: String,
+}
+
+impl Library {
+    pub(crate) fn new(server: Server, id: u32, path: String) -> Library {
+        Library { inner: Arc::new(LibInner { server, id, path }) }
+    }
+
+    /// Opens the library at `path` in a server of its own architecture (see [`LibraryOptions::open`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Library> {
+        LibraryOptions::new(path.as_ref()).open()
+    }
+
+    /// The server hosting the library (for memory, and to load more libraries next to it).
+    pub fn server(&self) -> &Server {
+        &self.inner.server
+    }
+
+    /// The path the library was loaded from.
+    pub fn path(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// Looks up `name` and prepares it for calls with signature `sig` (ctypes' `argtypes`/`restype`).
+    /// The signature is checked for this server's target before anything is sent.
+    pub fn function(&self, name: &str, sig: Signature) -> Result<Function> {
+        let target = self.inner.server.target();
+        for (i, p) in sig.params.iter().enumerate() {
+            target.layout(&p.ty).map_err(|e| Error::Signature {
+                function: name.into(),
+                message: format!("parameter {}: {e}", i + 1),
+            })?;
+        }
+        if sig.ret != bitbridge_proto::CType::Void {
+            target.layout(&sig.ret).map_err(|e| Error::Signature {
+                function: name.into(),
+                message: format!("return type: {e}"),
+            })?;
+        }
+        let req = Request::Prepare { lib: self.inner.id, symbol: name.into(), sig: sig.clone() };
+        match self.inner.server.request(req) {
+            Ok(Reply::Function { func, address }) => {
+                Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address })
+            }
+            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(map_symbol_error(name, e)),
+        }
+    }
+
+    /// The address of an exported symbol (a variable, or a function to pass as a pointer).
+    pub fn symbol(&self, name: &str) -> Result<u64> {
+        match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }) {
+            Ok(Reply::Address(a)) => Ok(a),
+            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(map_symbol_error(name, e)),
+        }
+    }
+}
+
+fn map_symbol_error(name: &str, e: Error) -> Error {
+    match e {
+        Error::Remote(RemoteError { kind: ErrorKind::SymbolNotFound, message }) => {
+            Error::SymbolNotFound { symbol: name.into(), message }
+        }
+        Error::Remote(RemoteError { kind: ErrorKind::BadSignature, message }) => {
+            Error::Signature { function: name.into(), message }
+        }
+        e => e,
+    }
+}
+
+impl Drop for LibInner {
+    fn drop(&mut self) {
+        let _ = self.server.request(Request::Unload { lib: self.id });
+    }
+}
+
+/// A function of a loaded library, ready to call.
+pub struct Function {
+    lib: Arc<LibInner>,
+    id: u32,
+    name: String,
+    sig: Signature,
+    address: u64,
+}
+
+/// What a call gave back.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The return value ([`Value::Void`] for `void`).
+    pub ret: Value,
+    /// Per argument: its value after the call, for `Out`/`InOut` pointer arguments; `None` for others.
+    pub outs: Vec<Option<Value>>,
+}
+
+impl Outcome {
+    /// Argument `i` (from 0) after the call, if it was an `Out`/`InOut` pointer.
+    pub fn out(&self, i: usize) -> Option<&Value> {
+        self.outs.get(i).and_then(Option::as_ref)
+    }
+}
+
+impl Function {
+    /// Calls the function. Values are checked against the signature and laid out for the server's
+    /// target; memory behind pointer arguments travels as their [`Direction`](bitbridge_proto::Direction)
+    /// says and comes back in [`Outcome::outs`].
+    pub fn call(&self, args: &[Value]) -> Result<Outcome> {
+        let target = self.lib.server.target();
+        let (call, plan) = encode_call(&target, &self.sig, args)
+            .map_err(|source| Error::Argument { function: self.name.clone(), source })?;
+        let returned = match self.lib.server.request(Request::Call { func: self.id, call })? {
+            Reply::Returned(r) => r,
+            other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+        };
+        let (ret, outs) = decode_returned(&target, &self.sig, args, &plan, returned)
+            .map_err(|source| Error::Result { function: self.name.clone(), source })?;
+        Ok(Outcome { ret, outs })
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The signature it was declared with.
+    pub fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    /// The function's address in the server (to pass it where a function pointer is expected).
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.lib.server.request(Request::Release { func: self.id });
+    }
+}
+
+impl fmt::Debug for Library {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Library").field("path", &self.inner.path).field("server", &self.inner.server).finish()
+    }
+}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Function({}: {} at {:#x})", self.name, self.sig, self.address)
+    }
+}
