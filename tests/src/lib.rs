@@ -41,7 +41,10 @@ pub fn root() -> PathBuf {
 
 /// Where built fixtures go.
 pub fn out_dir() -> PathBuf {
-    let d = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("fixtures");
+    let d = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("fixtures");
     std::fs::create_dir_all(&d).expect("creating target/fixtures");
     d
 }
@@ -167,4 +170,24 @@ pub fn watchdog() {
             std::process::exit(101);
         });
     });
+}
+
+/// The server binary built for `bits` in this workspace's target directory (debug build).
+pub fn server_binary(bits: Bits) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let triple = match bits {
+        Bits::B32 => "i686-unknown-linux-gnu",
+        Bits::B64 => "x86_64-unknown-linux-gnu",
+    };
+    let p = target.join(triple).join("debug").join("bitbridge-server");
+    assert!(p.is_file(), "{} is missing: run ./x servers (or ./x test)", p.display());
+    p
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
 }

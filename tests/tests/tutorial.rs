@@ -39,7 +39,8 @@ fn swap_through_inout_pointers() {
 fn sum_of_an_array() {
     for b in BACKENDS {
         let lib = b.open("ctest");
-        let sum = lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap();
+        let sum =
+            lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap();
         let xs: Vec<f64> = (1..=1000).map(f64::from).collect();
         let r = sum.call(&[Value::f64s(xs), Value::Int(1000)]).unwrap();
         assert_eq!(r.ret, Value::Float(500500.0), "{b:?}");
@@ -110,7 +111,8 @@ fn msl_loadlib_cpp_example() {
         assert_eq!(add.call(&[Value::Int(i32::MAX as i64 - 1), 1.into()]).unwrap().ret, Value::Int(i32::MAX as i64));
         let sub = f("subtract", Signature::new(CType::Float).arg(CType::Float).arg(CType::Float));
         assert_eq!(sub.call(&[Value::Float(44.5), Value::Float(0.25)]).unwrap().ret, Value::Float(44.25));
-        let aos = f("add_or_subtract", Signature::new(CType::Double).arg(CType::Double).arg(CType::Double).arg(CType::Bool));
+        let aos =
+            f("add_or_subtract", Signature::new(CType::Double).arg(CType::Double).arg(CType::Double).arg(CType::Bool));
         assert_eq!(aos.call(&[1.0.into(), 2.0.into(), true.into()]).unwrap().ret, Value::Float(3.0));
         assert_eq!(aos.call(&[1.0.into(), 2.0.into(), false.into()]).unwrap().ret, Value::Float(-1.0));
 

@@ -78,9 +78,8 @@ pub(crate) fn executable_arch(path: &Path) -> Option<Arch> {
 /// Where a library given by bare name (`libm.so.6`) is found for `arch`, searching `LD_LIBRARY_PATH`
 /// and the multiarch and multilib directories the way the loader of that architecture would.
 pub(crate) fn find_by_name(name: &str, arch: Option<Arch>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("LD_LIBRARY_PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     let x86 = ["/lib32", "/usr/lib32", "/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/usr/local/lib32"];
     let x64 = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/local/lib"];
     let common = ["/lib", "/usr/lib"];

@@ -72,6 +72,13 @@ pub enum Error {
         /// The end of what it wrote to stderr.
         stderr: String,
     },
+    /// A request took longer than the call timeout; the server (whose library state is now unknown) was
+    /// killed.
+    #[error("the call timed out; the server (pid {pid}) was killed")]
+    Timeout {
+        /// The killed server's process id.
+        pid: u32,
+    },
     /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
     #[error("the server was shut down")]
     ShutDown,

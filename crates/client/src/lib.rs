@@ -9,7 +9,9 @@ mod locate;
 mod process;
 mod server;
 
-pub use bitbridge_proto::{Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value};
+pub use bitbridge_proto::{
+    Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,
+};
 pub use detect::{inspect, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};

@@ -81,7 +81,8 @@ impl LibraryOptions {
             return Err(Error::UnsupportedArchitecture {
                 path,
                 found: format!("an ELF library for {}", info.arch),
-                hint: "; in-process loading needs the client's own architecture: use open() to host it in a server".into(),
+                hint: "; in-process loading needs the client's own architecture: use open() to host it in a server"
+                    .into(),
             });
         }
         // SAFETY: forwarded to our caller by this function's contract.
@@ -134,10 +135,9 @@ impl Library {
             })?;
         }
         if sig.ret != bitbridge_proto::CType::Void {
-            target.layout(&sig.ret).map_err(|e| Error::Signature {
-                function: name.into(),
-                message: format!("return type: {e}"),
-            })?;
+            target
+                .layout(&sig.ret)
+                .map_err(|e| Error::Signature { function: name.into(), message: format!("return type: {e}") })?;
         }
         let req = Request::Prepare { lib: self.inner.id, symbol: name.into(), sig: sig.clone() };
         match self.inner.server.request(req) {

@@ -37,7 +37,11 @@ pub(crate) fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf
         match executable_arch(&p) {
             Some(a) if a == arch => Some(p),
             other => {
-                wrong.push(format!("{} is built for {}", p.display(), other.map_or("an unknown target".into(), |a| a.to_string())));
+                wrong.push(format!(
+                    "{} is built for {}",
+                    p.display(),
+                    other.map_or("an unknown target".into(), |a| a.to_string())
+                ));
                 None
             }
         }

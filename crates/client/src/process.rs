@@ -99,14 +99,8 @@ impl ServerProcess {
                 }
                 _ => {
                     let _ = self.child.kill();
-                    return match self.child.wait() {
-                        Ok(s) if Instant::now() >= deadline => match reason(s) {
-                            ExitReason::Signal(9) => ExitReason::Unknown,
-                            r => r,
-                        },
-                        Ok(s) => reason(s),
-                        Err(_) => ExitReason::Unknown,
-                    };
+                    // Killed by us (SIGKILL shows in the status) unless it exited just before.
+                    return self.child.wait().map(reason).unwrap_or(ExitReason::Unknown);
                 }
             }
         }

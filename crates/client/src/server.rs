@@ -22,11 +22,17 @@ pub struct ServerOptions {
     server_path: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     startup_timeout: Duration,
+    call_timeout: Option<Duration>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { server_path: None, env: Vec::new(), startup_timeout: Duration::from_secs(30) }
+        ServerOptions {
+            server_path: None,
+            env: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+            call_timeout: None,
+        }
     }
 }
 
@@ -55,6 +61,14 @@ impl ServerOptions {
         self
     }
 
+    /// How long any one request may take (default: no limit). When it passes, the server is killed
+    /// (the library's state is unknown), the request fails with [`Error::Timeout`], and later requests
+    /// fail with [`Error::ServerDied`].
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
     /// Starts a server process for `arch`.
     pub fn spawn(&self, arch: Arch) -> Result<Server> {
         let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
@@ -77,7 +91,7 @@ impl ServerOptions {
                 hello.arch
             )));
         }
-        stream.set_read_timeout(None).map_err(Error::Io)?;
+        stream.set_read_timeout(self.call_timeout).map_err(Error::Io)?;
         Ok(Server::from_conn(conn, &hello, pid, false))
     }
 }
@@ -186,10 +200,9 @@ impl Server {
     /// searched on the server's library path (its `LD_LIBRARY_PATH`, see [`ServerOptions::env`]).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Library> {
         let path = path.as_ref();
-        let p = path.to_str().ok_or_else(|| Error::NotALibrary {
-            path: path.into(),
-            reason: "the path is not valid UTF-8".into(),
-        })?;
+        let p = path
+            .to_str()
+            .ok_or_else(|| Error::NotALibrary { path: path.into(), reason: "the path is not valid UTF-8".into() })?;
         match self.request(Request::Load { path: p.to_owned() }) {
             Ok(Reply::Library { lib }) => Ok(Library::new(self.clone(), lib, p.to_owned())),
             Ok(other) => Err(unexpected(&other)),
@@ -315,7 +328,9 @@ impl Conn {
     fn hello(&mut self, pid: u32, path: &Path) -> Result<Hello> {
         if let Err(e) = self.transport.recv(&mut self.buf) {
             let e = match e {
-                FrameError::TimedOut => Error::Handshake(format!("{} did not greet within the start-up timeout", path.display())),
+                FrameError::TimedOut => {
+                    Error::Handshake(format!("{} did not greet within the start-up timeout", path.display()))
+                }
                 e => self.failed(pid, ConnError::Frame(e)),
             };
             if let Some(p) = self.process.as_mut() {
@@ -337,7 +352,12 @@ impl Conn {
             )));
         }
         if hello.pointer_width != hello.arch.pointer_size() {
-            return Err(Error::Handshake(format!("{} claims {} with {}-byte pointers", path.display(), hello.arch, hello.pointer_width)));
+            return Err(Error::Handshake(format!(
+                "{} claims {} with {}-byte pointers",
+                path.display(),
+                hello.arch,
+                hello.pointer_width
+            )));
         }
         Ok(hello)
     }
@@ -379,10 +399,18 @@ impl Conn {
                 ConnError::Protocol(m) => Error::Protocol(m),
             };
         }
-        if let ConnError::Protocol(m) = e {
-            // Out of step with the server: it can no longer be trusted, so end it.
-            self.bury(pid, Duration::ZERO);
-            return Error::Protocol(m);
+        match e {
+            ConnError::Protocol(m) => {
+                // Out of step with the server: it can no longer be trusted, so end it.
+                self.bury(pid, Duration::ZERO);
+                return Error::Protocol(m);
+            }
+            ConnError::Frame(FrameError::TimedOut) => {
+                // The library's state is unknown: end the server; this request times out.
+                self.bury(pid, Duration::ZERO);
+                return Error::Timeout { pid };
+            }
+            _ => {}
         }
         self.bury(pid, Duration::from_secs(2));
         self.dead.as_ref().expect("just buried").error(pid)

@@ -15,8 +15,8 @@ pub mod value;
 
 pub use marshal::{decode_returned, decode_value, encode_call, encode_value, CallPlan, MarshalError};
 pub use msg::{
-    Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned,
-    MAGIC, PROTOCOL_VERSION,
+    Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned, MAGIC,
+    PROTOCOL_VERSION,
 };
 pub use target::{Arch, Layout, LayoutError, Os, StructLayout, Target};
 pub use transport::{FrameError, StreamTransport, Transport, DEFAULT_MAX_FRAME};

@@ -239,11 +239,8 @@ impl Encoder<'_> {
             _ => return Err(self.mismatch(format!("an integer for `{ty}`"), v)),
         };
         let bits = size * 8;
-        let (mut min, max) = if signed {
-            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-        } else {
-            (0, (1i128 << bits) - 1)
-        };
+        let (mut min, max) =
+            if signed { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, (1i128 << bits) - 1) };
         if *ty == CType::Bool {
             min = 0;
         }
@@ -442,8 +439,7 @@ pub fn decode_returned(
     returned: Returned,
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
     let mut back = returned.blocks.into_iter();
-    let blocks: Vec<Option<Vec<u8>>> =
-        plan.copy_back.iter().map(|&c| if c { back.next() } else { None }).collect();
+    let blocks: Vec<Option<Vec<u8>>> = plan.copy_back.iter().map(|&c| if c { back.next() } else { None }).collect();
     let mut r = Reader { target, blocks: &blocks, next: 0, path: vec!["return value".into()] };
     let ret = match (&sig.ret, returned.string) {
         (CType::Void, _) => Value::Void,
@@ -483,9 +479,9 @@ impl Reader<'_> {
 
     fn slice<'b>(&self, bytes: &'b [u8], off: u64, ty: &CType) -> Result<&'b [u8], MarshalError> {
         let size = self.size_of(ty)?;
-        bytes.get(off as usize..(off + size) as usize).ok_or_else(|| {
-            self.err(MarshalErrorKind::Short { got: bytes.len(), want: off + size, ty: ty.to_string() })
-        })
+        bytes
+            .get(off as usize..(off + size) as usize)
+            .ok_or_else(|| self.err(MarshalErrorKind::Short { got: bytes.len(), want: off + size, ty: ty.to_string() }))
     }
 
     /// A parameter after the call: walks every value that made a block, to keep the count in step.
@@ -659,7 +655,8 @@ impl Reader<'_> {
     /// become U+FFFD.
     fn wide_str(&self, b: &[u8]) -> String {
         if self.target.os == Os::Windows {
-            let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+            let units: Vec<u16> =
+                b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
             String::from_utf16_lossy(&units)
         } else {
             b.chunks_exact(4)

@@ -381,8 +381,8 @@ impl<C> Decode<C> for CType {
         }
         use CType::*;
         const UNIT: [CType; 27] = [
-            Void, Bool, Char, SChar, UChar, WChar, Short, UShort, Int, UInt, Long, ULong, LongLong, ULongLong, I8,
-            U8, I16, U16, I32, U32, I64, U64, SizeT, SSizeT, Float, Double, LongDouble,
+            Void, Bool, Char, SChar, UChar, WChar, Short, UShort, Int, UInt, Long, ULong, LongLong, ULongLong, I8, U8,
+            I16, U16, I32, U32, I64, U64, SizeT, SSizeT, Float, Double, LongDouble,
         ];
         let tag = u32::decode(d)?;
         Ok(match tag {

@@ -43,10 +43,8 @@ pub(crate) fn ffi_type(target: &Target, ty: &CType) -> Result<Type, Unsupported>
         Struct(_) | Union(_) => synthesize(target, ty)?,
         t => {
             let size = target.layout(t).map_err(|e| e.to_string())?.size;
-            let signed = matches!(
-                t,
-                Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT
-            ) || (*t == WChar && target.wchar_signed());
+            let signed = matches!(t, Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT)
+                || (*t == WChar && target.wchar_signed());
             int(size, signed)
         }
     })
@@ -160,7 +158,8 @@ fn synthesize(target: &Target, ty: &CType) -> Result<Type, Unsupported> {
     let mut pos = 0;
     while pos < size {
         let end = (pos + 8).min(size);
-        let sse = ls.iter().filter(|&&(off, len, _, _)| off < end && off + len > pos).all(|&(_, _, c, _)| c == Class::Sse);
+        let sse =
+            ls.iter().filter(|&&(off, len, _, _)| off < end && off + len > pos).all(|&(_, _, c, _)| c == Class::Sse);
         while pos < end {
             let left = end - pos;
             if sse && left >= 8 && align >= 8 {

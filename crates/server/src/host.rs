@@ -105,7 +105,9 @@ impl Host {
             }
             Request::Free { addr } => match self.heap.free(addr) {
                 true => Ok(Reply::Done),
-                false => fail(ErrorKind::UnknownHandle, format!("{addr:#x} was not allocated by this server or was freed")),
+                false => {
+                    fail(ErrorKind::UnknownHandle, format!("{addr:#x} was not allocated by this server or was freed"))
+                }
             },
             Request::Write { addr, bytes } => {
                 memory::write(addr, &bytes).or_else(|e| fail(ErrorKind::BadArguments, e))?;
@@ -171,7 +173,8 @@ impl Host {
             ref t => self.target.layout(t).map_err(|e| bad(e.to_string()))?.size as usize,
         };
         let abi = abi(&self.target, sig.conv).map_err(bad)?;
-        let cif = Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
+        let cif =
+            Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
         check_layouts(&cif, &arg_sizes, ret_size).map_err(bad)?;
         let code = CodePtr::from_ptr(addr as usize as *const c_void);
         self.funcs.push(Some(Prepared { cif, code, sig, arg_sizes, ret_size }));
@@ -195,8 +198,10 @@ impl Host {
             if !b.data.is_empty() && b.data.len() as u64 != b.len {
                 return Err(bad(format!("block {i}: {} bytes of data for {} bytes", b.data.len(), b.len)));
             }
-            let mut buf = Buffer::zeroed(b.len, b.align)
-                .ok_or_else(|| RemoteError { kind: ErrorKind::OutOfMemory, message: format!("block {i}: {} bytes", b.len) })?;
+            let mut buf = Buffer::zeroed(b.len, b.align).ok_or_else(|| RemoteError {
+                kind: ErrorKind::OutOfMemory,
+                message: format!("block {i}: {} bytes", b.len),
+            })?;
             buf.bytes_mut(b.data.len()).copy_from_slice(&b.data);
             blocks.push(buf);
         }
@@ -204,22 +209,32 @@ impl Host {
         let mut arg_bufs = Vec::with_capacity(call.args.len());
         for (i, (a, &size)) in call.args.iter().zip(&f.arg_sizes).enumerate() {
             if a.len() != size {
-                return Err(bad(format!("argument {}: {} bytes for a {size}-byte `{}`", i + 1, a.len(), f.sig.params[i].ty)));
+                return Err(bad(format!(
+                    "argument {}: {} bytes for a {size}-byte `{}`",
+                    i + 1,
+                    a.len(),
+                    f.sig.params[i].ty
+                )));
             }
             let mut slot = vec![0u128; size.div_ceil(16).max(1)];
             as_bytes_mut(&mut slot)[..size].copy_from_slice(a);
             arg_bufs.push(slot);
         }
         for r in &call.relocs {
-            let target = blocks.get(r.block as usize).ok_or_else(|| bad(format!("relocation to missing block {}", r.block)))?;
+            let target =
+                blocks.get(r.block as usize).ok_or_else(|| bad(format!("relocation to missing block {}", r.block)))?;
             let addr = target.addr().to_le_bytes();
             let (dest, len): (&mut [u8], u64) = match r.at {
                 Loc::Arg(i) => {
-                    let size = *f.arg_sizes.get(i as usize).ok_or_else(|| bad(format!("relocation in missing argument {i}")))?;
+                    let size = *f
+                        .arg_sizes
+                        .get(i as usize)
+                        .ok_or_else(|| bad(format!("relocation in missing argument {i}")))?;
                     (&mut as_bytes_mut(&mut arg_bufs[i as usize])[..size], size as u64)
                 }
                 Loc::Block(j) => {
-                    let len = call.blocks.get(j as usize).ok_or_else(|| bad(format!("relocation in missing block {j}")))?.len;
+                    let len =
+                        call.blocks.get(j as usize).ok_or_else(|| bad(format!("relocation in missing block {j}")))?.len;
                     (blocks[j as usize].bytes_mut(len as usize), len)
                 }
             };
@@ -237,7 +252,12 @@ impl Host {
         // point into live blocks, and the return buffer is larger than the return type. Whether the
         // signature matches the function is the contract of Host::new.
         unsafe {
-            libffi::raw::ffi_call(f.cif.as_raw_ptr(), Some(*f.code.as_fun()), ret.as_mut_ptr().cast(), avalues.as_mut_ptr());
+            libffi::raw::ffi_call(
+                f.cif.as_raw_ptr(),
+                Some(*f.code.as_fun()),
+                ret.as_mut_ptr().cast(),
+                avalues.as_mut_ptr(),
+            );
         }
 
         let value = as_bytes_mut(&mut ret)[..f.ret_size].to_vec();
@@ -281,7 +301,9 @@ impl Host {
                     let stop = matches!(request, Request::Shutdown);
                     (Frame::Reply { id, reply: self.handle(request) }, stop)
                 }
-                Ok(Frame::Reply { id, .. }) => (protocol_error(id, format!("unexpected reply {id}: no request is pending")), true),
+                Ok(Frame::Reply { id, .. }) => {
+                    (protocol_error(id, format!("unexpected reply {id}: no request is pending")), true)
+                }
                 Err(e) => (protocol_error(0, e.to_string()), true),
             };
             out.clear();

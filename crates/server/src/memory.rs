@@ -68,7 +68,8 @@ impl Heap {
 /// call is forbidden (seccomp in containers), where a bad address then ends the server.
 pub(crate) fn read(addr: u64, len: u64) -> Result<Vec<u8>, String> {
     let len = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit this server's address space"))?;
-    let start = usize::try_from(addr).map_err(|_| format!("address {addr:#x} is outside this server's address space"))?;
+    let start =
+        usize::try_from(addr).map_err(|_| format!("address {addr:#x} is outside this server's address space"))?;
     if start.checked_add(len).is_none() {
         return Err(format!("{len} bytes at {addr:#x} wrap around the address space"));
     }
@@ -81,7 +82,8 @@ pub(crate) fn read(addr: u64, len: u64) -> Result<Vec<u8>, String> {
 
 /// Copies `bytes` to address `addr` of this process, with the same protection as [`read`].
 pub(crate) fn write(addr: u64, bytes: &[u8]) -> Result<(), String> {
-    let start = usize::try_from(addr).map_err(|_| format!("address {addr:#x} is outside this server's address space"))?;
+    let start =
+        usize::try_from(addr).map_err(|_| format!("address {addr:#x} is outside this server's address space"))?;
     if start.checked_add(bytes.len()).is_none() {
         return Err(format!("{} bytes at {addr:#x} wrap around the address space", bytes.len()));
     }
