@@ -195,7 +195,7 @@ fn unions_and_packed_structs_by_value() {
         // By pointer, a packed struct works everywhere.
         let by_ptr =
             lib.function("packed_sum_ptr", Signature::new(CType::Int).arg(CType::ptr(packed.clone()))).unwrap();
-        assert_eq!(by_ptr.call(&[pv.clone()]).unwrap().ret, Value::Int(1009), "{b:?}");
+        assert_eq!(by_ptr.call(std::slice::from_ref(&pv)).unwrap().ret, Value::Int(1009), "{b:?}");
         // By value: i386 passes it in memory like any struct; x86_64 would need a MEMORY class that
         // libffi cannot express for a 7-byte struct, so bitbridge refuses it with a clear error.
         let by_val = lib.function("packed_sum", Signature::new(CType::Int).arg(packed.clone()));

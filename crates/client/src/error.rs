@@ -113,7 +113,7 @@ pub enum Error {
         function: String,
         /// Which argument and what is wrong.
         #[source]
-        source: MarshalError,
+        source: Box<MarshalError>,
     },
     /// A value read back from the server does not fit its type.
     #[error("cannot read back the result of `{function}`")]
@@ -122,7 +122,7 @@ pub enum Error {
         function: String,
         /// What is wrong.
         #[source]
-        source: MarshalError,
+        source: Box<MarshalError>,
     },
     /// Another error reported by the server (a bad address, an unknown handle, out of memory).
     #[error("the server refused the request")]

@@ -210,13 +210,13 @@ impl Function {
     pub fn call(&self, args: &[Value]) -> Result<Outcome> {
         let target = self.lib.server.target();
         let (call, plan) = encode_call(&target, &self.sig, args)
-            .map_err(|source| Error::Argument { function: self.name.clone(), source })?;
+            .map_err(|source| Error::Argument { function: self.name.clone(), source: Box::new(source) })?;
         let returned = match self.lib.server.request(Request::Call { func: self.id, call })? {
             Reply::Returned(r) => r,
             other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         };
         let (ret, outs) = decode_returned(&target, &self.sig, args, &plan, returned)
-            .map_err(|source| Error::Result { function: self.name.clone(), source })?;
+            .map_err(|source| Error::Result { function: self.name.clone(), source: Box::new(source) })?;
         Ok(Outcome { ret, outs })
     }
 

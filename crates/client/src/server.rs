@@ -253,7 +253,7 @@ impl Server {
     pub fn alloc_value(&self, ty: &CType, value: &Value) -> Result<u64> {
         let target = self.target();
         let bytes = bitbridge_proto::encode_value(&target, ty, value)
-            .map_err(|source| Error::Argument { function: "alloc_value".into(), source })?;
+            .map_err(|source| Error::Argument { function: "alloc_value".into(), source: Box::new(source) })?;
         let align = target.layout(ty).map(|l| l.align).unwrap_or(8).max(8) as u32;
         let addr = self.alloc(bytes.len().max(1) as u64, align)?;
         self.write(addr, &bytes)?;
@@ -269,7 +269,7 @@ impl Server {
             .size;
         let bytes = self.read(addr, size)?;
         bitbridge_proto::decode_value(&target, ty, &bytes)
-            .map_err(|source| Error::Result { function: "read_value".into(), source })
+            .map_err(|source| Error::Result { function: "read_value".into(), source: Box::new(source) })
     }
 
     /// Shuts the server down and returns how it ended and what it printed. Every other handle to it

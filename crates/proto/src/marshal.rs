@@ -486,8 +486,8 @@ impl Reader<'_> {
 
     /// A parameter after the call: walks every value that made a block, to keep the count in step.
     fn param(&mut self, ty: &CType, dir: Direction, v: &Value) -> Result<Option<Value>, MarshalError> {
-        let mut scratch = vec![0u8; self.size_of(ty)? as usize];
-        let after = self.like(ty, v, &mut scratch)?;
+        let scratch = vec![0u8; self.size_of(ty)? as usize];
+        let after = self.like(ty, v, &scratch)?;
         Ok((dir != Direction::In && matches!(ty, CType::Pointer(_)) && !matches!(v, Value::Pointer(_)))
             .then_some(after))
     }

@@ -325,7 +325,17 @@ impl fmt::Display for CType {
             CStr => "char *",
             WStr => "wchar_t *",
             Pointer(to) => return write!(f, "{to} *"),
-            Array(of, n) => return write!(f, "{of}[{n}]"),
+            Array(..) => {
+                // C writes the outermost dimension first: Array(Array(Double, 4), 3) is double[3][4].
+                let mut dims = Vec::new();
+                let mut t = self;
+                while let Array(of, n) = t {
+                    dims.push(*n);
+                    t = of;
+                }
+                write!(f, "{t}")?;
+                return dims.iter().try_for_each(|n| write!(f, "[{n}]"));
+            }
             Struct(d) => return write!(f, "struct {}", if d.name.is_empty() { "<anonymous>" } else { &d.name }),
             Union(d) => return write!(f, "union {}", if d.name.is_empty() { "<anonymous>" } else { &d.name }),
             FnPtr(sig) => {
