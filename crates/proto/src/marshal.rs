@@ -673,3 +673,99 @@ impl fmt::Display for CallPlan {
         write!(f, "{} blocks", self.copy_back.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::Returned;
+
+    fn buf_ty() -> CType {
+        CType::structure("Buf", [("n", CType::Int), ("data", CType::ptr(CType::Double))])
+    }
+
+    #[test]
+    fn pointer_members_become_blocks_at_the_targets_offsets() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(buf_ty()));
+        let v = [Value::Struct(vec![2.into(), Value::f64s([1.0, 2.0])])];
+        for (target, off, size) in [(Target::I386_SYSV, 4, 8), (Target::X86_64_SYSV, 8, 16)] {
+            let (data, plan) = encode_call(&target, &sig, &v).unwrap();
+            assert_eq!(data.args, vec![vec![0u8; target.pointer_size() as usize]]);
+            assert_eq!(data.blocks.len(), 2);
+            assert_eq!(data.blocks[0].len, size);
+            assert_eq!(data.blocks[1].data, [1.0f64.to_le_bytes(), 2.0f64.to_le_bytes()].concat());
+            assert_eq!(
+                data.relocs,
+                vec![
+                    Reloc { at: Loc::Block(0), offset: off, block: 1 },
+                    Reloc { at: Loc::Arg(0), offset: 0, block: 0 }
+                ]
+            );
+            assert_eq!(plan.copy_back, [true, true]);
+
+            // Read back in the same shape, with what the server changed.
+            let mut outer = data.blocks[0].data.clone();
+            outer[..4].copy_from_slice(&3i32.to_le_bytes());
+            let inner = [5.0f64.to_le_bytes(), 6.0f64.to_le_bytes()].concat();
+            let returned = Returned { value: vec![], string: None, blocks: vec![outer, inner] };
+            let (ret, outs) = decode_returned(&target, &sig, &v, &plan, returned).unwrap();
+            assert_eq!(ret, Value::Void);
+            assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);
+        }
+    }
+
+    #[test]
+    fn out_memory_is_not_sent() {
+        let sig = Signature::new(CType::Void).arg_out(CType::ptr(CType::Double));
+        let (data, _) = encode_call(&Target::I386_SYSV, &sig, &[Value::Zeros(1000)]).unwrap();
+        assert!(data.blocks[0].data.is_empty());
+        assert_eq!(data.blocks[0].len, 8000);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let sig = Signature::new(CType::Void).arg(CType::UChar).arg(CType::ptr(buf_ty()));
+        let e = encode_call(&Target::I386_SYSV, &sig, &[300.into(), 0.into()]).unwrap_err();
+        assert_eq!(e.to_string(), "argument 1: 300 does not fit in `unsigned char` (0..=255)");
+        let v = [1.into(), Value::Struct(vec![1.into(), Value::Array(vec!["x".into()])])];
+        let e = encode_call(&Target::I386_SYSV, &sig, &v).unwrap_err();
+        assert_eq!(e.path, "argument 2 -> .data -> [0]");
+        let e = encode_value(&Target::I386_SYSV, &CType::array(CType::Int, 2), &Value::ints([1, 2, 3])).unwrap_err();
+        assert!(matches!(e.kind, MarshalErrorKind::TooLong { got: 3, .. }));
+    }
+
+    #[test]
+    fn values_round_trip_through_bytes() {
+        let ty = CType::structure(
+            "S",
+            [
+                ("c", CType::Char),
+                ("d", CType::Double),
+                ("w", CType::array(CType::WChar, 4)),
+                ("u", CType::union("U", [("i", CType::Int), ("f", CType::Float)])),
+                ("p", CType::void_ptr()),
+                ("l", CType::Long),
+            ],
+        );
+        for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
+            let v = Value::Struct(vec![
+                (-5).into(),
+                2.5.into(),
+                Value::ints([65, 66, 0, 0]),
+                Value::Variant(0, Box::new(7.into())),
+                Value::Pointer(0xdead),
+                (-1).into(),
+            ]);
+            let bytes = encode_value(&t, &ty, &v).unwrap();
+            assert_eq!(bytes.len() as u64, t.layout(&ty).unwrap().size);
+            let back = decode_value(&t, &ty, &bytes).unwrap();
+            let Value::Struct(f) = back else { panic!() };
+            assert_eq!(f[0], Value::Int(-5));
+            assert_eq!(f[1], Value::Float(2.5));
+            assert_eq!(f[3].get(0), Some(&Value::Int(7)));
+            assert_eq!(f[4], Value::Pointer(0xdead));
+            assert_eq!(f[5], Value::Int(-1));
+            let w = if t.os == crate::Os::Windows { Value::UInt(65) } else { Value::Int(65) };
+            assert_eq!(f[2].get(0), Some(&w));
+        }
+    }
+}

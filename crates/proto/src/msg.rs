@@ -318,3 +318,36 @@ impl std::fmt::Display for RemoteError {
 }
 
 impl std::error::Error for RemoteError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CType, Signature};
+
+    #[test]
+    fn frames_round_trip_with_fixed_width_integers() {
+        let sig = Signature::new(CType::structure("P", [("x", CType::Double)]))
+            .arg(CType::ptr(CType::array(CType::Long, 3)))
+            .arg(CType::fn_ptr(Signature::new(CType::Void).arg(CType::WStr)));
+        let f = Frame::Request { id: u64::MAX, request: Request::Prepare { lib: 7, symbol: "f".into(), sig } };
+        let mut out = Vec::new();
+        encode(&f, &mut out);
+        assert_eq!(decode::<Frame>(&out).unwrap(), f);
+        // The id is 8 bytes little endian after the 4-byte variant index, on every target.
+        assert_eq!(&out[..12], &[0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255]);
+        out.push(0);
+        assert!(matches!(decode::<Frame>(&out), Err(CodecError::Trailing(1))));
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_without_allocating_them() {
+        // Request::Write with a byte vector claiming 2^40 bytes inside a 30-byte frame.
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&8u32.to_le_bytes()); // Request::Write
+        b.extend_from_slice(&0u64.to_le_bytes()); // addr
+        b.extend_from_slice(&(1u64 << 40).to_le_bytes()); // bytes.len()
+        assert!(decode::<Frame>(&b).is_err());
+    }
+}
