@@ -181,6 +181,7 @@ fn malformed_frames_are_refused_and_the_server_exits_cleanly() {
         body.extend_from_slice(&1u64.to_le_bytes()); // id
         body.extend_from_slice(&2u32.to_le_bytes()); // Request::Prepare
         body.extend_from_slice(&0u32.to_le_bytes()); // lib
+        body.extend_from_slice(&1u32.to_le_bytes()); // func
         body.extend_from_slice(&1u64.to_le_bytes()); // symbol length
         body.push(b'f');
         for _ in 0..1_000_000 {

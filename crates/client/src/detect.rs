@@ -80,15 +80,131 @@ pub(crate) fn executable_arch(path: &Path) -> Option<Arch> {
 pub(crate) fn find_by_name(name: &str, arch: Option<Arch>) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> =
         std::env::var_os("LD_LIBRARY_PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let x86 = ["/lib32", "/usr/lib32", "/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/usr/local/lib32"];
-    let x64 = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/local/lib"];
-    let common = ["/lib", "/usr/lib"];
-    let order: Vec<&str> = match arch {
-        Some(Arch::X86) => x86.iter().chain(&common).copied().collect(),
-        _ => x64.iter().chain(&common).chain(&x86).copied().collect(),
-    };
-    dirs.extend(order.into_iter().map(PathBuf::from));
+    dirs.extend(standard_dirs(arch).into_iter().map(PathBuf::from));
     dirs.into_iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file() && inspect(p).is_ok_and(|i| arch.is_none_or(|a| i.arch == a)))
+}
+
+/// A library a library needs (`DT_NEEDED`), and where the loader of its architecture would find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dependency {
+    /// The name as recorded in the library (`libfoo.so.1`).
+    pub name: String,
+    /// Where it was found, or `None` when it is on none of the search paths.
+    pub found: Option<PathBuf>,
+}
+
+/// The libraries `path` needs and where each resolves for its architecture: its own `RPATH`/`RUNPATH`
+/// (with `$ORIGIN`), then `extra_dirs` (the server's `LD_LIBRARY_PATH`), the directories of
+/// `/etc/ld.so.conf`, and the standard multiarch and multilib directories. A dependency of the wrong
+/// architecture does not count as found.
+pub fn dependencies(path: &Path, extra_dirs: &[PathBuf]) -> Result<Vec<Dependency>> {
+    let info = inspect(path)?;
+    let data = std::fs::read(path).map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
+    let (needed, runpaths) = match object::FileKind::parse(&*data) {
+        Ok(object::FileKind::Elf32) => elf_needed::<object::elf::FileHeader32<object::Endianness>>(&data),
+        Ok(object::FileKind::Elf64) => elf_needed::<object::elf::FileHeader64<object::Endianness>>(&data),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let origin = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = runpaths
+        .iter()
+        .flat_map(|r| r.split(':'))
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            PathBuf::from(
+                d.replace("$ORIGIN", &origin.to_string_lossy()).replace("${ORIGIN}", &origin.to_string_lossy()),
+            )
+        })
+        .collect();
+    dirs.extend(extra_dirs.iter().cloned());
+    dirs.extend(ld_so_conf_dirs());
+    dirs.extend(standard_dirs(Some(info.arch)).into_iter().map(PathBuf::from));
+    Ok(needed
+        .into_iter()
+        .map(|name| {
+            let found = dirs
+                .iter()
+                .map(|d| d.join(&name))
+                .find(|p| p.is_file() && inspect(p).is_ok_and(|i| i.arch == info.arch));
+            Dependency { name, found }
+        })
+        .collect())
+}
+
+/// The names of the dependencies of `path` that resolve nowhere (empty when they all do, or when the
+/// file cannot be read).
+pub(crate) fn missing_dependencies(path: &Path, _arch: Arch, extra_dirs: &[PathBuf]) -> Vec<String> {
+    dependencies(path, extra_dirs)
+        .map(|deps| deps.into_iter().filter(|d| d.found.is_none()).map(|d| d.name).collect())
+        .unwrap_or_default()
+}
+
+/// `DT_NEEDED` names and `DT_RPATH`/`DT_RUNPATH` values of an ELF file.
+fn elf_needed<Elf: object::read::elf::FileHeader<Endian = object::Endianness>>(
+    data: &[u8],
+) -> Option<(Vec<String>, Vec<String>)> {
+    use object::read::elf::Dyn;
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    let (dynamic, link) = sections.dynamic(endian, data).ok()??;
+    let strings = sections.strings(endian, data, link).ok()?;
+    let (mut needed, mut runpaths) = (Vec::new(), Vec::new());
+    for d in dynamic {
+        let text = || d.string(endian, strings).ok().map(|s| String::from_utf8_lossy(s).into_owned());
+        match d.tag32(endian) {
+            Some(object::elf::DT_NEEDED) => needed.extend(text()),
+            Some(object::elf::DT_RPATH | object::elf::DT_RUNPATH) => runpaths.extend(text()),
+            _ => {}
+        }
+    }
+    Some((needed, runpaths))
+}
+
+/// Directories listed in `/etc/ld.so.conf` and the files it includes.
+fn ld_so_conf_dirs() -> Vec<PathBuf> {
+    fn read(path: &Path, out: &mut Vec<PathBuf>, depth: u32) {
+        let Ok(text) = std::fs::read_to_string(path) else { return };
+        for line in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
+            if let Some(pattern) = line.strip_prefix("include").map(str::trim) {
+                if depth > 4 {
+                    continue;
+                }
+                // Only the common `dir/*.conf` form is expanded.
+                let (dir, suffix) = pattern.rsplit_once("/*").unwrap_or((pattern, ""));
+                let dir = if Path::new(dir).is_absolute() { PathBuf::from(dir) } else { Path::new("/etc").join(dir) };
+                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with(suffix))
+                    .collect();
+                files.sort();
+                for f in files {
+                    read(&f, out, depth + 1);
+                }
+            } else {
+                out.push(PathBuf::from(line));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    read(Path::new("/etc/ld.so.conf"), &mut out, 0);
+    out
+}
+
+/// The loader's default directories for `arch`, in search order.
+fn standard_dirs(arch: Option<Arch>) -> Vec<&'static str> {
+    let x86 = ["/lib32", "/usr/lib32", "/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/usr/local/lib32"];
+    let x64 = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/usr/local/lib"];
+    let common = ["/lib", "/usr/lib"];
+    match arch {
+        Some(Arch::X86) => x86.iter().chain(&common).copied().collect(),
+        _ => x64.iter().chain(&common).chain(&x86).copied().collect(),
+    }
 }

@@ -79,16 +79,27 @@ pub enum Error {
         /// The killed server's process id.
         pid: u32,
     },
+    /// The server did not greet the client within the start-up timeout; it was killed.
+    #[error("the server (pid {pid}) did not start within {after:?}; it was killed")]
+    StartupTimeout {
+        /// The killed server's process id.
+        pid: u32,
+        /// The start-up timeout.
+        after: std::time::Duration,
+    },
     /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
     #[error("the server was shut down")]
     ShutDown,
-    /// The library could not be loaded by the server (the loader's message names a missing dependency).
-    #[error("cannot load {path}: {message}")]
+    /// The library could not be loaded by the server.
+    #[error("cannot load {path}: {message}{}", missing_list(missing))]
     Load {
         /// The library.
         path: String,
         /// The loader's message.
         message: String,
+        /// Dependencies (`DT_NEEDED` entries) that bitbridge found on none of the loader's search paths
+        /// for the library's architecture: add their folders with `ServerOptions::library_dir`.
+        missing: Vec<String>,
     },
     /// The library does not export the symbol.
     #[error("symbol not found: {message}")]
@@ -180,6 +191,18 @@ fn stderr_tail(s: &str) -> String {
         String::new()
     } else {
         format!("; its stderr ends with:\n{s}")
+    }
+}
+
+fn missing_list(missing: &[String]) -> String {
+    if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (dependencies not found on the {} search path: {}; add their folders with ServerOptions::library_dir)",
+            "library",
+            missing.join(", ")
+        )
     }
 }
 

@@ -12,7 +12,7 @@ mod server;
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,
 };
-pub use detect::{inspect, LibraryInfo};
+pub use detect::{dependencies, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::server_file_name;

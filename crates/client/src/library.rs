@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bitbridge_proto::{decode_returned, encode_call, Arch, ErrorKind, RemoteError, Reply, Request, Signature, Value};
 
@@ -139,9 +140,12 @@ impl Library {
                 .layout(&sig.ret)
                 .map_err(|e| Error::Signature { function: name.into(), message: format!("return type: {e}") })?;
         }
-        let req = Request::Prepare { lib: self.inner.id, symbol: name.into(), sig: sig.clone() };
-        match self.inner.server.request(req) {
-            Ok(Reply::Function { func, address }) => {
+        let server = &self.inner.server;
+        let func = server.next_handle();
+        let req = Request::Prepare { lib: self.inner.id, func, symbol: name.into(), sig: sig.clone() };
+        match server.request(req, None) {
+            Ok(Reply::Address(address)) => {
+                server.register_function(func, self.inner.id, name, &sig);
                 Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address })
             }
             Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
@@ -151,7 +155,7 @@ impl Library {
 
     /// The address of an exported symbol (a variable, or a function to pass as a pointer).
     pub fn symbol(&self, name: &str) -> Result<u64> {
-        match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }) {
+        match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }, None) {
             Ok(Reply::Address(a)) => Ok(a),
             Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
             Err(e) => Err(map_symbol_error(name, e)),
@@ -173,7 +177,7 @@ fn map_symbol_error(name: &str, e: Error) -> Error {
 
 impl Drop for LibInner {
     fn drop(&mut self) {
-        let _ = self.server.request(Request::Unload { lib: self.id });
+        self.server.release(Request::Unload { lib: self.id });
     }
 }
 
@@ -208,10 +212,21 @@ impl Function {
     /// target; memory behind pointer arguments travels as their [`Direction`](bitbridge_proto::Direction)
     /// says and comes back in [`Outcome::outs`].
     pub fn call(&self, args: &[Value]) -> Result<Outcome> {
+        self.call_with(args, None)
+    }
+
+    /// Calls the function, giving it at most `timeout` (instead of the server's
+    /// [`call_timeout`](crate::ServerOptions::call_timeout)). When the time passes the server is killed,
+    /// since the library's state is unknown, and this returns [`Error::Timeout`].
+    pub fn call_timeout(&self, args: &[Value], timeout: Duration) -> Result<Outcome> {
+        self.call_with(args, Some(timeout))
+    }
+
+    fn call_with(&self, args: &[Value], timeout: Option<Duration>) -> Result<Outcome> {
         let target = self.lib.server.target();
         let (call, plan) = encode_call(&target, &self.sig, args)
             .map_err(|source| Error::Argument { function: self.name.clone(), source: Box::new(source) })?;
-        let returned = match self.lib.server.request(Request::Call { func: self.id, call })? {
+        let returned = match self.lib.server.request(Request::Call { func: self.id, call }, timeout)? {
             Reply::Returned(r) => r,
             other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         };
@@ -238,7 +253,7 @@ impl Function {
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = self.lib.server.request(Request::Release { func: self.id });
+        self.lib.server.release(Request::Release { func: self.id });
     }
 }
 

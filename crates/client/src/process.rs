@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,35 @@ pub(crate) struct ServerProcess {
     pub(crate) stderr: Arc<Tail>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on bitbridge's spawner thread, which lives as long as the process.
+///
+/// Servers are forked from that thread because the parent-death signal they set (`PR_SET_PDEATHSIG`)
+/// fires when the *thread* that forked them exits, not the process: a server started from a short-lived
+/// worker thread would otherwise be killed when that thread ends, while its client still uses it.
+fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("bitbridge-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("spawning bitbridge's spawner thread");
+        Mutex::new(tx)
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = done_tx.send(f());
+    });
+    tx.lock().unwrap_or_else(|e| e.into_inner()).send(job).expect("the spawner thread never exits");
+    done_rx.recv().expect("the spawner thread runs every job")
+}
+
 /// Starts `path` with one end of a fresh socketpair as its stdin; returns the process and our end.
 /// No name in the filesystem and no port: only this process holds the other end.
 pub(crate) fn spawn(path: &Path, env: &[(OsString, OsString)]) -> Result<(ServerProcess, UnixStream)> {
@@ -75,9 +104,10 @@ pub(crate) fn spawn(path: &Path, env: &[(OsString, OsString)]) -> Result<(Server
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn { path: path.into(), source })?;
-    // Drop our copy of the server's end now, so the server's death is seen as EOF.
-    drop(cmd);
+    // The Command (holding our copy of the server's end) is dropped on the spawner thread right after
+    // the fork, so the server's death is seen here as EOF.
+    let path_buf = path.to_path_buf();
+    let mut child = on_spawner_thread(move || cmd.spawn()).map_err(|source| Error::Spawn { path: path_buf, source })?;
     let stdout = Arc::new(Tail::default());
     let stderr = Arc::new(Tail::default());
     stdout.clone().drain(child.stdout.take().expect("piped"));

@@ -1,15 +1,23 @@
 //! A connection to one server: a process hosting libraries of one architecture (or, in-process, the
 //! same host running inside the client).
+//!
+//! Requests from many threads share the connection. Each is sent under a short lock; replies are read by
+//! whichever waiting thread holds the reader role (leader/follower): a lone caller reads its own reply
+//! with no hand-off, and a reply for another thread is stored for it and the thread woken. A server that
+//! runs calls concurrently (see [`ServerOptions::concurrent`]) can thus answer out of order.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bitbridge_proto::{
-    msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, StreamTransport, Target,
-    Transport, Value, MAGIC, PROTOCOL_VERSION,
+    msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
+    Target, Transport, Value, MAGIC, PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, ExitReason, Result};
@@ -21,8 +29,11 @@ use crate::process::{self, ServerProcess};
 pub struct ServerOptions {
     server_path: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    library_dirs: Vec<PathBuf>,
     startup_timeout: Duration,
     call_timeout: Option<Duration>,
+    restart: bool,
+    workers: u32,
 }
 
 impl Default for ServerOptions {
@@ -30,8 +41,11 @@ impl Default for ServerOptions {
         ServerOptions {
             server_path: None,
             env: Vec::new(),
+            library_dirs: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             call_timeout: None,
+            restart: false,
+            workers: 1,
         }
     }
 }
@@ -48,10 +62,16 @@ impl ServerOptions {
         self
     }
 
-    /// Sets an environment variable for the server process (for example `LD_LIBRARY_PATH`, so the
-    /// library's own dependencies are found).
+    /// Sets an environment variable for the server process.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds a directory where the server's loader looks for the library's own dependencies (it is put
+    /// in front of the server's `LD_LIBRARY_PATH`; msl-loadlib's `append_environ_path`/`add_dll_directory`).
+    pub fn library_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.library_dirs.push(dir.into());
         self
     }
 
@@ -61,45 +81,143 @@ impl ServerOptions {
         self
     }
 
-    /// How long any one request may take (default: no limit). When it passes, the server is killed
-    /// (the library's state is unknown), the request fails with [`Error::Timeout`], and later requests
-    /// fail with [`Error::ServerDied`].
+    /// How long any one request may take (default: no limit; [`Function::call_timeout`](crate::Function::call_timeout)
+    /// sets it per call). When it passes, the server is killed (the library's state is unknown) and the
+    /// request fails with [`Error::Timeout`].
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(timeout);
         self
     }
 
+    /// After the server dies (a crash, a timeout), start a fresh one on the next request, loading the
+    /// same libraries and preparing the same functions again (default: off, and every later request
+    /// fails with the death's error). Server memory does not survive: addresses from
+    /// [`Server::alloc`] and handles the library returned are gone.
+    pub fn restart_on_failure(mut self, restart: bool) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Runs calls on `workers` threads in the server, for libraries documented as thread-safe: calls from
+    /// several client threads then run at the same time, and a quick call is never queued behind a slow
+    /// one. The default, 1, runs every call on one server thread, as most vendor libraries need.
+    pub fn concurrent(mut self, workers: u32) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// Starts a server process for `arch`.
     pub fn spawn(&self, arch: Arch) -> Result<Server> {
-        let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
-        let (proc_, stream) = process::spawn(&path, &self.env)?;
-        stream.set_read_timeout(Some(self.startup_timeout)).map_err(Error::Io)?;
-        let pid = proc_.pid();
-        let mut conn = Conn {
-            transport: Box::new(StreamTransport::new(stream.try_clone().map_err(Error::Io)?)),
-            next_id: 1,
-            buf: Vec::new(),
-            out: Vec::new(),
-            process: Some(proc_),
-            dead: None,
-        };
-        let hello = conn.hello(pid, &path)?;
-        if hello.arch != arch {
-            return Err(Error::Handshake(format!(
-                "{} hosts {} libraries, {arch} was needed",
-                path.display(),
-                hello.arch
-            )));
-        }
-        stream.set_read_timeout(self.call_timeout).map_err(Error::Io)?;
-        Ok(Server::from_conn(conn, &hello, pid, false))
+        let link = self.connect(arch)?;
+        let target = Target { arch: link.hello.arch, os: link.hello.os };
+        Ok(Server::new(link, target, false, Some((self.clone(), arch))))
     }
+
+    fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut env = self.env.clone();
+        if !self.library_dirs.is_empty() {
+            let existing = env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "LD_LIBRARY_PATH")
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var_os("LD_LIBRARY_PATH"));
+            let dirs = self.library_dirs.iter().cloned().chain(existing.iter().flat_map(std::env::split_paths));
+            let joined = std::env::join_paths(dirs).unwrap_or_default();
+            env.push(("LD_LIBRARY_PATH".into(), joined));
+        }
+        if self.workers > 1 {
+            env.push(("BITBRIDGE_WORKERS".into(), self.workers.to_string().into()));
+        }
+        env
+    }
+
+    /// The directories the server's loader will search first (from `library_dir` and `LD_LIBRARY_PATH`).
+    pub(crate) fn search_dirs(&self) -> Vec<PathBuf> {
+        self.environment()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "LD_LIBRARY_PATH")
+            .map(|(_, v)| std::env::split_paths(v).collect())
+            .or_else(|| std::env::var_os("LD_LIBRARY_PATH").map(|v| std::env::split_paths(&v).collect()))
+            .unwrap_or_default()
+    }
+
+    /// Starts the process and reads its greeting.
+    fn connect(&self, arch: Arch) -> Result<Link> {
+        let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
+        let (mut proc_, stream) = process::spawn(&path, &self.environment())?;
+        let pid = proc_.pid();
+        let fail = |proc_: &mut ServerProcess, e: Error| {
+            proc_.reap(Duration::ZERO);
+            e
+        };
+        let io = |e| Error::Io(e);
+        stream.set_read_timeout(Some(self.startup_timeout)).map_err(io)?;
+        let mut recv: Box<dyn Transport> = Box::new(StreamTransport::new(stream.try_clone().map_err(io)?));
+        let send: Box<dyn Transport> = Box::new(StreamTransport::new(stream.try_clone().map_err(io)?));
+        let mut buf = Vec::new();
+        let hello = match recv.recv(&mut buf) {
+            Ok(()) => check_hello(&buf, &path),
+            Err(FrameError::TimedOut) => Err(Error::StartupTimeout { pid, after: self.startup_timeout }),
+            Err(_) => {
+                let status = proc_.reap(Duration::from_secs(2));
+                let stderr = proc_.stderr.text(Duration::from_millis(200));
+                Err(Error::ServerDied { pid, status, stderr })
+            }
+        };
+        let hello = match hello {
+            Ok(h) if h.arch != arch => {
+                let e = Error::Handshake(format!("{} hosts {} libraries, {arch} was needed", path.display(), h.arch));
+                return Err(fail(&mut proc_, e));
+            }
+            Ok(h) => h,
+            Err(e) => return Err(fail(&mut proc_, e)),
+        };
+        stream.set_read_timeout(None).map_err(io)?;
+        Ok(Link { send, recv, stream: Some(stream), process: Some(proc_), hello, pid })
+    }
+}
+
+/// A fresh connection, before it is installed.
+struct Link {
+    send: Box<dyn Transport>,
+    recv: Box<dyn Transport>,
+    stream: Option<UnixStream>,
+    process: Option<ServerProcess>,
+    hello: Hello,
+    pid: u32,
+}
+
+fn check_hello(buf: &[u8], path: &Path) -> Result<Hello> {
+    let hello: Hello =
+        msg::decode(buf).map_err(|e| Error::Handshake(format!("{} is not a bitbridge server: {e}", path.display())))?;
+    if hello.magic != MAGIC {
+        return Err(Error::Handshake(format!("{} is not a bitbridge server", path.display())));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Error::Handshake(format!(
+            "{} speaks protocol {} (bitbridge-server {}), this client speaks {PROTOCOL_VERSION}",
+            path.display(),
+            hello.version,
+            hello.server_version
+        )));
+    }
+    if hello.pointer_width != hello.arch.pointer_size() {
+        return Err(Error::Handshake(format!(
+            "{} claims {} with {}-byte pointers",
+            path.display(),
+            hello.arch,
+            hello.pointer_width
+        )));
+    }
+    Ok(hello)
 }
 
 /// A connection to a server hosting libraries of one architecture.
 ///
-/// Cheap to clone (all clones share the connection); `Send + Sync`. Requests from several threads are
-/// serialised. The server is shut down when the last clone, and every [`Library`] and
+/// Cheap to clone (all clones share the connection); `Send + Sync`: any number of threads may call
+/// through it at once. The server is shut down when the last clone, and every [`Library`] and
 /// [`Function`](crate::Function) from it, is dropped.
 #[derive(Clone)]
 pub struct Server {
@@ -107,19 +225,47 @@ pub struct Server {
 }
 
 struct Inner {
-    conn: Mutex<Conn>,
     target: Target,
-    pid: u32,
     in_process: bool,
+    /// How to start it again, for `restart_on_failure` (`None` in-process).
+    respawn: Option<(ServerOptions, Arch)>,
+    call_timeout: Option<Duration>,
+    pid: AtomicU32,
+    next_id: AtomicU64,
+    send: Mutex<SendHalf>,
+    recv: Mutex<RecvHalf>,
+    state: Mutex<State>,
+    wake: Condvar,
+    registry: Mutex<Registry>,
 }
 
-struct Conn {
+struct SendHalf {
     transport: Box<dyn Transport>,
-    next_id: u64,
-    buf: Vec<u8>,
     out: Vec<u8>,
-    process: Option<ServerProcess>,
+}
+
+struct RecvHalf {
+    transport: Box<dyn Transport>,
+    buf: Vec<u8>,
+    /// The socket, to set read timeouts on.
+    stream: Option<UnixStream>,
+    timeout: Option<Duration>,
+}
+
+struct State {
+    pending: HashSet<u64>,
+    replies: HashMap<u64, Result<Reply, RemoteError>>,
+    reading: bool,
     dead: Option<Death>,
+    process: Option<ServerProcess>,
+}
+
+/// What the client has loaded and prepared, replayed on a fresh server after a restart.
+#[derive(Default)]
+struct Registry {
+    next_handle: u32,
+    libs: BTreeMap<u32, String>,
+    funcs: BTreeMap<u32, (u32, String, Signature)>,
 }
 
 #[derive(Clone)]
@@ -138,6 +284,20 @@ pub struct ServerOutput {
     pub stdout: String,
     /// The end (up to 64 KiB) of its standard error.
     pub stderr: String,
+}
+
+/// An in-process host shared by the send and receive halves.
+#[cfg(feature = "in-process")]
+struct Shared(Arc<Mutex<bitbridge_server::InProcess>>);
+
+#[cfg(feature = "in-process")]
+impl Transport for Shared {
+    fn send(&mut self, frame: &[u8]) -> std::result::Result<(), FrameError> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).send(frame)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), FrameError> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).recv(buf)
+    }
 }
 
 impl Server {
@@ -163,22 +323,45 @@ impl Server {
     pub unsafe fn in_process() -> Server {
         // SAFETY: forwarded to our caller by this function's own contract.
         let host = unsafe { bitbridge_server::Host::new() };
-        let mut conn = Conn {
-            transport: Box::new(bitbridge_server::InProcess::new(host)),
-            next_id: 1,
-            buf: Vec::new(),
-            out: Vec::new(),
-            process: None,
-            dead: None,
-        };
+        let shared = Arc::new(Mutex::new(bitbridge_server::InProcess::new(host)));
+        let mut recv: Box<dyn Transport> = Box::new(Shared(shared.clone()));
+        let mut buf = Vec::new();
+        recv.recv(&mut buf).expect("the in-process host greets first");
+        let hello = check_hello(&buf, Path::new("<in-process>")).expect("the in-process host greets correctly");
         let pid = std::process::id();
-        let hello = conn.hello(pid, Path::new("<in-process>")).expect("the in-process host greets correctly");
-        Server::from_conn(conn, &hello, pid, true)
+        let target = Target { arch: hello.arch, os: hello.os };
+        let link = Link { send: Box::new(Shared(shared)), recv, stream: None, process: None, hello, pid };
+        Server::new(link, target, true, None)
     }
 
-    fn from_conn(conn: Conn, hello: &Hello, pid: u32, in_process: bool) -> Server {
-        let target = Target { arch: hello.arch, os: hello.os };
-        Server { inner: Arc::new(Inner { conn: Mutex::new(conn), target, pid, in_process }) }
+    fn new(link: Link, target: Target, in_process: bool, respawn: Option<(ServerOptions, Arch)>) -> Server {
+        let call_timeout = respawn.as_ref().and_then(|(o, _)| o.call_timeout);
+        Server {
+            inner: Arc::new(Inner {
+                target,
+                in_process,
+                respawn,
+                call_timeout,
+                pid: AtomicU32::new(link.pid),
+                next_id: AtomicU64::new(1),
+                send: Mutex::new(SendHalf { transport: link.send, out: Vec::new() }),
+                recv: Mutex::new(RecvHalf {
+                    transport: link.recv,
+                    buf: Vec::new(),
+                    stream: link.stream,
+                    timeout: None,
+                }),
+                state: Mutex::new(State {
+                    pending: HashSet::new(),
+                    replies: HashMap::new(),
+                    reading: false,
+                    dead: None,
+                    process: link.process,
+                }),
+                wake: Condvar::new(),
+                registry: Mutex::new(Registry::default()),
+            }),
+        }
     }
 
     /// The target whose C ABI the server's calls follow.
@@ -186,9 +369,9 @@ impl Server {
         self.inner.target
     }
 
-    /// The server's process id (this process's own id in-process).
+    /// The server's process id (this process's own id in-process). Changes when the server is restarted.
     pub fn pid(&self) -> u32 {
-        self.inner.pid
+        self.inner.pid.load(Ordering::Relaxed)
     }
 
     /// Whether the host runs inside this process.
@@ -196,27 +379,67 @@ impl Server {
         self.inner.in_process
     }
 
+    /// Whether the server is running (false after it died or was shut down, until a restart).
+    pub fn is_alive(&self) -> bool {
+        lock(&self.inner.state).dead.is_none()
+    }
+
     /// Loads a library into the server. The path is given to the server's loader as is: a bare name is
-    /// searched on the server's library path (its `LD_LIBRARY_PATH`, see [`ServerOptions::env`]).
+    /// searched on the server's library path (see [`ServerOptions::library_dir`]).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Library> {
         let path = path.as_ref();
         let p = path
             .to_str()
             .ok_or_else(|| Error::NotALibrary { path: path.into(), reason: "the path is not valid UTF-8".into() })?;
-        match self.request(Request::Load { path: p.to_owned() }) {
-            Ok(Reply::Library { lib }) => Ok(Library::new(self.clone(), lib, p.to_owned())),
+        let lib = self.next_handle();
+        match self.request(Request::Load { lib, path: p.to_owned() }, None) {
+            Ok(Reply::Done) => {
+                lock(&self.inner.registry).libs.insert(lib, p.to_owned());
+                Ok(Library::new(self.clone(), lib, p.to_owned()))
+            }
             Ok(other) => Err(unexpected(&other)),
             Err(Error::Remote(RemoteError { kind: ErrorKind::LoadFailed, message })) => {
-                Err(Error::Load { path: p.to_owned(), message })
+                let dirs = self.inner.respawn.as_ref().map(|(o, _)| o.search_dirs()).unwrap_or_default();
+                let missing = if path.is_file() {
+                    crate::detect::missing_dependencies(path, self.inner.target.arch, &dirs)
+                } else {
+                    Vec::new()
+                };
+                Err(Error::Load { path: p.to_owned(), message, missing })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn next_handle(&self) -> u32 {
+        let mut r = lock(&self.inner.registry);
+        r.next_handle += 1;
+        r.next_handle
+    }
+
+    pub(crate) fn register_function(&self, func: u32, lib: u32, symbol: &str, sig: &Signature) {
+        lock(&self.inner.registry).funcs.insert(func, (lib, symbol.to_owned(), sig.clone()));
+    }
+
+    /// Forgets a library or function and, if the server is running, tells it.
+    pub(crate) fn release(&self, request: Request) {
+        {
+            let mut r = lock(&self.inner.registry);
+            match &request {
+                Request::Unload { lib } => r.libs.remove(lib),
+                Request::Release { func } => r.funcs.remove(func).map(|f| f.1),
+                _ => None,
+            };
+        }
+        if self.is_alive() {
+            let _ = self.request(request, None);
         }
     }
 
     /// Allocates `size` zeroed bytes of server memory aligned to `align`, kept until [`Server::free`]:
     /// for pointers stored inside structs, or memory a library keeps across calls.
     pub fn alloc(&self, size: u64, align: u32) -> Result<u64> {
-        match self.request(Request::Alloc { size, align })? {
+        match self.request(Request::Alloc { size, align }, None)? {
             Reply::Address(a) => Ok(a),
             other => Err(unexpected(&other)),
         }
@@ -234,7 +457,7 @@ impl Server {
 
     /// Reads `len` bytes at an address of the server. An unmapped address is an error, not a crash.
     pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
-        match self.request(Request::Read { addr, len })? {
+        match self.request(Request::Read { addr, len }, None)? {
             Reply::Bytes(b) => Ok(b),
             other => Err(unexpected(&other)),
         }
@@ -242,7 +465,7 @@ impl Server {
 
     /// Reads the NUL-terminated string at an address of the server (ctypes' `string_at`).
     pub fn read_cstring(&self, addr: u64) -> Result<Vec<u8>> {
-        match self.request(Request::ReadString { addr, wide: false, max_len: u64::MAX })? {
+        match self.request(Request::ReadString { addr, wide: false, max_len: u64::MAX }, None)? {
             Reply::Bytes(b) => Ok(b),
             other => Err(unexpected(&other)),
         }
@@ -272,15 +495,16 @@ impl Server {
             .map_err(|source| Error::Result { function: "read_value".into(), source: Box::new(source) })
     }
 
-    /// Shuts the server down and returns how it ended and what it printed. Every other handle to it
-    /// fails from now on with [`Error::ServerDied`]-like errors naming the shutdown.
+    /// Shuts the server down and returns how it ended and what it printed. Every handle to it fails
+    /// from now on with [`Error::ShutDown`].
     pub fn shutdown(&self) -> Result<ServerOutput> {
-        let mut c = self.inner.lock();
-        if c.dead.is_none() {
-            let _ = c.roundtrip(Request::Shutdown);
+        if self.is_alive() {
+            let _ = self.request(Request::Shutdown, Some(Duration::from_secs(5)));
         }
-        c.dead = Some(Death::ShutDown);
-        match c.process.as_mut() {
+        let mut st = lock(&self.inner.state);
+        st.dead = Some(Death::ShutDown);
+        self.inner.wake.notify_all();
+        match st.process.as_mut() {
             Some(p) => {
                 let status = p.reap(Duration::from_secs(2));
                 let wait = Duration::from_millis(500);
@@ -291,144 +515,208 @@ impl Server {
     }
 
     fn done(&self, req: Request) -> Result<()> {
-        match self.request(req)? {
+        match self.request(req, None)? {
             Reply::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Sends one request and waits for its reply.
-    pub(crate) fn request(&self, req: Request) -> Result<Reply> {
-        let pid = self.inner.pid;
-        let mut c = self.inner.lock();
-        if let Some(d) = &c.dead {
-            return Err(d.error(pid));
+    /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
+    pub(crate) fn request(&self, req: Request, timeout: Option<Duration>) -> Result<Reply> {
+        let inner = &*self.inner;
+        let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
+        self.ensure_running()?;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&inner.state).pending.insert(id);
+        let sent = {
+            let mut s = lock(&inner.send);
+            let SendHalf { transport, out } = &mut *s;
+            out.clear();
+            msg::encode(&Frame::Request { id, request: req }, out);
+            transport.send(out)
+        };
+        if let Err(e) = sent {
+            let mut st = lock(&inner.state);
+            st.pending.remove(&id);
+            return Err(self.fail(&mut st, e));
         }
-        match c.roundtrip(req) {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(remote)) if remote.kind == ErrorKind::Protocol => {
-                // The server closes the connection after a protocol error.
-                c.bury(pid, Duration::from_millis(500));
-                Err(Error::Protocol(format!("the server rejected a request: {}", remote.message)))
-            }
-            Ok(Err(remote)) => Err(Error::Remote(remote)),
-            Err(e) => Err(c.failed(pid, e)),
-        }
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Conn {
-    /// Reads and checks the server's greeting.
-    fn hello(&mut self, pid: u32, path: &Path) -> Result<Hello> {
-        if let Err(e) = self.transport.recv(&mut self.buf) {
-            let e = match e {
-                FrameError::TimedOut => {
-                    Error::Handshake(format!("{} did not greet within the start-up timeout", path.display()))
-                }
-                e => self.failed(pid, ConnError::Frame(e)),
-            };
-            if let Some(p) = self.process.as_mut() {
-                p.reap(Duration::ZERO);
-            }
-            return Err(e);
-        }
-        let hello: Hello = msg::decode(&self.buf)
-            .map_err(|e| Error::Handshake(format!("{} is not a bitbridge server: {e}", path.display())))?;
-        if hello.magic != MAGIC {
-            return Err(Error::Handshake(format!("{} is not a bitbridge server", path.display())));
-        }
-        if hello.version != PROTOCOL_VERSION {
-            return Err(Error::Handshake(format!(
-                "{} speaks protocol {} (bitbridge-server {}), this client speaks {PROTOCOL_VERSION}",
-                path.display(),
-                hello.version,
-                hello.server_version
-            )));
-        }
-        if hello.pointer_width != hello.arch.pointer_size() {
-            return Err(Error::Handshake(format!(
-                "{} claims {} with {}-byte pointers",
-                path.display(),
-                hello.arch,
-                hello.pointer_width
-            )));
-        }
-        Ok(hello)
+        self.wait(id, deadline)
     }
 
-    /// Sends a request and reads frames until its reply. Requests the server sends meanwhile (callbacks,
-    /// later) are answered so the server never waits on us.
-    fn roundtrip(&mut self, request: Request) -> Result<Result<Reply, RemoteError>, ConnError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.out.clear();
-        msg::encode(&Frame::Request { id, request }, &mut self.out);
-        self.transport.send(&self.out).map_err(ConnError::Frame)?;
-        loop {
-            self.transport.recv(&mut self.buf).map_err(ConnError::Frame)?;
-            match msg::decode::<Frame>(&self.buf).map_err(|e| ConnError::Protocol(e.to_string()))? {
-                Frame::Reply { id: rid, reply } if rid == id => return Ok(reply),
-                Frame::Reply { id: 0, reply: Err(e) } => return Ok(Err(e)),
-                Frame::Reply { id: rid, .. } => {
-                    return Err(ConnError::Protocol(format!("reply to request {rid} while waiting for {id}")))
-                }
-                Frame::Request { id: sid, .. } => {
-                    let reply = Err(RemoteError {
-                        kind: ErrorKind::Protocol,
-                        message: "this client serves no requests (no callbacks are registered)".into(),
-                    });
-                    self.out.clear();
-                    msg::encode(&Frame::Reply { id: sid, reply }, &mut self.out);
-                    self.transport.send(&self.out).map_err(ConnError::Frame)?;
-                }
+    /// Waits for the reply to `id`, reading frames while no other thread does.
+    fn wait(&self, id: u64, deadline: Option<Instant>) -> Result<Reply> {
+        let inner = &*self.inner;
+        let mut st = lock(&inner.state);
+        let result = loop {
+            if let Some(r) = st.replies.remove(&id) {
+                break r.map_err(Error::Remote);
             }
-        }
-    }
-
-    /// Turns a failed exchange into an error; a server process that is gone becomes `ServerDied`.
-    fn failed(&mut self, pid: u32, e: ConnError) -> Error {
-        if self.process.is_none() {
-            return match e {
-                ConnError::Frame(f) => Error::from_frame(f),
-                ConnError::Protocol(m) => Error::Protocol(m),
-            };
-        }
-        match e {
-            ConnError::Protocol(m) => {
-                // Out of step with the server: it can no longer be trusted, so end it.
-                self.bury(pid, Duration::ZERO);
-                return Error::Protocol(m);
+            if let Some(d) = &st.dead {
+                break Err(d.error(self.pid()));
             }
-            ConnError::Frame(FrameError::TimedOut) => {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 // The library's state is unknown: end the server; this request times out.
-                self.bury(pid, Duration::ZERO);
-                return Error::Timeout { pid };
+                self.bury(&mut st, Duration::ZERO);
+                break Err(Error::Timeout { pid: self.pid() });
             }
-            _ => {}
+            if st.reading {
+                st = match left {
+                    Some(l) => inner.wake.wait_timeout(st, l).unwrap_or_else(|e| e.into_inner()).0,
+                    None => inner.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                };
+                continue;
+            }
+            st.reading = true;
+            drop(st);
+            let frame = self.read_frame(left);
+            st = lock(&inner.state);
+            st.reading = false;
+            inner.wake.notify_all();
+            match frame {
+                Ok(Frame::Reply { id: rid, reply }) if st.pending.contains(&rid) => {
+                    st.replies.insert(rid, reply);
+                }
+                Ok(Frame::Reply { id: 0, reply: Err(e) }) if e.kind == ErrorKind::Protocol => {
+                    // The server rejected a frame and closes the connection.
+                    self.bury(&mut st, Duration::from_millis(500));
+                    break Err(Error::Protocol(format!("the server rejected a request: {}", e.message)));
+                }
+                Ok(Frame::Reply { id: rid, .. }) => {
+                    self.bury(&mut st, Duration::ZERO);
+                    break Err(Error::Protocol(format!("reply to request {rid}, which was never sent")));
+                }
+                Ok(Frame::Request { id: sid, .. }) => {
+                    drop(st);
+                    self.refuse(sid);
+                    st = lock(&inner.state);
+                }
+                Err(ReadError::Frame(FrameError::TimedOut)) => {} // the deadline is checked above
+                Err(ReadError::Frame(e)) => break Err(self.fail(&mut st, e)),
+                Err(ReadError::Protocol(m)) => {
+                    // Out of step with the server: it can no longer be trusted, so end it.
+                    self.bury(&mut st, Duration::ZERO);
+                    break Err(Error::Protocol(m));
+                }
+            }
+        };
+        st.pending.remove(&id);
+        st.replies.remove(&id);
+        result
+    }
+
+    fn read_frame(&self, timeout: Option<Duration>) -> std::result::Result<Frame, ReadError> {
+        let mut r = lock(&self.inner.recv);
+        let RecvHalf { transport, buf, stream, timeout: current } = &mut *r;
+        if let Some(s) = stream {
+            // A zero timeout means "none" to the OS: never ask for one.
+            let t = timeout.map(|t| t.max(Duration::from_micros(1)));
+            if t != *current {
+                s.set_read_timeout(t).map_err(|e| ReadError::Frame(FrameError::Io(e)))?;
+                *current = t;
+            }
         }
-        self.bury(pid, Duration::from_secs(2));
-        self.dead.as_ref().expect("just buried").error(pid)
+        transport.recv(buf).map_err(ReadError::Frame)?;
+        msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()))
+    }
+
+    /// Answers a request from the server: none are served yet (callbacks will be).
+    fn refuse(&self, id: u64) {
+        let reply = Err(RemoteError {
+            kind: ErrorKind::Protocol,
+            message: "this client serves no requests (no callbacks are registered)".into(),
+        });
+        let mut s = lock(&self.inner.send);
+        let SendHalf { transport, out } = &mut *s;
+        out.clear();
+        msg::encode(&Frame::Reply { id, reply }, out);
+        let _ = transport.send(out);
+    }
+
+    /// Turns a failed send or receive into an error; a server process that is gone becomes `ServerDied`.
+    fn fail(&self, st: &mut State, e: FrameError) -> Error {
+        if st.process.is_none() {
+            return Error::from_frame(e);
+        }
+        if st.dead.is_none() {
+            self.bury(st, Duration::from_secs(2));
+        }
+        st.dead.as_ref().expect("just buried").error(self.pid())
     }
 
     /// Waits up to `grace` for the server to exit (killing it after) and remembers how it ended.
-    fn bury(&mut self, _pid: u32, grace: Duration) {
-        if let Some(p) = self.process.as_mut() {
+    fn bury(&self, st: &mut State, grace: Duration) {
+        if let Some(p) = st.process.as_mut() {
             let status = p.reap(grace);
             let stderr = p.stderr.text(Duration::from_millis(200));
-            self.dead = Some(Death::Died { status, stderr });
+            st.dead = Some(Death::Died { status, stderr });
+        } else {
+            st.dead = Some(Death::Died { status: ExitReason::Unknown, stderr: String::new() });
         }
+        self.inner.wake.notify_all();
+    }
+
+    /// Fails if the server is dead, unless it may be restarted, in which case it is.
+    fn ensure_running(&self) -> Result<()> {
+        let inner = &*self.inner;
+        match &lock(&inner.state).dead {
+            None => return Ok(()),
+            Some(Death::ShutDown) => return Err(Error::ShutDown),
+            Some(d) if !inner.respawn.as_ref().is_some_and(|(o, _)| o.restart) => return Err(d.error(self.pid())),
+            Some(_) => {}
+        }
+        let (opts, arch) = inner.respawn.as_ref().expect("checked above");
+        // Exclusive: no request is being sent or read while the connection is replaced.
+        let mut send = lock(&inner.send);
+        let mut recv = lock(&inner.recv);
+        if lock(&inner.state).dead.is_none() {
+            return Ok(()); // another thread restarted it meanwhile
+        }
+        let mut link = opts.connect(*arch)?;
+        // Replay what was loaded and prepared, with the same handles, before anyone else can send.
+        let registry = lock(&inner.registry);
+        let libs = registry.libs.iter().map(|(&lib, path)| Request::Load { lib, path: path.clone() });
+        let funcs = registry.funcs.iter().map(|(&func, (lib, symbol, sig))| Request::Prepare {
+            lib: *lib,
+            func,
+            symbol: symbol.clone(),
+            sig: sig.clone(),
+        });
+        for request in libs.chain(funcs).collect::<Vec<_>>() {
+            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut out = Vec::new();
+            msg::encode(&Frame::Request { id, request }, &mut out);
+            let replayed = link.send.send(&out).and_then(|()| link.recv.recv(&mut out));
+            let ok = replayed.is_ok()
+                && matches!(msg::decode::<Frame>(&out), Ok(Frame::Reply { id: rid, reply: Ok(_) }) if rid == id);
+            if !ok {
+                if let Some(p) = link.process.as_mut() {
+                    p.reap(Duration::ZERO);
+                }
+                return Err(Error::Handshake("the restarted server could not load the same libraries again".into()));
+            }
+        }
+        drop(registry);
+        send.transport = link.send;
+        recv.transport = link.recv;
+        recv.stream = link.stream;
+        recv.timeout = None;
+        let mut st = lock(&inner.state);
+        st.process = link.process;
+        st.dead = None;
+        st.replies.clear();
+        inner.pid.store(link.pid, Ordering::Relaxed);
+        Ok(())
     }
 }
 
-enum ConnError {
+enum ReadError {
     Frame(FrameError),
     Protocol(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Death {
@@ -442,11 +730,15 @@ impl Death {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let c = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
-        if c.dead.is_none() {
-            let _ = c.roundtrip(Request::Shutdown);
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if st.dead.is_none() {
+            let s = self.send.get_mut().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            msg::encode(&Frame::Request { id: 0, request: Request::Shutdown }, &mut out);
+            let _ = s.transport.send(&out);
         }
-        if let Some(p) = c.process.as_mut() {
+        if let Some(p) = st.process.as_mut() {
+            // Graceful first (the server exits after answering Shutdown), killed after the grace time.
             p.reap(Duration::from_secs(1));
         }
     }
@@ -458,6 +750,6 @@ fn unexpected(reply: &Reply) -> Error {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("target", &self.inner.target).field("pid", &self.inner.pid).finish()
+        f.debug_struct("Server").field("target", &self.inner.target).field("pid", &self.pid()).finish()
     }
 }

@@ -59,20 +59,28 @@ pub enum Frame {
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 #[non_exhaustive]
 pub enum Request {
-    /// Load a library (`dlopen`). Replies [`Reply::Library`].
+    /// Load a library (`dlopen`) under a handle the client chooses. Replies [`Reply::Done`].
+    ///
+    /// Handles are chosen by the client so that, after a server restart, replaying the loads and
+    /// prepares gives every library and function the handle it had.
     Load {
+        /// The handle, not in use.
+        lib: u32,
         /// The path as given to the loader (a bare name searches the loader's path).
         path: String,
     },
     /// Unload a library; its functions become unusable. Replies [`Reply::Done`].
     Unload {
-        /// From [`Reply::Library`].
+        /// From [`Request::Load`].
         lib: u32,
     },
-    /// Look up a function and prepare it for calls. Replies [`Reply::Function`].
+    /// Look up a function and prepare it for calls under a handle the client chooses. Replies
+    /// [`Reply::Address`] (the function's address).
     Prepare {
-        /// From [`Reply::Library`].
+        /// From [`Request::Load`].
         lib: u32,
+        /// The function's handle, not in use.
+        func: u32,
         /// The exported name.
         symbol: String,
         /// How to call it.
@@ -80,21 +88,21 @@ pub enum Request {
     },
     /// Look up any exported symbol's address. Replies [`Reply::Address`].
     Symbol {
-        /// From [`Reply::Library`].
+        /// From [`Request::Load`].
         lib: u32,
         /// The exported name.
         symbol: String,
     },
     /// Call a prepared function. Replies [`Reply::Returned`].
     Call {
-        /// From [`Reply::Function`].
+        /// From [`Request::Prepare`].
         func: u32,
         /// The arguments, laid out for the server's target.
         call: CallData,
     },
     /// Forget a prepared function. Replies [`Reply::Done`].
     Release {
-        /// From [`Reply::Function`].
+        /// From [`Request::Prepare`].
         func: u32,
     },
     /// Allocate server memory that outlives calls. Replies [`Reply::Address`].
@@ -187,18 +195,6 @@ pub enum Loc {
 pub enum Reply {
     /// Nothing to report.
     Done,
-    /// A loaded library's handle.
-    Library {
-        /// Used in later requests.
-        lib: u32,
-    },
-    /// A prepared function's handle.
-    Function {
-        /// Used in later requests.
-        func: u32,
-        /// The function's address in the server.
-        address: u64,
-    },
     /// An address.
     Address(u64),
     /// Bytes read.

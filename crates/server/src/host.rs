@@ -1,6 +1,8 @@
 //! The host: loaded libraries, prepared functions, and the calls themselves.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use bitbridge_proto::{
     msg, CType, CallConv, CallData, ErrorKind, Frame, FrameError, Loc, RemoteError, Reply, Request, Returned,
@@ -18,9 +20,9 @@ const MAX_BLOCK: u64 = 1 << 31;
 #[derive(Debug)]
 pub struct Host {
     target: Target,
-    libs: Vec<Option<Loaded>>,
-    funcs: Vec<Option<Prepared>>,
-    heap: Heap,
+    libs: Mutex<HashMap<u32, Arc<Loaded>>>,
+    funcs: RwLock<HashMap<u32, Arc<Prepared>>>,
+    heap: Mutex<Heap>,
 }
 
 #[derive(Debug)]
@@ -30,6 +32,8 @@ struct Loaded {
 }
 
 struct Prepared {
+    /// Keeps the library mapped while a call may still run, even if it is unloaded meanwhile.
+    _lib: Arc<Loaded>,
     cif: Cif,
     code: CodePtr,
     sig: Signature,
@@ -43,9 +47,12 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
-// SAFETY: a Cif and a code pointer are plain data (libffi's descriptions and an address); the host is
-// used by one thread at a time (it is moved, never shared), which is all Send asks.
+// SAFETY: a Cif and a code pointer are plain data (libffi's type descriptions and an address). ffi_call
+// only reads the cif, so calls on several threads may share one (libffi documents a prepared cif as
+// reusable); whether the *function* tolerates concurrent calls is the user's opt-in (`workers`).
 unsafe impl Send for Prepared {}
+// SAFETY: as above: nothing in a Prepared is written after preparation.
+unsafe impl Sync for Prepared {}
 
 type Res<T> = Result<T, RemoteError>;
 
@@ -65,9 +72,9 @@ impl Host {
     pub unsafe fn new() -> Host {
         Host {
             target: Target::host().expect("bitbridge-server is built only for supported targets"),
-            libs: Vec::new(),
-            funcs: Vec::new(),
-            heap: Heap::default(),
+            libs: Mutex::new(HashMap::new()),
+            funcs: RwLock::new(HashMap::new()),
+            heap: Mutex::new(Heap::default()),
         }
     }
 
@@ -77,33 +84,34 @@ impl Host {
     }
 
     /// Answers one request. [`Request::Shutdown`] is answered like any other; the caller stops after.
-    pub fn handle(&mut self, request: Request) -> Result<Reply, RemoteError> {
+    pub fn handle(&self, request: Request) -> Result<Reply, RemoteError> {
         match request {
-            Request::Load { path } => self.load(path),
+            Request::Load { lib, path } => self.load(lib, path),
             Request::Unload { lib } => {
-                let slot = self.libs.get_mut(lib as usize).filter(|l| l.is_some());
-                let slot = slot.ok_or_else(|| unknown("library", lib))?;
-                *slot = None;
+                lock(&self.libs).remove(&lib).ok_or_else(|| unknown("library", lib))?;
                 Ok(Reply::Done)
             }
-            Request::Prepare { lib, symbol, sig } => self.prepare(lib, &symbol, sig),
+            Request::Prepare { lib, func, symbol, sig } => self.prepare(lib, func, &symbol, sig),
             Request::Symbol { lib, symbol } => self.symbol(lib, &symbol).map(Reply::Address),
             Request::Call { func, call } => self.call(func, call).map(Reply::Returned),
             Request::Release { func } => {
-                let slot = self.funcs.get_mut(func as usize).filter(|f| f.is_some());
-                *slot.ok_or_else(|| unknown("function", func))? = None;
+                self.funcs
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&func)
+                    .ok_or_else(|| unknown("function", func))?;
                 Ok(Reply::Done)
             }
             Request::Alloc { size, align } => {
                 if size == 0 || size > MAX_BLOCK || !align.is_power_of_two() || align > 4096 {
                     return fail(ErrorKind::BadArguments, format!("cannot allocate {size} bytes aligned to {align}"));
                 }
-                match self.heap.alloc(size, align) {
+                match lock(&self.heap).alloc(size, align) {
                     Some(a) => Ok(Reply::Address(a)),
                     None => fail(ErrorKind::OutOfMemory, format!("out of memory allocating {size} bytes")),
                 }
             }
-            Request::Free { addr } => match self.heap.free(addr) {
+            Request::Free { addr } => match lock(&self.heap).free(addr) {
                 true => Ok(Reply::Done),
                 false => {
                     fail(ErrorKind::UnknownHandle, format!("{addr:#x} was not allocated by this server or was freed"))
@@ -129,7 +137,10 @@ impl Host {
         self.target.layout(&CType::WChar).map(|l| l.size as usize).unwrap_or(4)
     }
 
-    fn load(&mut self, path: String) -> Res<Reply> {
+    fn load(&self, id: u32, path: String) -> Res<Reply> {
+        if lock(&self.libs).contains_key(&id) {
+            return fail(ErrorKind::BadArguments, format!("library handle {id} is in use"));
+        }
         // RTLD_NOW: an unresolved symbol is reported now, with its name, not as a crash at first call.
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading runs the library's initialisers; hosting untrusted-to-be-correct libraries is
@@ -137,15 +148,19 @@ impl Host {
         let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) };
         match lib {
             Ok(lib) => {
-                self.libs.push(Some(Loaded { lib: lib.into(), path }));
-                Ok(Reply::Library { lib: (self.libs.len() - 1) as u32 })
+                lock(&self.libs).insert(id, Arc::new(Loaded { lib: lib.into(), path }));
+                Ok(Reply::Done)
             }
             Err(e) => fail(ErrorKind::LoadFailed, source_chain(&e)),
         }
     }
 
     fn symbol(&self, lib: u32, symbol: &str) -> Res<u64> {
-        let loaded = self.libs.get(lib as usize).and_then(Option::as_ref).ok_or_else(|| unknown("library", lib))?;
+        let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
+        Self::address_of(&loaded, symbol)
+    }
+
+    fn address_of(loaded: &Loaded, symbol: &str) -> Res<u64> {
         // SAFETY: the symbol is only turned into an address here; nothing is called or read through it.
         let sym = unsafe { loaded.lib.get::<*mut c_void>(symbol.as_bytes()) };
         match sym {
@@ -155,8 +170,12 @@ impl Host {
         }
     }
 
-    fn prepare(&mut self, lib: u32, symbol: &str, sig: Signature) -> Res<Reply> {
-        let addr = self.symbol(lib, symbol)?;
+    fn prepare(&self, lib: u32, id: u32, symbol: &str, sig: Signature) -> Res<Reply> {
+        if self.funcs.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            return fail(ErrorKind::BadArguments, format!("function handle {id} is in use"));
+        }
+        let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
+        let addr = Self::address_of(&loaded, symbol)?;
         let bad = |m: String| RemoteError { kind: ErrorKind::BadSignature, message: format!("`{symbol}`: {m}") };
         let mut args = Vec::with_capacity(sig.params.len());
         let mut arg_sizes = Vec::with_capacity(sig.params.len());
@@ -177,12 +196,14 @@ impl Host {
             Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
         check_layouts(&cif, &arg_sizes, ret_size).map_err(bad)?;
         let code = CodePtr::from_ptr(addr as usize as *const c_void);
-        self.funcs.push(Some(Prepared { cif, code, sig, arg_sizes, ret_size }));
-        Ok(Reply::Function { func: (self.funcs.len() - 1) as u32, address: addr })
+        let prepared = Arc::new(Prepared { _lib: loaded, cif, code, sig, arg_sizes, ret_size });
+        self.funcs.write().unwrap_or_else(|e| e.into_inner()).insert(id, prepared);
+        Ok(Reply::Address(addr))
     }
 
-    fn call(&mut self, func: u32, call: CallData) -> Res<Returned> {
-        let f = self.funcs.get(func as usize).and_then(Option::as_ref).ok_or_else(|| unknown("function", func))?;
+    fn call(&self, func: u32, call: CallData) -> Res<Returned> {
+        let f = self.funcs.read().unwrap_or_else(|e| e.into_inner()).get(&func).cloned();
+        let f = f.ok_or_else(|| unknown("function", func))?;
         let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
         if call.args.len() != f.arg_sizes.len() {
             return Err(bad(format!("{} arguments for a function taking {}", call.args.len(), f.arg_sizes.len())));
@@ -284,10 +305,10 @@ impl Host {
         Ok(Returned { value, string, blocks: back })
     }
 
-    /// Serves requests from `transport` until the client shuts the server down or goes away.
-    /// A frame that cannot be decoded is answered with a [`ErrorKind::Protocol`] error and ends the
-    /// session: after it, nothing the peer sends can be trusted to be in step.
-    pub fn serve(&mut self, transport: &mut dyn Transport) -> Result<(), FrameError> {
+    /// Serves requests until the client shuts the server down or goes away, answering each in order on
+    /// this thread. A frame that cannot be decoded is answered with a [`ErrorKind::Protocol`] error and
+    /// ends the session: after it, nothing the peer sends can be trusted to be in step.
+    pub fn serve(&self, transport: &mut dyn Transport) -> Result<(), FrameError> {
         let mut buf = Vec::new();
         let mut out = Vec::new();
         loop {
@@ -301,9 +322,7 @@ impl Host {
                     let stop = matches!(request, Request::Shutdown);
                     (Frame::Reply { id, reply: self.handle(request) }, stop)
                 }
-                Ok(Frame::Reply { id, .. }) => {
-                    (protocol_error(id, format!("unexpected reply {id}: no request is pending")), true)
-                }
+                Ok(Frame::Reply { id, .. }) => (unexpected_reply(id), true),
                 Err(e) => (protocol_error(0, e.to_string()), true),
             };
             out.clear();
@@ -314,6 +333,78 @@ impl Host {
             }
         }
     }
+
+    /// Like [`Host::serve`], but runs requests on `workers` threads, so calls from several client
+    /// threads run at the same time and replies go out as they finish. For thread-safe libraries only.
+    pub fn serve_concurrent(
+        self: Arc<Self>,
+        recv: &mut dyn Transport,
+        send: Box<dyn Transport>,
+        workers: usize,
+    ) -> Result<(), FrameError> {
+        let send = Arc::new(Mutex::new(send));
+        let reply = |send: &Mutex<Box<dyn Transport>>, frame: &Frame| {
+            let mut out = Vec::new();
+            msg::encode(frame, &mut out);
+            lock(send).send(&out)
+        };
+        let (tx, rx) = mpsc::channel::<(u64, Request)>();
+        let rx = Arc::new(Mutex::new(rx));
+        let pool: Vec<_> = (0..workers.max(1))
+            .map(|i| {
+                let (host, rx, send) = (self.clone(), rx.clone(), send.clone());
+                std::thread::Builder::new()
+                    .name(format!("bitbridge-worker-{i}"))
+                    .spawn(move || loop {
+                        let job = lock(&rx).recv();
+                        let Ok((id, request)) = job else { return };
+                        let answer = Frame::Reply { id, reply: host.handle(request) };
+                        if reply(&send, &answer).is_err() {
+                            return;
+                        }
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        let mut buf = Vec::new();
+        let result = loop {
+            match recv.recv(&mut buf) {
+                Ok(()) => {}
+                Err(FrameError::Closed) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            match msg::decode::<Frame>(&buf) {
+                Ok(Frame::Request { id, request: Request::Shutdown }) => {
+                    // Let the calls in flight finish, then answer and stop.
+                    drop(tx);
+                    pool.into_iter().for_each(|t| drop(t.join()));
+                    return reply(&send, &Frame::Reply { id, reply: Ok(Reply::Done) });
+                }
+                Ok(Frame::Request { id, request }) => {
+                    tx.send((id, request)).expect("workers outlive the reader");
+                }
+                Ok(Frame::Reply { id, .. }) => {
+                    let _ = reply(&send, &unexpected_reply(id));
+                    break Ok(());
+                }
+                Err(e) => {
+                    let _ = reply(&send, &protocol_error(0, e.to_string()));
+                    break Ok(());
+                }
+            }
+        };
+        drop(tx);
+        pool.into_iter().for_each(|t| drop(t.join()));
+        result
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unexpected_reply(id: u64) -> Frame {
+    protocol_error(id, format!("unexpected reply {id}: no request is pending"))
 }
 
 fn protocol_error(id: u64, message: String) -> Frame {

@@ -24,6 +24,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let workers: usize = std::env::var("BITBRIDGE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    let sender = match conn.try_clone() {
+        Ok(c) => StreamTransport::new(c),
+        Err(e) => {
+            eprintln!("bitbridge-server: cannot duplicate the connection: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut transport = StreamTransport::new(conn);
     let mut hello = Vec::new();
     msg::encode(&bitbridge_server::hello(std::process::id()), &mut hello);
@@ -33,8 +41,14 @@ fn main() -> ExitCode {
     }
     // SAFETY: this process exists to host the client's library; a wrong signature can corrupt only this
     // process, whose death the client reports as an error.
-    let mut host = unsafe { Host::new() };
-    match host.serve(&mut transport) {
+    let host = unsafe { Host::new() };
+    let served = if workers > 1 {
+        std::sync::Arc::new(host).serve_concurrent(&mut transport, Box::new(sender), workers)
+    } else {
+        drop(sender);
+        host.serve(&mut transport)
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bitbridge-server: connection failed: {e}");
