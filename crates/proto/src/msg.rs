@@ -325,7 +325,7 @@ mod tests {
         let sig = Signature::new(CType::structure("P", [("x", CType::Double)]))
             .arg(CType::ptr(CType::array(CType::Long, 3)))
             .arg(CType::fn_ptr(Signature::new(CType::Void).arg(CType::WStr)));
-        let f = Frame::Request { id: u64::MAX, request: Request::Prepare { lib: 7, symbol: "f".into(), sig } };
+        let f = Frame::Request { id: u64::MAX, request: Request::Prepare { lib: 7, func: 8, symbol: "f".into(), sig } };
         let mut out = Vec::new();
         encode(&f, &mut out);
         assert_eq!(decode::<Frame>(&out).unwrap(), f);
