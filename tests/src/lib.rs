@@ -102,6 +102,19 @@ pub fn fixture(name: &str, bits: Bits) -> PathBuf {
     })
 }
 
+/// Builds `fixtures/<name>.c` as the shared library `<dir>/lib<out>.so` for `bits`, with extra compiler
+/// arguments (`-L`, `-l`); returns its path.
+pub fn fixture_in(name: &str, bits: Bits, dir: &str, out: &str, extra: &[&str]) -> PathBuf {
+    once(format!("lib {name} {bits:?} {dir} {out}"), || {
+        let src = root().join("fixtures").join(format!("{name}.c"));
+        let dir = out_dir().join(dir).join(bits.suffix());
+        std::fs::create_dir_all(&dir).expect("creating a fixture folder");
+        let out = dir.join(format!("lib{out}.so"));
+        build(&src, &out, bits, true, extra);
+        out
+    })
+}
+
 /// Builds `fixtures/<name>.c` as a program for `bits` (linking `libs` such as `-lm`); returns its path.
 pub fn program(name: &str, bits: Bits, libs: &[&str]) -> PathBuf {
     once(format!("exe {name} {bits:?}"), || {
@@ -155,6 +168,9 @@ impl Backend {
         let want = if self == Backend::Server32 { bitbridge::Arch::X86 } else { bitbridge::Arch::X86_64 };
         assert_eq!(lib.server().target().arch, want, "{self:?} must host the library in a {want} process");
         assert_eq!(lib.server().is_in_process(), self == Backend::InProcess);
+        if self != Backend::InProcess {
+            track(lib.server());
+        }
         lib
     }
 }
@@ -189,5 +205,44 @@ pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
+    }
+}
+
+thread_local! {
+    static TRACKED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Remembers a server process so the [`NoServerLeft`] guard of the current test checks it is gone.
+pub fn track(server: &bitbridge::Server) {
+    if !server.is_in_process() {
+        TRACKED.with(|t| t.borrow_mut().push(server.pid()));
+    }
+}
+
+/// A guard for the start of every test: starts the watchdog and, when the test ends, checks that every
+/// server it opened (through [`Backend::open`] or [`track`]) has exited: no test leaves one behind.
+#[must_use = "keep the guard alive for the whole test: `let _check = no_server_left();`"]
+#[derive(Debug)]
+pub struct NoServerLeft(());
+
+/// Starts a [`NoServerLeft`] guard.
+pub fn no_server_left() -> NoServerLeft {
+    watchdog();
+    TRACKED.with(|t| t.borrow_mut().clear());
+    NoServerLeft(())
+}
+
+impl Drop for NoServerLeft {
+    fn drop(&mut self) {
+        let pids = TRACKED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut alive: Vec<u32> = pids.clone();
+        while !alive.is_empty() && std::time::Instant::now() < deadline {
+            alive.retain(|&p| process_alive(p));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !alive.is_empty() && !std::thread::panicking() {
+            panic!("servers left running after the test: {alive:?}");
+        }
     }
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bitbridge::{Arch, CType, Error, ExitReason, Library, LibraryOptions, Server, ServerOptions, Signature, Value};
 use bitbridge_proto::{msg, Frame, Hello, Request};
-use bitbridge_tests::{fixture, out_dir, process_alive, server_binary, watchdog, Backend, Bits, BACKENDS};
+use bitbridge_tests::{fixture, out_dir, process_alive, server_binary, Backend, Bits, BACKENDS};
 
 #[test]
 fn missing_file_text_file_and_foreign_architecture() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     let e = Library::open("/nonexistent/libnothing.so").unwrap_err();
     assert!(matches!(&e, Error::LibraryNotFound { path, .. } if path.ends_with("libnothing.so")), "{e}");
 
@@ -43,7 +43,7 @@ fn missing_file_text_file_and_foreign_architecture() {
 
 #[test]
 fn server_missing_or_built_for_the_wrong_target() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     let lib = fixture("edge", Bits::B32);
     let opts = LibraryOptions::new(&lib).server(ServerOptions::new().server_path("/nonexistent/bitbridge-server"));
     let e = opts.open().unwrap_err();
@@ -64,9 +64,10 @@ fn server_missing_or_built_for_the_wrong_target() {
 
 #[test]
 fn load_failures_and_missing_symbols() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     // A 64-bit library in a 32-bit server: the loader's own words come back.
     let server = Server::spawn(Arch::X86).unwrap();
+    bitbridge_tests::track(&server);
     let e = server.load(fixture("edge", Bits::B64)).unwrap_err();
     let Error::Load { message, .. } = &e else { panic!("{e}") };
     assert!(message.contains("wrong ELF class"), "{message}");
@@ -83,6 +84,7 @@ fn load_failures_and_missing_symbols() {
 
 #[test]
 fn wrong_signatures_and_arguments() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
         let e = lib.function("id_int", Signature::new(CType::Int).arg(CType::Void)).unwrap_err();
@@ -141,7 +143,7 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_frames_are_refused_and_the_server_exits_cleanly() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     for bits in [Bits::B32, Bits::B64] {
         // Garbage in a well-formed frame: a protocol error reply, then the connection closes.
         let (mut child, mut s) = raw_server(bits);
@@ -196,6 +198,7 @@ fn malformed_frames_are_refused_and_the_server_exits_cleanly() {
 
 #[test]
 fn a_library_that_crashes_is_an_error_with_the_signal_and_stderr() {
+    let _check = bitbridge_tests::no_server_left();
     for b in [Backend::Server32, Backend::Server64] {
         let lib = b.open("edge");
         let pid = lib.server().pid();
@@ -230,10 +233,11 @@ fn a_library_that_crashes_is_an_error_with_the_signal_and_stderr() {
 
 #[test]
 fn a_hung_library_times_out_and_the_server_is_killed() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     let opts = LibraryOptions::new(fixture("edge", Bits::B32))
         .server(ServerOptions::new().call_timeout(Duration::from_millis(300)));
     let lib = opts.open().unwrap();
+    bitbridge_tests::track(lib.server());
     let pid = lib.server().pid();
     let ok = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap();
     assert_eq!(ok.call(&[1.into()]).unwrap().ret, Value::Int(1));
@@ -249,7 +253,7 @@ fn a_hung_library_times_out_and_the_server_is_killed() {
 
 #[test]
 fn a_server_never_outlives_its_client() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     let mut client = Command::new(env!("CARGO_BIN_EXE_hold_server")).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     let mut out = client.stdout.take().unwrap();
@@ -270,7 +274,7 @@ fn a_server_never_outlives_its_client() {
 
 #[test]
 fn shutdown_returns_what_the_library_printed() {
-    watchdog();
+    let _check = bitbridge_tests::no_server_left();
     let lib = Backend::Server32.open("edge");
     let server = lib.server().clone();
     let e = lib.function("say_and_crash", Signature::new(CType::Void)).unwrap();

@@ -14,6 +14,7 @@ fn cx(re: f64, im: f64) -> Value {
 
 #[test]
 fn struct_by_value_in_and_out() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("ctest");
         let add = lib.function("add", Signature::new(complex()).arg(complex()).arg(complex())).unwrap();
@@ -24,6 +25,7 @@ fn struct_by_value_in_and_out() {
 
 #[test]
 fn swap_through_inout_pointers() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("ctest");
         let sig = Signature::new(CType::Void).arg_inout(CType::ptr(complex())).arg_inout(CType::ptr(complex()));
@@ -37,6 +39,7 @@ fn swap_through_inout_pointers() {
 
 #[test]
 fn sum_of_an_array() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("ctest");
         let sum =
@@ -51,6 +54,7 @@ fn sum_of_an_array() {
 
 #[test]
 fn titlecase_a_buffer_in_place() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("ctest");
         let f = lib.function("titlecase", Signature::new(CType::Void).arg_inout(CType::ptr(CType::Char))).unwrap();
@@ -64,6 +68,7 @@ fn titlecase_a_buffer_in_place() {
 
 #[test]
 fn tokenize_into_an_array_of_fixed_size_strings() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("ctest");
         let sig = Signature::new(CType::Int)
@@ -80,6 +85,7 @@ fn tokenize_into_an_array_of_fixed_size_strings() {
 
 #[test]
 fn multiply_two_dimensional_arrays() {
+    let _check = bitbridge_tests::no_server_left();
     let row = |v: Vec<f64>| Value::f64s(v);
     for b in BACKENDS {
         let lib = b.open("ctest");
@@ -104,6 +110,7 @@ fn multiply_two_dimensional_arrays() {
 
 #[test]
 fn msl_loadlib_cpp_example() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("cpp_lib");
         let f = |name, sig| lib.function(name, sig).unwrap();
@@ -181,6 +188,7 @@ fn libm(b: Backend) -> Library {
 
 #[test]
 fn the_systems_libm() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let m = libm(b);
         if b == Backend::Server32 {

@@ -11,6 +11,7 @@ fn id(lib: &bitbridge::Library, name: &str, ty: CType, v: Value) -> Value {
 
 #[test]
 fn every_scalar_type_at_its_limits() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
         let long_bits = if b == Backend::Server32 { 32 } else { 64 };
@@ -103,6 +104,7 @@ fn anyhowish(e: &dyn std::error::Error) -> String {
 
 #[test]
 fn many_mixed_arguments_and_long_double() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
         let sig = Signature::new(CType::Double)
@@ -156,6 +158,7 @@ fn many_mixed_arguments_and_long_double() {
 
 #[test]
 fn unions_and_packed_structs_by_value() {
+    let _check = bitbridge_tests::no_server_left();
     let u = CType::union(
         "U",
         [("i", CType::Int), ("f", CType::Float), ("d", CType::Double), ("c", CType::array(CType::Char, 12))],
@@ -235,6 +238,7 @@ fn unions_and_packed_structs_by_value() {
 
 #[test]
 fn strings_wide_strings_and_null() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
         let greet = lib.function("greet", Signature::new(CType::CStr)).unwrap();
@@ -274,6 +278,7 @@ fn strings_wide_strings_and_null() {
 
 #[test]
 fn out_pointers_handles_and_pointers_inside_structs() {
+    let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
         let get_two = lib
@@ -333,6 +338,7 @@ fn out_pointers_handles_and_pointers_inside_structs() {
 
 #[test]
 fn calling_conventions_on_i386() {
+    let _check = bitbridge_tests::no_server_left();
     let lib = Backend::Server32.open("edge");
     let sub = |conv| Signature::new(CType::Int).arg(CType::Int).arg(CType::Int).conv(conv);
     let std_sub = lib.function("std_sub", sub(CallConv::Stdcall)).unwrap();
