@@ -24,7 +24,10 @@ fn a_missing_dependency_is_named_and_library_dir_fixes_it() {
         assert_eq!(missing, &["libbbdep.so"], "our own look at DT_NEEDED");
         assert!(e.to_string().contains("library_dir"), "the fix is named: {e}");
 
-        assert_eq!(bitbridge::dependencies(&lib, &[dep_dir.clone()]).unwrap()[0].found.as_deref(), Some(&*dep));
+        assert_eq!(
+            bitbridge::dependencies(&lib, std::slice::from_ref(&dep_dir)).unwrap()[0].found.as_deref(),
+            Some(&*dep)
+        );
         // libc resolves, and for a 32-bit library to the 32-bit libc.
         let deps = bitbridge::dependencies(&fixture("edge", bits), &[]).unwrap();
         let libc = deps.iter().find(|d| d.name == "libc.so.6").and_then(|d| d.found.clone());
