@@ -54,6 +54,91 @@ fn add_of(lib: &Library) -> bitbridge::Function {
     lib.function("add", Signature::new(CType::Int).arg(CType::Int).arg(CType::Int)).unwrap()
 }
 
+/// How long a failure takes to be reported, from the request to the typed error.
+fn failures(budget: Duration) {
+    use bitbridge::{Arch, Error, Server, ServerOptions};
+    println!("\n| {:<44} | {:>10} | {:>10} | {:>10} |", "failure reported as a typed error", "median", "p10", "p90");
+    println!("|{:-<46}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
+    let edge32 = fixture("edge", Bits::B32);
+    let edge64 = fixture("edge", Bits::B64);
+    let timed = |name: &str, mut f: Box<dyn FnMut() -> Duration>| {
+        let mut v: Vec<f64> = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < budget || v.len() < 5 {
+            v.push(f().as_nanos() as f64);
+        }
+        v.sort_by(f64::total_cmp);
+        row(name, &v);
+    };
+    timed(
+        "library file missing",
+        Box::new(|| {
+            let t = Instant::now();
+            assert!(matches!(Library::open("/nonexistent.so"), Err(Error::LibraryNotFound { .. })));
+            t.elapsed()
+        }),
+    );
+    timed(
+        "server binary missing",
+        Box::new(|| {
+            let t = Instant::now();
+            let e = ServerOptions::new().server_path("/nonexistent").spawn(Arch::X86).unwrap_err();
+            assert!(matches!(e, Error::ServerNotFound { .. }));
+            t.elapsed()
+        }),
+    );
+    let server = Server::spawn(Arch::X86).unwrap();
+    timed(
+        "64-bit library into the i686 server (Load)",
+        Box::new(|| {
+            let t = Instant::now();
+            assert!(matches!(server.load(&edge64), Err(Error::Load { .. })));
+            t.elapsed()
+        }),
+    );
+    let lib = server.load(&edge32).unwrap();
+    timed(
+        "missing symbol",
+        Box::new(|| {
+            let t = Instant::now();
+            assert!(matches!(lib.function("nope", Signature::new(CType::Int)), Err(Error::SymbolNotFound { .. })));
+            t.elapsed()
+        }),
+    );
+    for (name, func, arg) in [
+        ("segfault in the library (i686)", "crash_segv", None),
+        ("abort() in the library (i686)", "crash_abort", None),
+        ("exit(3) in the library (i686)", "crash_exit", Some(3)),
+    ] {
+        timed(
+            name,
+            Box::new(move || {
+                let lib = LibraryOptions::new(fixture("edge", Bits::B32)).open().unwrap();
+                let sig = match arg {
+                    Some(_) => Signature::new(CType::Void).arg(CType::Int),
+                    None => Signature::new(CType::Int),
+                };
+                let f = lib.function(func, sig).unwrap();
+                let args: Vec<Value> = arg.into_iter().map(Value::Int).collect();
+                let t = Instant::now();
+                assert!(matches!(f.call(&args), Err(Error::ServerDied { .. })));
+                t.elapsed()
+            }),
+        );
+    }
+    timed(
+        "hung call, call timeout 10 ms (i686)",
+        Box::new(|| {
+            let lib = LibraryOptions::new(fixture("edge", Bits::B32)).open().unwrap();
+            let f = lib.function("hang", Signature::new(CType::Void)).unwrap();
+            let t = Instant::now();
+            assert!(matches!(f.call_timeout(&[], Duration::from_millis(10)), Err(Error::Timeout { .. })));
+            t.elapsed() - Duration::from_millis(10)
+        }),
+    );
+    println!("(the hung-call row shows the time beyond the 10 ms timeout itself)");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported, everything runs.
     let budget = Duration::from_millis(if std::env::var_os("BITBRIDGE_BENCH_QUICK").is_some() { 200 } else { 1500 });
@@ -151,4 +236,5 @@ fn main() {
         format!("{gbs:.2}"),
         fmt_ns(pct(&v, 0.9))
     );
+    failures(budget);
 }
