@@ -156,6 +156,17 @@ fn malformed_frames_are_refused_and_the_server_exits_cleanly() {
         assert!(read_frame(&mut s).is_none(), "the server closes after a protocol error");
         assert!(child.wait().unwrap().success());
 
+        // Out of order: a reply, when the server has asked nothing.
+        let (mut child, mut s) = raw_server(bits);
+        read_frame(&mut s).unwrap();
+        let mut stray = Vec::new();
+        msg::encode(&Frame::Reply { id: 77, reply: Ok(bitbridge_proto::Reply::Done) }, &mut stray);
+        s.write_all(&frame(&stray)).unwrap();
+        let reply: Frame = msg::decode(&read_frame(&mut s).unwrap()).unwrap();
+        assert!(format!("{reply:?}").contains("no request is pending"), "{reply:?}");
+        assert!(read_frame(&mut s).is_none());
+        assert!(child.wait().unwrap().success());
+
         // A length prefix above the maximum: refused before allocating; the server exits with status 3.
         let (mut child, mut s) = raw_server(bits);
         read_frame(&mut s).unwrap();
