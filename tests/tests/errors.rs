@@ -295,3 +295,36 @@ fn shutdown_returns_what_the_library_printed() {
     let e = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap_err();
     assert!(matches!(e, Error::ShutDown), "{e}");
 }
+
+#[test]
+fn oversized_values_are_refused_before_anything_is_sent() {
+    let _check = bitbridge_tests::no_server_left();
+    for b in BACKENDS {
+        let lib = b.open("edge");
+        let server = lib.server();
+        // Reading more than one reply can carry: an error from the server, which stays up.
+        let e = server.read(0x1000, 1 << 62).unwrap_err();
+        assert!(matches!(&e, Error::Remote(r) if r.message.contains("more than one reply can carry")), "{e}");
+        // A buffer whose size overflows: refused in the client.
+        let huge = CType::ptr(CType::array(CType::Double, 1 << 31));
+        let f = lib
+            .function("get_two", Signature::new(CType::Void).arg_out(huge).arg_out(CType::ptr(CType::Double)))
+            .unwrap();
+        let e = f.call(&[Value::Zeros(1 << 30), Value::Zeros(1)]).unwrap_err();
+        let msg = match &e {
+            Error::Argument { source, .. } => source.to_string(),
+            other => panic!("{other}"),
+        };
+        assert!(msg.contains("do not fit") || msg.contains("larger than the target's address space"), "{msg}");
+        // Types nested deeper than the server decodes: refused when declared.
+        let mut deep = CType::Int;
+        for _ in 0..70 {
+            deep = CType::ptr(deep);
+        }
+        let e = lib.function("id_ptr", Signature::new(CType::void_ptr()).arg(deep)).unwrap_err();
+        assert!(matches!(e, Error::Signature { .. }), "{e}");
+        assert!(server.is_alive(), "{b:?}");
+        let id = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap();
+        assert_eq!(id.call(&[3.into()]).unwrap().ret, Value::Int(3));
+    }
+}

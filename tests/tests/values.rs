@@ -215,6 +215,11 @@ fn unions_and_packed_structs_by_value() {
         let pa_sum = lib.function("pa_sum", Signature::new(CType::Int).arg(pa)).unwrap();
         assert_eq!(pa_sum.call(&[Value::Struct(vec![(-5).into(), 12.into()])]).unwrap().ret, Value::Int(7), "{b:?}");
 
+        let ldu = CType::union("LDU", [("ld", CType::LongDouble), ("c", CType::array(CType::Char, 20))]);
+        let ldu_get = lib.function("ldu_get", Signature::new(CType::Double).arg(ldu)).unwrap();
+        let r = ldu_get.call(&[Value::Variant(0, Box::new(Value::Float(-7.25)))]).unwrap().ret;
+        assert_eq!(r, Value::Float(-7.25), "{b:?}");
+
         let ld = CType::structure("LD", [("c", CType::Char), ("x", CType::LongDouble)]);
         let ld_get = lib.function("ld_get", Signature::new(CType::LongDouble).arg(ld)).unwrap();
         let r = ld_get.call(&[Value::Struct(vec![2.into(), 0.5.into()])]).unwrap().ret;

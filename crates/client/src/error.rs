@@ -87,6 +87,14 @@ pub enum Error {
         /// The start-up timeout.
         after: std::time::Duration,
     },
+    /// A request (arguments, memory to write) is larger than one frame may be; nothing was sent.
+    #[error("the request is {size} bytes, more than the {max}-byte frame limit; nothing was sent")]
+    MessageTooLarge {
+        /// The encoded request's size.
+        size: u64,
+        /// The frame limit.
+        max: u32,
+    },
     /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
     #[error("the server was shut down")]
     ShutDown,

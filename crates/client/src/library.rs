@@ -129,6 +129,12 @@ impl Library {
     /// The signature is checked for this server's target before anything is sent.
     pub fn function(&self, name: &str, sig: Signature) -> Result<Function> {
         let target = self.inner.server.target();
+        if sig.depth() > bitbridge_proto::target::MAX_DEPTH {
+            return Err(Error::Signature {
+                function: name.into(),
+                message: format!("types nest deeper than {} levels", bitbridge_proto::target::MAX_DEPTH),
+            });
+        }
         for (i, p) in sig.params.iter().enumerate() {
             target.layout(&p.ty).map_err(|e| Error::Signature {
                 function: name.into(),

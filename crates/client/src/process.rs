@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,12 +55,22 @@ impl Tail {
     }
 }
 
-/// A running server process.
+/// A running server process; killed and reaped on drop if nobody reaped it (never a zombie).
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
     pub(crate) stdout: Arc<Tail>,
     pub(crate) stderr: Arc<Tail>,
+    reaped: Option<ExitReason>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -71,8 +81,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// fires when the *thread* that forked them exits, not the process: a server started from a short-lived
 /// worker thread would otherwise be killed when that thread ends, while its client still uses it.
 fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    let tx = SPAWNER.get_or_init(|| {
+    // The thread and the process id it belongs to: after a fork() the child has the sender but not the
+    // thread, so a new thread is started for the new process.
+    static SPAWNER: Mutex<Option<(u32, mpsc::Sender<Job>)>> = Mutex::new(None);
+    let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if spawner.as_ref().is_none_or(|(p, _)| *p != pid) {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("bitbridge-spawner".into())
@@ -82,13 +96,14 @@ fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
                 }
             })
             .expect("spawning bitbridge's spawner thread");
-        Mutex::new(tx)
-    });
+        *spawner = Some((pid, tx));
+    }
     let (done_tx, done_rx) = mpsc::channel();
     let job: Job = Box::new(move || {
         let _ = done_tx.send(f());
     });
-    tx.lock().unwrap_or_else(|e| e.into_inner()).send(job).expect("the spawner thread never exits");
+    spawner.as_ref().expect("set above").1.send(job).expect("the spawner thread never exits");
+    drop(spawner);
     done_rx.recv().expect("the spawner thread runs every job")
 }
 
@@ -112,12 +127,21 @@ pub(crate) fn spawn(path: &Path, env: &[(OsString, OsString)]) -> Result<(Server
     let stderr = Arc::new(Tail::default());
     stdout.clone().drain(child.stdout.take().expect("piped"));
     stderr.clone().drain(child.stderr.take().expect("piped"));
-    Ok((ServerProcess { child, stdout, stderr }, ours))
+    Ok((ServerProcess { child, stdout, stderr, reaped: None }, ours))
 }
 
 impl ServerProcess {
     /// Waits up to `grace` for the process to exit, then kills it; says how it ended.
     pub(crate) fn reap(&mut self, grace: Duration) -> ExitReason {
+        if let Some(r) = &self.reaped {
+            return r.clone();
+        }
+        let r = self.reap_now(grace);
+        self.reaped = Some(r.clone());
+        r
+    }
+
+    fn reap_now(&mut self, grace: Duration) -> ExitReason {
         let deadline = Instant::now() + grace;
         let mut pause = Duration::from_micros(50);
         loop {

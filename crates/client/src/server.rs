@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
-    Target, Transport, Value, MAGIC, PROTOCOL_VERSION,
+    Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, ExitReason, Result};
@@ -153,9 +153,16 @@ impl ServerOptions {
             e
         };
         let io = |e| Error::Io(e);
-        stream.set_read_timeout(Some(self.startup_timeout)).map_err(io)?;
-        let mut recv: Box<dyn Transport> = Box::new(StreamTransport::new(stream.try_clone().map_err(io)?));
-        let send: Box<dyn Transport> = Box::new(StreamTransport::new(stream.try_clone().map_err(io)?));
+        // A zero timeout would mean "none" to the OS.
+        let startup = self.startup_timeout.max(Duration::from_micros(1));
+        let halves =
+            stream.set_read_timeout(Some(startup)).and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
+        let (r, w) = match halves {
+            Ok(h) => h,
+            Err(e) => return Err(fail(&mut proc_, io(e))),
+        };
+        let mut recv: Box<dyn Transport> = Box::new(StreamTransport::new(r));
+        let send: Box<dyn Transport> = Box::new(StreamTransport::new(w));
         let mut buf = Vec::new();
         let hello = match recv.recv(&mut buf) {
             Ok(()) => check_hello(&buf, &path),
@@ -174,7 +181,9 @@ impl ServerOptions {
             Ok(h) => h,
             Err(e) => return Err(fail(&mut proc_, e)),
         };
-        stream.set_read_timeout(None).map_err(io)?;
+        if let Err(e) = stream.set_read_timeout(None) {
+            return Err(fail(&mut proc_, io(e)));
+        }
         Ok(Link { send, recv, stream: Some(stream), process: Some(proc_), hello, pid })
     }
 }
@@ -255,6 +264,8 @@ struct RecvHalf {
 struct State {
     pending: HashSet<u64>,
     replies: HashMap<u64, Result<Reply, RemoteError>>,
+    /// Counts restarts: a request belongs to the connection it was sent on.
+    generation: u64,
     reading: bool,
     dead: Option<Death>,
     process: Option<ServerProcess>,
@@ -354,6 +365,7 @@ impl Server {
                 state: Mutex::new(State {
                     pending: HashSet::new(),
                     replies: HashMap::new(),
+                    generation: 0,
                     reading: false,
                     dead: None,
                     process: link.process,
@@ -524,15 +536,27 @@ impl Server {
     /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
     pub(crate) fn request(&self, req: Request, timeout: Option<Duration>) -> Result<Reply> {
         let inner = &*self.inner;
-        let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
         self.ensure_running()?;
+        // After a restart, so starting a server never counts against the call.
+        let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&inner.state).pending.insert(id);
+        let generation = {
+            let mut st = lock(&inner.state);
+            st.pending.insert(id);
+            st.generation
+        };
         let sent = {
             let mut s = lock(&inner.send);
             let SendHalf { transport, out } = &mut *s;
             out.clear();
             msg::encode(&Frame::Request { id, request: req }, out);
+            if out.len() > DEFAULT_MAX_FRAME as usize {
+                // Refused before anything is written: the server is not involved.
+                let size = out.len() as u64;
+                drop(s);
+                lock(&inner.state).pending.remove(&id);
+                return Err(Error::MessageTooLarge { size, max: DEFAULT_MAX_FRAME });
+            }
             transport.send(out)
         };
         if let Err(e) = sent {
@@ -540,16 +564,20 @@ impl Server {
             st.pending.remove(&id);
             return Err(self.fail(&mut st, e));
         }
-        self.wait(id, deadline)
+        self.wait(id, generation, deadline)
     }
 
     /// Waits for the reply to `id`, reading frames while no other thread does.
-    fn wait(&self, id: u64, deadline: Option<Instant>) -> Result<Reply> {
+    fn wait(&self, id: u64, generation: u64, deadline: Option<Instant>) -> Result<Reply> {
         let inner = &*self.inner;
         let mut st = lock(&inner.state);
         let result = loop {
             if let Some(r) = st.replies.remove(&id) {
                 break r.map_err(Error::Remote);
+            }
+            if st.generation != generation {
+                // Sent to a server that died and was replaced meanwhile.
+                break Err(Error::ServerDied { pid: 0, status: ExitReason::Unknown, stderr: String::new() });
             }
             if let Some(d) = &st.dead {
                 break Err(d.error(self.pid()));
@@ -673,16 +701,23 @@ impl Server {
             return Ok(()); // another thread restarted it meanwhile
         }
         let mut link = opts.connect(*arch)?;
-        // Replay what was loaded and prepared, with the same handles, before anyone else can send.
-        let registry = lock(&inner.registry);
-        let libs = registry.libs.iter().map(|(&lib, path)| Request::Load { lib, path: path.clone() });
-        let funcs = registry.funcs.iter().map(|(&func, (lib, symbol, sig))| Request::Prepare {
-            lib: *lib,
-            func,
-            symbol: symbol.clone(),
-            sig: sig.clone(),
-        });
-        for request in libs.chain(funcs).collect::<Vec<_>>() {
+        // Replay what was loaded and prepared, with the same handles, before anyone else can send; bounded
+        // by the start-up timeout (a library may block in its initialiser on a lock its dead twin held).
+        let replay: Vec<Request> = {
+            let registry = lock(&inner.registry);
+            let libs = registry.libs.iter().map(|(&lib, path)| Request::Load { lib, path: path.clone() });
+            let funcs = registry.funcs.iter().map(|(&func, (lib, symbol, sig))| Request::Prepare {
+                lib: *lib,
+                func,
+                symbol: symbol.clone(),
+                sig: sig.clone(),
+            });
+            libs.chain(funcs).collect()
+        };
+        if let Some(s) = &link.stream {
+            s.set_read_timeout(Some(opts.startup_timeout)).map_err(Error::Io)?;
+        }
+        for request in replay {
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::new();
             msg::encode(&Frame::Request { id, request }, &mut out);
@@ -696,7 +731,9 @@ impl Server {
                 return Err(Error::Handshake("the restarted server could not load the same libraries again".into()));
             }
         }
-        drop(registry);
+        if let Some(s) = &link.stream {
+            s.set_read_timeout(None).map_err(Error::Io)?;
+        }
         send.transport = link.send;
         recv.transport = link.recv;
         recv.stream = link.stream;
@@ -705,6 +742,7 @@ impl Server {
         st.process = link.process;
         st.dead = None;
         st.replies.clear();
+        st.generation += 1;
         inner.pid.store(link.pid, Ordering::Relaxed);
         Ok(())
     }

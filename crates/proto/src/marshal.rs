@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::msg::{Block, CallData, Loc, Reloc, Returned};
+use crate::msg::{Block, CallData, Loc, Reloc, Returned, MAX_BLOCK};
 use crate::target::{LayoutError, Os, Target};
 use crate::types::{CType, Direction, Signature};
 use crate::value::{ExtF80, Value};
@@ -68,6 +68,14 @@ pub enum MarshalErrorKind {
     /// The type has no layout.
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// The server sent back a different number of memory blocks than the call copies back.
+    #[error("{got} memory blocks came back, the call copies back {expected}")]
+    BlockCount {
+        /// Blocks with copy-back.
+        expected: usize,
+        /// Blocks received.
+        got: usize,
+    },
     /// The bytes read back are shorter than the type (a protocol violation by the server).
     #[error("{got} bytes read back for `{ty}`, which needs {want}")]
     Short {
@@ -87,10 +95,37 @@ pub struct CallPlan {
     pub copy_back: Vec<bool>,
 }
 
-struct Encoder<'a> {
+/// One step of the path to a value, rendered only when an error is reported.
+#[derive(Clone, Copy)]
+enum Seg<'s> {
+    Arg(usize),
+    Field(&'s str),
+    Index(u64),
+    Named(&'static str),
+}
+
+fn render(path: &[Seg<'_>]) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Arg(i) => format!("argument {}", i + 1),
+            Seg::Field(f) => format!(".{f}"),
+            Seg::Index(i) => format!("[{i}]"),
+            Seg::Named(n) => (*n).to_owned(),
+        })
+        .collect();
+    parts.join(" -> ")
+}
+
+/// `char`, for the pointee of `char *` strings.
+static CHAR: CType = CType::Char;
+/// `wchar_t`, for the pointee of `wchar_t *` strings.
+static WCHAR: CType = CType::WChar;
+
+struct Encoder<'a, 's> {
     target: &'a Target,
     data: CallData,
-    path: Vec<String>,
+    path: Vec<Seg<'s>>,
 }
 
 /// Lays out `values` as the arguments of `sig` for `target`.
@@ -100,7 +135,7 @@ pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result
         return Err(enc.err(MarshalErrorKind::ArgCount { expected: sig.params.len(), got: values.len() }));
     }
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
-        enc.path.push(format!("argument {}", i + 1));
+        enc.path.push(Seg::Arg(i));
         let size = enc.size_of(&p.ty)?;
         let mut buf = vec![0u8; size as usize];
         enc.write(&p.ty, v, &mut buf, Loc::Arg(i as u32), 0, p.dir)?;
@@ -114,7 +149,7 @@ pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result
 /// Lays out one value of type `ty` for `target` as plain bytes (pointer members must be addresses).
 /// For writing server memory.
 pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8>, MarshalError> {
-    let mut enc = Encoder { target, data: CallData::default(), path: vec!["value".into()] };
+    let mut enc = Encoder { target, data: CallData::default(), path: vec![Seg::Named("value")] };
     let mut buf = vec![0u8; enc.size_of(ty)? as usize];
     enc.write(ty, value, &mut buf, Loc::Block(u32::MAX), 0, Direction::In)?;
     if !enc.data.blocks.is_empty() {
@@ -126,9 +161,9 @@ pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8
     Ok(buf)
 }
 
-impl Encoder<'_> {
+impl<'s> Encoder<'_, 's> {
     fn err(&self, kind: MarshalErrorKind) -> MarshalError {
-        MarshalError { path: self.path.join(" -> "), kind }
+        MarshalError { path: render(&self.path), kind }
     }
 
     fn mismatch(&self, expected: impl Into<String>, got: &Value) -> MarshalError {
@@ -142,7 +177,7 @@ impl Encoder<'_> {
     /// Writes `v` as a `ty` into `out` (exactly `ty`'s size), which sits at `base` inside `loc`.
     fn write(
         &mut self,
-        ty: &CType,
+        ty: &'s CType,
         v: &Value,
         out: &mut [u8],
         loc: Loc,
@@ -185,7 +220,7 @@ impl Encoder<'_> {
                     for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
                         let size = self.size_of(&f.ty)?;
                         let (s, e) = (*off as usize, (*off + size) as usize);
-                        self.path.push(format!(".{}", f.name));
+                        self.path.push(Seg::Field(&f.name));
                         self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
                         self.path.pop();
                     }
@@ -202,7 +237,7 @@ impl Encoder<'_> {
                         })
                     })?;
                     let size = self.size_of(&f.ty)? as usize;
-                    self.path.push(format!(".{}", f.name));
+                    self.path.push(Seg::Field(&f.name));
                     self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
                     self.path.pop();
                 }
@@ -269,7 +304,7 @@ impl Encoder<'_> {
 
     fn write_pointer(
         &mut self,
-        ty: &CType,
+        ty: &'s CType,
         v: &Value,
         out: &mut [u8],
         loc: Loc,
@@ -279,14 +314,11 @@ impl Encoder<'_> {
         if let Value::Pointer(addr) = v {
             return self.write_address(*addr, out);
         }
-        let (pointee, (index, data), copy_back) = match (ty, v) {
-            (CType::CStr, Value::Str(s)) => (CType::Char, (self.reserve(), nul_terminated(s.as_bytes())), false),
-            (CType::CStr, Value::Bytes(b)) => (CType::Char, (self.reserve(), nul_terminated(b)), false),
-            (CType::WStr, Value::Str(s)) => (CType::WChar, (self.reserve(), self.wide(s, true)), false),
-            (CType::Pointer(to), _) => {
-                let data = self.pointee_bytes(to, v, dir)?;
-                ((**to).clone(), data, dir != Direction::In)
-            }
+        let (pointee, (index, data, len), copy_back): (&CType, _, bool) = match (ty, v) {
+            (CType::CStr, Value::Str(s)) => (&CHAR, self.text_block(nul_terminated(s.as_bytes())), false),
+            (CType::CStr, Value::Bytes(b)) => (&CHAR, self.text_block(nul_terminated(b)), false),
+            (CType::WStr, Value::Str(s)) => (&WCHAR, self.text_block(self.wide(s, true)), false),
+            (CType::Pointer(to), _) => (&**to, self.pointee_bytes(to, v, dir)?, dir != Direction::In),
             (CType::FnPtr(_), _) => return Err(self.mismatch(format!("an address for `{ty}`"), v)),
             _ => return Err(self.mismatch(format!("text or an address for `{ty}`"), v)),
         };
@@ -294,37 +326,50 @@ impl Encoder<'_> {
         // than their parent, which the reader relies on.
         let align = match pointee {
             CType::Void => 16,
-            ref t => self.target.layout(t).map(|l| l.align.max(16)).unwrap_or(16),
+            t => self.target.layout(t).map(|l| l.align.max(16)).unwrap_or(16),
         } as u32;
-        let has_children = self.data.relocs.iter().any(|r| r.at == Loc::Block(index));
         let block = &mut self.data.blocks[index as usize];
-        block.len = data.len() as u64;
+        block.len = len;
         block.align = align;
         block.copy_back = copy_back;
-        // Out memory starts zeroed; only pointer members into nested memory need the initial bytes.
-        block.data = if dir == Direction::Out && copy_back && !has_children { Vec::new() } else { data };
+        // Out memory starts zeroed (the server writes the addresses of nested memory into it).
+        block.data = if dir == Direction::Out && copy_back { Vec::new() } else { data };
         self.data.relocs.push(Reloc { at: loc, offset: base, block: index });
         out.fill(0); // the server writes the address
         Ok(())
     }
 
+    fn text_block(&mut self, data: Vec<u8>) -> (u32, Vec<u8>, u64) {
+        let len = data.len() as u64;
+        (self.reserve(), data, len)
+    }
+
+    /// `count` elements of `size` bytes, checked against the target's address space.
+    fn total(&self, size: u64, count: u64, ty: &CType) -> Result<u64, MarshalError> {
+        size.checked_mul(count)
+            .filter(|t| *t <= self.target.max_address() && *t <= MAX_BLOCK)
+            .ok_or_else(|| self.err(MarshalErrorKind::TooLong { got: count as usize, ty: format!("memory of `{ty}`") }))
+    }
+
     /// Reserves a block and lays out the memory a pointer to `to` points to, given as `v`.
-    fn pointee_bytes(&mut self, to: &CType, v: &Value, dir: Direction) -> Result<(u32, Vec<u8>), MarshalError> {
+    fn pointee_bytes(&mut self, to: &'s CType, v: &Value, dir: Direction) -> Result<(u32, Vec<u8>, u64), MarshalError> {
         let index = self.reserve();
         let loc = Loc::Block(index);
         let bytes = match v {
+            Value::Bytes(b) if dir == Direction::Out => return Ok((index, Vec::new(), b.len() as u64)),
             Value::Bytes(b) => b.clone(),
             Value::Str(s) if to.is_byte() => nul_terminated(s.as_bytes()),
             Value::Str(s) if *to == CType::WChar => self.wide(s, true),
             Value::Zeros(n) => {
+                // Never allocated here: the server zero-fills a block sent without data.
                 let size = if *to == CType::Void { 1 } else { self.size_of(to)? };
-                vec![0u8; (size * u64::from(*n)) as usize]
+                return Ok((index, Vec::new(), self.total(size, u64::from(*n), to)?));
             }
             Value::Array(vals) => {
                 let size = self.size_of(to)?;
-                let mut buf = vec![0u8; (size * vals.len() as u64) as usize];
+                let mut buf = vec![0u8; self.total(size, vals.len() as u64, to)? as usize];
                 for (i, ev) in vals.iter().enumerate() {
-                    self.path.push(format!("[{i}]"));
+                    self.path.push(Seg::Index(i as u64));
                     let off = size * i as u64;
                     self.write(to, ev, &mut buf[off as usize..(off + size) as usize], loc, off, dir)?;
                     self.path.pop();
@@ -338,7 +383,8 @@ impl Encoder<'_> {
                 buf
             }
         };
-        Ok((index, bytes))
+        let len = bytes.len() as u64;
+        Ok((index, bytes, len))
     }
 
     fn reserve(&mut self) -> u32 {
@@ -349,8 +395,8 @@ impl Encoder<'_> {
     #[allow(clippy::too_many_arguments)]
     fn write_array(
         &mut self,
-        ty: &CType,
-        of: &CType,
+        ty: &'s CType,
+        of: &'s CType,
         n: u32,
         v: &Value,
         out: &mut [u8],
@@ -380,7 +426,7 @@ impl Encoder<'_> {
                 }
                 let size = self.size_of(of)?;
                 for (i, ev) in vals.iter().enumerate() {
-                    self.path.push(format!("[{i}]"));
+                    self.path.push(Seg::Index(i as u64));
                     let off = size * i as u64;
                     self.write(of, ev, &mut out[off as usize..(off + size) as usize], loc, base + off, dir)?;
                     self.path.pop();
@@ -414,6 +460,25 @@ fn nul_terminated(b: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Whether values of `ty` can hold pointers (so their memory may have made blocks).
+fn has_pointer(ty: &CType) -> bool {
+    match ty {
+        t if t.is_pointer() => true,
+        CType::Array(of, _) => has_pointer(of),
+        CType::Struct(d) | CType::Union(d) => d.fields.iter().any(|f| has_pointer(&f.ty)),
+        _ => false,
+    }
+}
+
+/// Whether a value of `ty` can make more than its own top-level block.
+fn has_nested_pointer(ty: &CType) -> bool {
+    match ty {
+        CType::Pointer(to) => has_pointer(to),
+        CType::CStr | CType::WStr | CType::FnPtr(_) => false,
+        other => has_pointer(other),
+    }
+}
+
 fn int_signed(target: &Target, ty: &CType) -> bool {
     use CType::*;
     match ty {
@@ -426,7 +491,7 @@ fn int_signed(target: &Target, ty: &CType) -> bool {
 /// Reads a value of type `ty` from bytes laid out for `target`. Pointers become [`Value::Pointer`],
 /// byte arrays [`Value::Bytes`], unions [`Value::Union`] (every member's view).
 pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
-    Reader { target, blocks: &[], next: 0, path: vec!["value".into()] }.fresh(ty, bytes)
+    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")] }.fresh(ty, bytes)
 }
 
 /// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.
@@ -438,9 +503,16 @@ pub fn decode_returned(
     plan: &CallPlan,
     returned: Returned,
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    let expected = plan.copy_back.iter().filter(|&&c| c).count();
+    if returned.blocks.len() != expected {
+        return Err(MarshalError {
+            path: "reply".into(),
+            kind: MarshalErrorKind::BlockCount { expected, got: returned.blocks.len() },
+        });
+    }
     let mut back = returned.blocks.into_iter();
     let blocks: Vec<Option<Vec<u8>>> = plan.copy_back.iter().map(|&c| if c { back.next() } else { None }).collect();
-    let mut r = Reader { target, blocks: &blocks, next: 0, path: vec!["return value".into()] };
+    let mut r = Reader { target, blocks: &blocks, next: 0, path: vec![Seg::Named("return value")] };
     let ret = match (&sig.ret, returned.string) {
         (CType::Void, _) => Value::Void,
         (CType::CStr | CType::WStr, None) => Value::NULL,
@@ -454,23 +526,23 @@ pub fn decode_returned(
         return Ok((ret, outs));
     }
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
-        r.path = vec![format!("argument {}", i + 1)];
+        r.path = vec![Seg::Arg(i)];
         outs.push(r.param(&p.ty, p.dir, v)?);
     }
     Ok((ret, outs))
 }
 
-struct Reader<'a> {
+struct Reader<'a, 's> {
     target: &'a Target,
     blocks: &'a [Option<Vec<u8>>],
     /// The number of the next block, counted in the encoder's order.
     next: u32,
-    path: Vec<String>,
+    path: Vec<Seg<'s>>,
 }
 
-impl Reader<'_> {
+impl<'s> Reader<'_, 's> {
     fn err(&self, kind: MarshalErrorKind) -> MarshalError {
-        MarshalError { path: self.path.join(" -> "), kind }
+        MarshalError { path: render(&self.path), kind }
     }
 
     fn size_of(&self, ty: &CType) -> Result<u64, MarshalError> {
@@ -485,7 +557,14 @@ impl Reader<'_> {
     }
 
     /// A parameter after the call: walks every value that made a block, to keep the count in step.
-    fn param(&mut self, ty: &CType, dir: Direction, v: &Value) -> Result<Option<Value>, MarshalError> {
+    fn param(&mut self, ty: &'s CType, dir: Direction, v: &Value) -> Result<Option<Value>, MarshalError> {
+        if dir == Direction::In || !matches!(ty, CType::Pointer(_)) {
+            // Nothing of it comes back; only the blocks it made are counted.
+            if !has_nested_pointer(ty) {
+                self.next += u32::from(ty.is_pointer() && !matches!(v, Value::Pointer(_)));
+                return Ok(None);
+            }
+        }
         let scratch = vec![0u8; self.size_of(ty)? as usize];
         let after = self.like(ty, v, &scratch)?;
         Ok((dir != Direction::In && matches!(ty, CType::Pointer(_)) && !matches!(v, Value::Pointer(_)))
@@ -494,7 +573,7 @@ impl Reader<'_> {
 
     /// Reads a value of type `ty` shaped like `orig` from `bytes`; where `orig` made a block, reads the
     /// block (if it came back) instead of the address.
-    fn like(&mut self, ty: &CType, orig: &Value, bytes: &[u8]) -> Result<Value, MarshalError> {
+    fn like(&mut self, ty: &'s CType, orig: &Value, bytes: &[u8]) -> Result<Value, MarshalError> {
         match (ty, orig) {
             (_, Value::Pointer(_)) if ty.is_pointer() => self.fresh(ty, bytes),
             (CType::CStr | CType::WStr, _) => {
@@ -504,13 +583,17 @@ impl Reader<'_> {
             (CType::Pointer(to), _) => {
                 let index = self.next;
                 self.next += 1;
-                match self.blocks.get(index as usize).cloned().flatten() {
-                    Some(block) => self.pointee(to, orig, &block),
-                    None => {
-                        // Not copied back (an `In` pointer): still walk it to count its nested blocks.
-                        let len = self.pointee_len(to, orig)?;
-                        self.pointee(to, orig, &vec![0u8; len])?;
-                        Ok(orig.clone())
+                let blocks = self.blocks;
+                match blocks.get(index as usize) {
+                    Some(Some(block)) => self.pointee(to, orig, block),
+                    _ => {
+                        // Not copied back (under an `In` parameter, whose value is not returned): walk it
+                        // only to count the blocks nested in it.
+                        if has_pointer(to) {
+                            let len = self.pointee_len(to, orig)?;
+                            self.pointee(to, orig, &vec![0u8; len])?;
+                        }
+                        Ok(Value::Void)
                     }
                 }
             }
@@ -518,7 +601,7 @@ impl Reader<'_> {
                 let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                 let mut out = Vec::with_capacity(vals.len());
                 for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
-                    self.path.push(format!(".{}", f.name));
+                    self.path.push(Seg::Field(&f.name));
                     let b = self.slice(bytes, *off, &f.ty)?;
                     out.push(self.like(&f.ty, fv, b)?);
                     self.path.pop();
@@ -526,7 +609,12 @@ impl Reader<'_> {
                 Ok(Value::Struct(out))
             }
             (CType::Union(def), Value::Variant(i, member)) => {
-                let f = &def.fields[*i as usize];
+                let f = def.fields.get(*i as usize).ok_or_else(|| {
+                    self.err(MarshalErrorKind::Mismatch {
+                        expected: format!("a member of `{ty}`"),
+                        got: "a larger index",
+                    })
+                })?;
                 let b = self.slice(bytes, 0, &f.ty)?;
                 Ok(Value::Variant(*i, Box::new(self.like(&f.ty, member, b)?)))
             }
@@ -534,7 +622,7 @@ impl Reader<'_> {
                 let size = self.size_of(of)?;
                 let mut out = Vec::with_capacity(*n as usize);
                 for i in 0..u64::from(*n) {
-                    self.path.push(format!("[{i}]"));
+                    self.path.push(Seg::Index(i as u64));
                     let b = self.slice(bytes, i * size, of)?;
                     out.push(match vals.get(i as usize) {
                         Some(ev) => self.like(of, ev, b)?,
@@ -562,7 +650,7 @@ impl Reader<'_> {
     }
 
     /// Reads the memory a pointer to `to` pointed to, shaped like `orig`.
-    fn pointee(&mut self, to: &CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
+    fn pointee(&mut self, to: &'s CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
         Ok(match orig {
             Value::Bytes(_) => Value::Bytes(block.to_vec()),
             Value::Str(_) if to.is_byte() => {
@@ -585,7 +673,7 @@ impl Reader<'_> {
                 let size = self.size_of(to)?;
                 let mut out = Vec::with_capacity(vals.len());
                 for (i, ev) in vals.iter().enumerate() {
-                    self.path.push(format!("[{i}]"));
+                    self.path.push(Seg::Index(i as u64));
                     let b = self.slice(block, i as u64 * size, to)?;
                     out.push(self.like(to, ev, b)?);
                     self.path.pop();
@@ -711,6 +799,15 @@ mod tests {
             assert_eq!(ret, Value::Void);
             assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);
         }
+    }
+
+    #[test]
+    fn a_reply_with_missing_blocks_is_an_error() {
+        let sig = Signature::new(CType::Void).arg_out(CType::ptr(CType::Int));
+        let v = [Value::Zeros(1)];
+        let (_, plan) = encode_call(&Target::I386_SYSV, &sig, &v).unwrap();
+        let e = decode_returned(&Target::I386_SYSV, &sig, &v, &plan, Returned::default()).unwrap_err();
+        assert!(matches!(e.kind, MarshalErrorKind::BlockCount { expected: 1, got: 0 }));
     }
 
     #[test]

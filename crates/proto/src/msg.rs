@@ -13,6 +13,9 @@ use crate::types::Signature;
 /// The protocol version; a server and client of different versions refuse each other at the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest memory block one call may pass: it must fit in a reply frame when copied back.
+pub const MAX_BLOCK: u64 = crate::transport::DEFAULT_MAX_FRAME as u64 - (1 << 20);
+
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 8] = *b"BITBRDG\0";
 

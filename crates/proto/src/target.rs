@@ -229,16 +229,14 @@ impl Target {
                 offsets.push(0);
                 size = size.max(l.size);
             } else {
-                offset = round_up(offset, l.align);
+                offset = offset.checked_next_multiple_of(l.align).ok_or_else(|| LayoutError::TooLarge(name()))?;
                 offsets.push(offset);
                 offset = offset.checked_add(l.size).ok_or_else(|| LayoutError::TooLarge(name()))?;
                 size = offset;
             }
         }
-        let size = round_up(size, align);
-        if size > self.max_address() {
-            return Err(LayoutError::TooLarge(name()));
-        }
+        let size = size.checked_next_multiple_of(align).filter(|s| *s <= self.max_address());
+        let size = size.ok_or_else(|| LayoutError::TooLarge(name()))?;
         Ok(StructLayout { layout: Layout { size, align }, offsets })
     }
 }
@@ -319,6 +317,12 @@ mod tests {
         assert_eq!(Target::X86_64_SYSV.layout(&p).unwrap(), Layout { size: 5, align: 1 });
         let e = CType::structure::<&str>("E", []);
         assert!(matches!(Target::X86_64_SYSV.layout(&e), Err(LayoutError::Empty(_))));
+        // 2^64 - 1 bytes: the rounding up to the alignment must not wrap around.
+        let wraps = CType::union(
+            "W",
+            [("c", CType::array(CType::array(CType::array(CType::Char, 6700417), 42009217), 65535)), ("i", CType::Int)],
+        );
+        assert!(matches!(Target::X86_64_SYSV.layout(&wraps), Err(LayoutError::TooLarge(_))));
         let huge = CType::array(CType::array(CType::Double, u32::MAX), 2);
         assert!(matches!(Target::I386_SYSV.layout(&huge), Err(LayoutError::TooLarge(_))));
     }

@@ -186,6 +186,11 @@ impl Signature {
         self
     }
 
+    /// The deepest nesting among the signature's types (see [`CType::depth`]).
+    pub fn depth(&self) -> u32 {
+        self.params.iter().map(|p| p.ty.depth()).chain([self.ret.depth()]).max().unwrap_or(1)
+    }
+
     /// Sets the calling convention.
     pub fn conv(mut self, conv: CallConv) -> Self {
         self.conv = conv;
@@ -266,6 +271,17 @@ impl CType {
     /// True for the types whose values are addresses: pointers, strings and function pointers.
     pub fn is_pointer(&self) -> bool {
         matches!(self, CType::Pointer(_) | CType::CStr | CType::WStr | CType::FnPtr(_))
+    }
+
+    /// How deeply the type nests (a scalar is 1, `int *` is 2), as the server's decoder counts it; it
+    /// refuses types deeper than [`MAX_DEPTH`](crate::target::MAX_DEPTH).
+    pub fn depth(&self) -> u32 {
+        1 + match self {
+            CType::Pointer(t) | CType::Array(t, _) => t.depth(),
+            CType::Struct(d) | CType::Union(d) => d.fields.iter().map(|f| f.ty.depth()).max().unwrap_or(0),
+            CType::FnPtr(sig) => sig.depth(),
+            _ => 0,
+        }
     }
 
     /// True for byte-sized element types, whose arrays and buffers travel as [`Value::Bytes`](crate::Value).

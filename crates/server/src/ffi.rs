@@ -134,7 +134,9 @@ fn synthesize(target: &Target, ty: &CType) -> Result<Type, Unsupported> {
         1 => Type::u8(),
         2 => Type::u16(),
         4 => Type::u32(),
-        _ => Type::u64(),
+        8 => Type::u64(),
+        // Only for aggregates passed in memory: keeps the 16-byte alignment their stack slot needs.
+        _ => Type::longdouble(),
     };
     // i386 (and anything passed in memory) only needs the size and alignment right.
     let in_memory = |fields: &mut Vec<Type>| {

@@ -13,8 +13,7 @@ use libffi::middle::{Cif, CodePtr};
 use crate::ffi::ffi_type;
 use crate::memory::{self, Buffer, Heap};
 
-/// The largest block one call may ask for: the address space of a 32-bit server is 4 GiB.
-const MAX_BLOCK: u64 = 1 << 31;
+use bitbridge_proto::msg::MAX_BLOCK;
 
 /// Loaded libraries and prepared functions, serving requests one at a time.
 #[derive(Debug)]
@@ -84,7 +83,20 @@ impl Host {
     }
 
     /// Answers one request. [`Request::Shutdown`] is answered like any other; the caller stops after.
+    /// A panic while handling (a bug in bitbridge, never expected) becomes an error reply rather than
+    /// a request that is never answered.
     pub fn handle(&self, request: Request) -> Result<Reply, RemoteError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_inner(request))).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            fail(ErrorKind::BadArguments, format!("the server failed handling the request: {what}"))
+        })
+    }
+
+    fn handle_inner(&self, request: Request) -> Result<Reply, RemoteError> {
         match request {
             Request::Load { lib, path } => self.load(lib, path),
             Request::Unload { lib } => {
@@ -210,6 +222,10 @@ impl Host {
         }
         let ptr_size = std::mem::size_of::<usize>();
 
+        let back: u64 = call.blocks.iter().filter(|b| b.copy_back).map(|b| b.len).fold(0, u64::saturating_add);
+        if back > MAX_BLOCK {
+            return Err(bad(format!("{back} bytes to copy back are more than one reply can carry ({MAX_BLOCK})")));
+        }
         // The memory pointer arguments point to, zeroed, then filled with what the client sent.
         let mut blocks = Vec::with_capacity(call.blocks.len());
         for (i, b) in call.blocks.iter().enumerate() {
@@ -327,7 +343,18 @@ impl Host {
             };
             out.clear();
             msg::encode(&reply, &mut out);
-            transport.send(&out)?;
+            if let Err(FrameError::TooLarge { len, max }) = transport.send(&out) {
+                let id = match reply {
+                    Frame::Reply { id, .. } | Frame::Request { id, .. } => id,
+                };
+                let e = RemoteError {
+                    kind: ErrorKind::BadArguments,
+                    message: format!("the reply of {len} bytes exceeds the maximum frame of {max}"),
+                };
+                out.clear();
+                msg::encode(&Frame::Reply { id, reply: Err(e) }, &mut out);
+                transport.send(&out)?;
+            }
             if stop {
                 return Ok(());
             }
@@ -359,8 +386,17 @@ impl Host {
                         let job = lock(&rx).recv();
                         let Ok((id, request)) = job else { return };
                         let answer = Frame::Reply { id, reply: host.handle(request) };
-                        if reply(&send, &answer).is_err() {
-                            return;
+                        match reply(&send, &answer) {
+                            Ok(()) => {}
+                            Err(FrameError::TooLarge { len, max }) => {
+                                let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
+                                let e = RemoteError { kind: ErrorKind::BadArguments, message };
+                                if reply(&send, &Frame::Reply { id, reply: Err(e) }).is_err() {
+                                    std::process::exit(3);
+                                }
+                            }
+                            // The connection is gone: nothing can be answered any more.
+                            Err(_) => std::process::exit(3),
                         }
                     })
                     .expect("spawning a worker thread")

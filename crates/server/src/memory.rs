@@ -67,6 +67,12 @@ impl Heap {
 /// reports an unmapped address as `EFAULT` instead of crashing; falls back to a plain read where the
 /// call is forbidden (seccomp in containers), where a bad address then ends the server.
 pub(crate) fn read(addr: u64, len: u64) -> Result<Vec<u8>, String> {
+    if len > bitbridge_proto::msg::MAX_BLOCK {
+        return Err(format!(
+            "{len} bytes are more than one reply can carry ({} at most)",
+            bitbridge_proto::msg::MAX_BLOCK
+        ));
+    }
     let len = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit this server's address space"))?;
     let start =
         usize::try_from(addr).map_err(|_| format!("address {addr:#x} is outside this server's address space"))?;
@@ -108,6 +114,9 @@ pub(crate) fn read_string(addr: u64, unit: usize, max: u64) -> Result<Vec<u8>, S
             out.extend_from_slice(c);
             if (out.len() / unit) as u64 >= max {
                 return Ok(out);
+            }
+            if out.len() as u64 >= bitbridge_proto::msg::MAX_BLOCK {
+                return Err(format!("no NUL within {} bytes at {addr:#x}", out.len()));
             }
         }
         at += n;
