@@ -622,7 +622,7 @@ impl<'s> Reader<'_, 's> {
                 let size = self.size_of(of)?;
                 let mut out = Vec::with_capacity(*n as usize);
                 for i in 0..u64::from(*n) {
-                    self.path.push(Seg::Index(i as u64));
+                    self.path.push(Seg::Index(i));
                     let b = self.slice(bytes, i * size, of)?;
                     out.push(match vals.get(i as usize) {
                         Some(ev) => self.like(of, ev, b)?,
