@@ -48,6 +48,12 @@ pub trait Transport: Send {
     fn send(&mut self, frame: &[u8]) -> Result<(), FrameError>;
     /// Receives one frame into `buf` (cleared first).
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError>;
+    /// Limits how long [`Transport::recv`] waits (`None`: forever); past it, `recv` fails with
+    /// [`FrameError::TimedOut`]. Transports that cannot time out ignore it.
+    fn set_recv_timeout(&mut self, timeout: Option<std::time::Duration>) -> Result<(), FrameError> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 /// Length-prefixed frames over a byte stream.

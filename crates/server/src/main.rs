@@ -10,6 +10,24 @@ use std::process::ExitCode;
 use bitbridge_proto::{msg, StreamTransport, Transport};
 use bitbridge_server::Host;
 
+/// The receiving and sending transports: the socket itself, or the shared-memory segment the client
+/// sends over it right after the greeting.
+fn connect(
+    conn: UnixStream,
+    shm: bool,
+    spin: std::time::Duration,
+) -> std::io::Result<(Box<dyn Transport>, Box<dyn Transport>)> {
+    if shm {
+        let seg = std::sync::Arc::new(bitbridge_shm::recv_segment(&conn)?);
+        let recv = bitbridge_shm::ShmTransport::server(seg.clone(), conn.try_clone()?, spin);
+        let send = bitbridge_shm::ShmTransport::server(seg, conn, spin);
+        Ok((Box::new(recv), Box::new(send)))
+    } else {
+        let send = StreamTransport::new(conn.try_clone()?);
+        Ok((Box::new(StreamTransport::new(conn)), Box::new(send)))
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--version") {
         let t = bitbridge_proto::Target::host().expect("supported target");
@@ -25,28 +43,34 @@ fn main() -> ExitCode {
         }
     };
     let workers: usize = std::env::var("BITBRIDGE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
-    let sender = match conn.try_clone() {
-        Ok(c) => StreamTransport::new(c),
-        Err(e) => {
-            eprintln!("bitbridge-server: cannot duplicate the connection: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut transport = StreamTransport::new(conn);
+    let shm = std::env::var_os("BITBRIDGE_SHM").is_some();
+    let spin = std::env::var("BITBRIDGE_SPIN_US")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_micros)
+        .unwrap_or(bitbridge_shm::DEFAULT_SPIN);
+    let mut greeting = StreamTransport::new(&conn);
     let mut hello = Vec::new();
     msg::encode(&bitbridge_server::hello(std::process::id()), &mut hello);
-    if let Err(e) = transport.send(&hello) {
+    if let Err(e) = greeting.send(&hello) {
         eprintln!("bitbridge-server: cannot greet the client: {e}");
         return ExitCode::from(2);
     }
+    let (mut transport, sender) = match connect(conn, shm, spin) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bitbridge-server: cannot set up the connection: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // SAFETY: this process exists to host the client's library; a wrong signature can corrupt only this
     // process, whose death the client reports as an error.
     let host = unsafe { Host::new() };
     let served = if workers > 1 {
-        std::sync::Arc::new(host).serve_concurrent(&mut transport, Box::new(sender), workers)
+        std::sync::Arc::new(host).serve_concurrent(&mut *transport, sender, workers)
     } else {
         drop(sender);
-        host.serve(&mut transport)
+        host.serve(&mut *transport)
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,
