@@ -134,14 +134,21 @@ pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result
     if values.len() != sig.params.len() {
         return Err(enc.err(MarshalErrorKind::ArgCount { expected: sig.params.len(), got: values.len() }));
     }
-    for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+    let mut sizes = Vec::with_capacity(sig.params.len());
+    for (i, p) in sig.params.iter().enumerate() {
         enc.path.push(Seg::Arg(i));
-        let size = enc.size_of(&p.ty)?;
-        let mut buf = vec![0u8; size as usize];
-        enc.write(&p.ty, v, &mut buf, Loc::Arg(i as u32), 0, p.dir)?;
-        enc.data.args.push(buf);
+        sizes.push(enc.size_of(&p.ty)?);
         enc.path.pop();
     }
+    let (offsets, total) = crate::msg::arg_slots(sizes.iter().copied());
+    let mut args = vec![0u8; total as usize];
+    for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+        enc.path.push(Seg::Arg(i));
+        let slot = &mut args[offsets[i] as usize..(offsets[i] + sizes[i]) as usize];
+        enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?;
+        enc.path.pop();
+    }
+    enc.data.args = args;
     let plan = CallPlan { copy_back: enc.data.blocks.iter().map(|b| b.copy_back).collect() };
     Ok((enc.data, plan))
 }
@@ -777,7 +784,7 @@ mod tests {
         let v = [Value::Struct(vec![2.into(), Value::f64s([1.0, 2.0])])];
         for (target, off, size) in [(Target::I386_SYSV, 4, 8), (Target::X86_64_SYSV, 8, 16)] {
             let (data, plan) = encode_call(&target, &sig, &v).unwrap();
-            assert_eq!(data.args, vec![vec![0u8; target.pointer_size() as usize]]);
+            assert_eq!(data.args, vec![0u8; target.pointer_size() as usize]);
             assert_eq!(data.blocks.len(), 2);
             assert_eq!(data.blocks[0].len, size);
             assert_eq!(data.blocks[1].data, [1.0f64.to_le_bytes(), 2.0f64.to_le_bytes()].concat());

@@ -11,7 +11,7 @@ use crate::target::{Arch, Os};
 use crate::types::Signature;
 
 /// The protocol version; a server and client of different versions refuse each other at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest memory block one call may pass: it must fit in a reply frame when copied back.
 pub const MAX_BLOCK: u64 = crate::transport::DEFAULT_MAX_FRAME as u64 - (1 << 20);
@@ -151,12 +151,25 @@ pub enum Request {
 /// The arguments of one call, already laid out for the server's target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct CallData {
-    /// Each argument's bytes, exactly the size of its type.
-    pub args: Vec<Vec<u8>>,
+    /// The arguments' bytes, each in a slot of its own (see [`arg_slots`]).
+    pub args: Vec<u8>,
     /// Memory that pointer arguments point to, allocated by the server for the duration of the call.
     pub blocks: Vec<Block>,
     /// Where to write each block's server address.
     pub relocs: Vec<Reloc>,
+}
+
+/// Where each argument starts in [`CallData::args`] given the arguments' sizes, and the total length:
+/// each in order, at a multiple of 16 bytes (so any argument is aligned once the buffer is).
+pub fn arg_slots(sizes: impl IntoIterator<Item = u64>) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::new();
+    let mut end = 0u64;
+    for size in sizes {
+        let start = end.next_multiple_of(16);
+        offsets.push(start);
+        end = start + size;
+    }
+    (offsets, end)
 }
 
 /// Memory the server allocates for the duration of one call.

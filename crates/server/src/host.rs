@@ -37,7 +37,15 @@ struct Prepared {
     code: CodePtr,
     sig: Signature,
     arg_sizes: Vec<usize>,
+    /// Where each argument starts in `CallData::args`, and the buffer's length.
+    arg_offsets: Vec<usize>,
+    args_len: usize,
     ret_size: usize,
+}
+
+thread_local! {
+    /// Per thread, reused by every call: the 16-byte aligned argument slots and libffi's pointers to them.
+    static SCRATCH: std::cell::RefCell<(Vec<u128>, Vec<*mut c_void>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl std::fmt::Debug for Prepared {
@@ -208,7 +216,10 @@ impl Host {
             Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
         check_layouts(&cif, &arg_sizes, ret_size).map_err(bad)?;
         let code = CodePtr::from_ptr(addr as usize as *const c_void);
-        let prepared = Arc::new(Prepared { _lib: loaded, cif, code, sig, arg_sizes, ret_size });
+        let (offsets, args_len) = bitbridge_proto::msg::arg_slots(arg_sizes.iter().map(|&s| s as u64));
+        let arg_offsets = offsets.into_iter().map(|o| o as usize).collect();
+        let args_len = args_len as usize;
+        let prepared = Arc::new(Prepared { _lib: loaded, cif, code, sig, arg_sizes, arg_offsets, args_len, ret_size });
         self.funcs.write().unwrap_or_else(|e| e.into_inner()).insert(id, prepared);
         Ok(Reply::Address(addr))
     }
@@ -217,10 +228,14 @@ impl Host {
         let f = self.funcs.read().unwrap_or_else(|e| e.into_inner()).get(&func).cloned();
         let f = f.ok_or_else(|| unknown("function", func))?;
         let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
-        if call.args.len() != f.arg_sizes.len() {
-            return Err(bad(format!("{} arguments for a function taking {}", call.args.len(), f.arg_sizes.len())));
+        if call.args.len() != f.args_len {
+            return Err(bad(format!(
+                "{} bytes of arguments for `{}`, which takes {}",
+                call.args.len(),
+                f.sig,
+                f.args_len
+            )));
         }
-        let ptr_size = std::mem::size_of::<usize>();
 
         let back: u64 = call.blocks.iter().filter(|b| b.copy_back).map(|b| b.len).fold(0, u64::saturating_add);
         if back > MAX_BLOCK {
@@ -242,21 +257,26 @@ impl Host {
             buf.bytes_mut(b.data.len()).copy_from_slice(&b.data);
             blocks.push(buf);
         }
-        // Each argument in its own 16-byte-aligned slot.
-        let mut arg_bufs = Vec::with_capacity(call.args.len());
-        for (i, (a, &size)) in call.args.iter().zip(&f.arg_sizes).enumerate() {
-            if a.len() != size {
-                return Err(bad(format!(
-                    "argument {}: {} bytes for a {size}-byte `{}`",
-                    i + 1,
-                    a.len(),
-                    f.sig.params[i].ty
-                )));
-            }
-            let mut slot = vec![0u128; size.div_ceil(16).max(1)];
-            as_bytes_mut(&mut slot)[..size].copy_from_slice(a);
-            arg_bufs.push(slot);
-        }
+        SCRATCH.with(|scratch| {
+            let (slots, avalues) = &mut *scratch.borrow_mut();
+            self.run(&f, call, blocks, slots, avalues)
+        })
+    }
+
+    /// Copies the arguments into aligned slots, patches the block addresses in, calls, collects results.
+    fn run(
+        &self,
+        f: &Prepared,
+        call: CallData,
+        mut blocks: Vec<Buffer>,
+        slots: &mut Vec<u128>,
+        avalues: &mut Vec<*mut c_void>,
+    ) -> Res<Returned> {
+        let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
+        let ptr_size = std::mem::size_of::<usize>();
+        slots.clear();
+        slots.resize(f.args_len.div_ceil(16).max(1), 0);
+        as_bytes_mut(slots)[..f.args_len].copy_from_slice(&call.args);
         for r in &call.relocs {
             let target =
                 blocks.get(r.block as usize).ok_or_else(|| bad(format!("relocation to missing block {}", r.block)))?;
@@ -267,7 +287,8 @@ impl Host {
                         .arg_sizes
                         .get(i as usize)
                         .ok_or_else(|| bad(format!("relocation in missing argument {i}")))?;
-                    (&mut as_bytes_mut(&mut arg_bufs[i as usize])[..size], size as u64)
+                    let start = f.arg_offsets[i as usize];
+                    (&mut as_bytes_mut(slots)[start..start + size], size as u64)
                 }
                 Loc::Block(j) => {
                     let len =
@@ -281,9 +302,19 @@ impl Host {
             dest[r.offset as usize..r.offset as usize + ptr_size].copy_from_slice(&addr[..ptr_size]);
         }
 
-        let mut avalues: Vec<*mut c_void> = arg_bufs.iter_mut().map(|s| s.as_mut_ptr().cast()).collect();
+        let base: *mut u8 = slots.as_mut_ptr().cast();
+        avalues.clear();
+        // SAFETY: every offset is inside `slots` (args_len bytes fit, as sized above).
+        avalues.extend(f.arg_offsets.iter().map(|&o| unsafe { base.add(o) }.cast::<c_void>()));
         // libffi writes at least a full register for small integer returns.
-        let mut ret = vec![0u128; f.ret_size.div_ceil(16).max(2)];
+        let mut small = [0u128; 2];
+        let mut large = Vec::new();
+        let ret: &mut [u128] = if f.ret_size <= 32 {
+            &mut small
+        } else {
+            large.resize(f.ret_size.div_ceil(16), 0u128);
+            &mut large
+        };
         // SAFETY: the cif was prepared from the client's signature for this very function; each argument
         // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
         // point into live blocks, and the return buffer is larger than the return type. Whether the
@@ -297,7 +328,7 @@ impl Host {
             );
         }
 
-        let value = as_bytes_mut(&mut ret)[..f.ret_size].to_vec();
+        let value = as_bytes_mut(ret)[..f.ret_size].to_vec();
         let string = match f.sig.ret {
             CType::CStr | CType::WStr => {
                 let mut p = [0u8; 8];
