@@ -128,24 +128,34 @@ pub fn program(name: &str, bits: Bits, libs: &[&str]) -> PathBuf {
 /// Where a library is hosted in a test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// The 32-bit fixture in the i686 server: the case bitbridge exists for.
+    /// The 32-bit fixture in the i686 server (shared-memory transport): the case bitbridge exists for.
     Server32,
-    /// The 64-bit fixture in the x86_64 server.
+    /// The 64-bit fixture in the x86_64 server (shared-memory transport).
     Server64,
+    /// The 32-bit fixture in the i686 server over the socket transport.
+    Server32Socket,
+    /// The 64-bit fixture in the x86_64 server over the socket transport.
+    Server64Socket,
     /// The 64-bit fixture in this process: the reference.
     InProcess,
 }
 
-/// Every backend, 32-bit first.
-pub const BACKENDS: [Backend; 3] = [Backend::Server32, Backend::Server64, Backend::InProcess];
+/// Every backend, 32-bit first: both transports are covered by the same tests.
+pub const BACKENDS: [Backend; 5] =
+    [Backend::Server32, Backend::Server32Socket, Backend::Server64, Backend::Server64Socket, Backend::InProcess];
 
 impl Backend {
     /// The bitness of fixture this backend hosts.
     pub fn bits(self) -> Bits {
         match self {
-            Backend::Server32 => Bits::B32,
+            Backend::Server32 | Backend::Server32Socket => Bits::B32,
             _ => Bits::B64,
         }
+    }
+
+    /// Whether the library is hosted by an i686 server.
+    pub fn is_32(self) -> bool {
+        self.bits() == Bits::B32
     }
 
     /// Opens the fixture `name` built for this backend.
@@ -162,10 +172,13 @@ impl Backend {
                     opts.open_in_process()
                 }
             }
+            Backend::Server32Socket | Backend::Server64Socket => {
+                opts.server(bitbridge::ServerOptions::new().shared_memory(false)).open()
+            }
             _ => opts.open(),
         };
         let lib = lib.unwrap_or_else(|e| panic!("opening {} ({self:?}): {e}", path.display()));
-        let want = if self == Backend::Server32 { bitbridge::Arch::X86 } else { bitbridge::Arch::X86_64 };
+        let want = if self.is_32() { bitbridge::Arch::X86 } else { bitbridge::Arch::X86_64 };
         assert_eq!(lib.server().target().arch, want, "{self:?} must host the library in a {want} process");
         assert_eq!(lib.server().is_in_process(), self == Backend::InProcess);
         if self != Backend::InProcess {

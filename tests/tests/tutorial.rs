@@ -173,17 +173,17 @@ fn msl_loadlib_cpp_example() {
 }
 
 fn libm(b: Backend) -> Library {
-    let opts = match b {
-        Backend::Server32 => LibraryOptions::new("libm.so.6").arch(Arch::X86),
-        _ => LibraryOptions::new("libm.so.6").arch(Arch::X86_64),
-    };
-    match b {
+    let opts = LibraryOptions::new("libm.so.6").arch(if b.is_32() { Arch::X86 } else { Arch::X86_64 });
+    let socket = matches!(b, Backend::Server32Socket | Backend::Server64Socket);
+    let lib = match b {
         // SAFETY: libm's sin/cos/pow with their exact C signatures.
         #[allow(unsafe_code)]
         Backend::InProcess => unsafe { opts.open_in_process() },
-        _ => opts.open(),
+        _ => opts.server(bitbridge::ServerOptions::new().shared_memory(!socket)).open(),
     }
-    .unwrap()
+    .unwrap();
+    bitbridge_tests::track(lib.server());
+    lib
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn the_systems_libm() {
     let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let m = libm(b);
-        if b == Backend::Server32 {
+        if b.is_32() {
             assert_eq!(m.server().target().arch, Arch::X86);
             assert!(m.path().contains("32") || m.path().contains("i386"), "{}", m.path());
         }
@@ -203,5 +203,43 @@ fn the_systems_libm() {
         assert_eq!(sin.call(&[x.into()]).unwrap().ret.as_f64().unwrap(), x.sin(), "{b:?}");
         assert_eq!(cos.call(&[x.into()]).unwrap().ret.as_f64().unwrap(), x.cos(), "{b:?}");
         assert_eq!(pow.call(&[2.0.into(), 10.0.into()]).unwrap().ret, Value::Float(1024.0));
+    }
+}
+
+#[test]
+fn bulk_arrays_in_every_direction() {
+    let _check = bitbridge_tests::no_server_left();
+    for b in BACKENDS {
+        let lib = b.open("cpp_lib");
+        let n = 300_000usize; // 2.4 MB of doubles: through the shared arena on shared-memory connections
+        let sm = lib
+            .function(
+                "scalar_multiply",
+                Signature::new(CType::Void)
+                    .arg(CType::Double)
+                    .arg(CType::ptr(CType::Double))
+                    .arg(CType::Int)
+                    .arg_out(CType::ptr(CType::Double)),
+            )
+            .unwrap();
+        let xs: Vec<u8> = (0..n).flat_map(|i| (i as f64).to_le_bytes()).collect();
+        let r = sm.call(&[3.0.into(), Value::Bytes(xs), (n as i64).into(), Value::Zeros(n as u32)]).unwrap();
+        let out = r.out(3).unwrap().as_slice().unwrap();
+        assert_eq!(out.len(), n);
+        assert_eq!(out[n - 1], Value::Float(3.0 * (n - 1) as f64), "{b:?}");
+        assert_eq!(out[12345], Value::Float(3.0 * 12345.0));
+
+        let edge = b.open("edge");
+        let inc = edge
+            .function("inc_all", Signature::new(CType::Void).arg_inout(CType::ptr(CType::Int)).arg(CType::Int))
+            .unwrap();
+        let r = inc.call(&[Value::ints(0..n as i64), (n as i64).into()]).unwrap();
+        let v = r.out(0).unwrap().as_slice().unwrap();
+        assert_eq!((v[0].clone(), v[n - 1].clone()), (Value::Int(1), Value::Int(n as i64)), "{b:?}");
+        // Raw bytes in and out of the same (in-out) buffer.
+        let bytes: Vec<u8> = (0..n as i32).flat_map(|i| i.to_le_bytes()).collect();
+        let r = inc.call(&[Value::Bytes(bytes), (n as i64).into()]).unwrap();
+        let Some(Value::Bytes(back)) = r.out(0) else { panic!() };
+        assert_eq!(&back[4 * 7..4 * 8], &8i32.to_le_bytes(), "{b:?}");
     }
 }

@@ -14,7 +14,7 @@ fn every_scalar_type_at_its_limits() {
     let _check = bitbridge_tests::no_server_left();
     for b in BACKENDS {
         let lib = b.open("edge");
-        let long_bits = if b == Backend::Server32 { 32 } else { 64 };
+        let long_bits = if b.is_32() { 32 } else { 64 };
         let ints: Vec<(&str, CType, i128, i128)> = vec![
             ("char", CType::Char, -128, 127),
             ("schar", CType::SChar, -128, 127),
@@ -79,9 +79,9 @@ fn every_scalar_type_at_its_limits() {
         for x in [0.0, 1.0 / 3.0, -1e300, f64::MAX] {
             assert_eq!(id(&lib, "longdouble", CType::LongDouble, x.into()), Value::LongDouble(ExtF80::from_f64(x)));
         }
-        let maxp = if b == Backend::Server32 { u32::MAX as u64 } else { u64::MAX };
+        let maxp = if b.is_32() { u32::MAX as u64 } else { u64::MAX };
         assert_eq!(id(&lib, "ptr", CType::void_ptr(), Value::Pointer(maxp)), Value::Pointer(maxp));
-        if b == Backend::Server32 {
+        if b.is_32() {
             // A 64-bit address cannot reach a 32-bit server.
             let f = lib.function("id_ptr", Signature::new(CType::void_ptr()).arg(CType::void_ptr())).unwrap();
             assert!(f.call(&[Value::Pointer(1 << 32)]).is_err());
@@ -203,7 +203,7 @@ fn unions_and_packed_structs_by_value() {
         // libffi cannot express for a 7-byte struct, so bitbridge refuses it with a clear error.
         let by_val = lib.function("packed_sum", Signature::new(CType::Int).arg(packed.clone()));
         let make = lib.function("packed_make", Signature::new(packed.clone()).arg(CType::Int));
-        if b == Backend::Server32 {
+        if b.is_32() {
             assert_eq!(by_val.unwrap().call(&[pv]).unwrap().ret, Value::Int(1009));
             let r = make.unwrap().call(&[77.into()]).unwrap().ret;
             assert_eq!(r, Value::Struct(vec![Value::Int(b'x' as i64), Value::Int(77), Value::Int(-3)]));
@@ -253,7 +253,7 @@ fn strings_wide_strings_and_null() {
         assert_eq!(maybe.call(&[0.into()]).unwrap().ret, Value::NULL);
         let len = lib.function("str_len", Signature::new(CType::SizeT).arg(CType::CStr)).unwrap();
         assert_eq!(len.call(&["héllo".into()]).unwrap().ret, Value::UInt(6));
-        let all_ones = if b == Backend::Server32 { u32::MAX as u64 } else { u64::MAX };
+        let all_ones = if b.is_32() { u32::MAX as u64 } else { u64::MAX };
         assert_eq!(len.call(&[Value::NULL]).unwrap().ret, Value::UInt(all_ones), "{b:?}");
 
         let wlen = lib.function("wstr_len", Signature::new(CType::SizeT).arg(CType::WStr)).unwrap();

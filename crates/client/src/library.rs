@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitbridge_proto::{decode_returned, encode_call, Arch, ErrorKind, RemoteError, Reply, Request, Signature, Value};
+use bitbridge_proto::{Arch, ErrorKind, RemoteError, Reply, Request, Signature, Value};
 
 use crate::detect::{find_by_name, inspect};
 use crate::error::{Error, Result};
@@ -229,16 +229,7 @@ impl Function {
     }
 
     fn call_with(&self, args: &[Value], timeout: Option<Duration>) -> Result<Outcome> {
-        let target = self.lib.server.target();
-        let (call, plan) = encode_call(&target, &self.sig, args)
-            .map_err(|source| Error::Argument { function: self.name.clone(), source: Box::new(source) })?;
-        let returned = match self.lib.server.request(Request::Call { func: self.id, call }, timeout)? {
-            Reply::Returned(r) => r,
-            other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
-        };
-        let (ret, outs) = decode_returned(&target, &self.sig, args, &plan, returned)
-            .map_err(|source| Error::Result { function: self.name.clone(), source: Box::new(source) })?;
-        Ok(Outcome { ret, outs })
+        self.lib.server.call(self.id, &self.name, &self.sig, args, timeout)
     }
 
     /// The function's name.

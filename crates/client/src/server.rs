@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bitbridge_proto::{decode_results, decode_returned, encode_call_bulk};
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
 };
+use bitbridge_shm::Arena;
 
 use crate::error::{Error, ExitReason, Result};
-use crate::library::Library;
+use crate::library::{Library, Outcome};
 use crate::process::{self, ServerProcess};
 
 /// How to start a server.
@@ -221,7 +223,8 @@ impl ServerOptions {
                 Err(e) => return Err(fail(&mut proc_, io(e))),
             }
         }
-        Ok(Link { send, recv, process: Some(proc_), hello, pid })
+        let fd_sock = if self.shared_memory { Some(stream) } else { None };
+        Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid })
     }
 }
 
@@ -229,6 +232,8 @@ impl ServerOptions {
 struct Link {
     send: Box<dyn Transport>,
     recv: Box<dyn Transport>,
+    /// The socket, on a shared-memory connection: file descriptors (the arena's) travel on it.
+    fd_sock: Option<UnixStream>,
     process: Option<ServerProcess>,
     hello: Hello,
     pid: u32,
@@ -282,7 +287,15 @@ struct Inner {
     state: Mutex<State>,
     wake: Condvar,
     registry: Mutex<Registry>,
+    fd_sock: Mutex<Option<UnixStream>>,
+    /// The bulk arena and the connection generation it was attached on.
+    arena: Mutex<Option<(u64, Arena)>>,
 }
+
+/// Blocks at least this large travel through the bulk arena on shared-memory connections.
+const ARENA_THRESHOLD: u64 = 256 * 1024;
+/// The largest arena: what a 32-bit server can reasonably map.
+const ARENA_MAX: u64 = 1 << 30;
 
 struct SendHalf {
     transport: Box<dyn Transport>,
@@ -392,7 +405,7 @@ impl Server {
         let hello = check_hello(&buf, Path::new("<in-process>")).expect("the in-process host greets correctly");
         let pid = std::process::id();
         let target = Target { arch: hello.arch, os: hello.os };
-        let link = Link { send: Box::new(Shared(shared)), recv, process: None, hello, pid };
+        let link = Link { send: Box::new(Shared(shared)), recv, fd_sock: None, process: None, hello, pid };
         Server::new(link, target, true, None)
     }
 
@@ -418,6 +431,8 @@ impl Server {
                 }),
                 wake: Condvar::new(),
                 registry: Mutex::new(Registry::default()),
+                fd_sock: Mutex::new(link.fd_sock),
+                arena: Mutex::new(None),
             }),
         }
     }
@@ -577,6 +592,108 @@ impl Server {
             Reply::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Calls a prepared function: lays the values out, moves large blocks into the shared arena (one copy,
+    /// no copy back: they are read in place), sends, and reads the results back.
+    pub(crate) fn call(
+        &self,
+        func: u32,
+        name: &str,
+        sig: &Signature,
+        args: &[Value],
+        timeout: Option<Duration>,
+    ) -> Result<Outcome> {
+        let target = self.target();
+        let bulk = lock(&self.inner.fd_sock).is_some();
+        let threshold = if bulk { ARENA_THRESHOLD } else { u64::MAX };
+        let arg_err = |source| Error::Argument { function: name.to_owned(), source: Box::new(source) };
+        let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
+        let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
+        let big: Vec<usize> = (0..call.blocks.len()).filter(|&i| call.blocks[i].len >= threshold).collect();
+        if big.is_empty() {
+            let returned = match self.request(Request::Call { func, call }, timeout)? {
+                Reply::Returned(r) => r,
+                other => return Err(unexpected(&other)),
+            };
+            let (ret, outs) = decode_returned(&target, sig, args, &plan, returned).map_err(res_err)?;
+            return Ok(Outcome { ret, outs });
+        }
+        // Restart first if needed, so the arena is attached to the server the call goes to.
+        self.ensure_running()?;
+        let mut guard = lock(&self.inner.arena);
+        let mut offsets = Vec::with_capacity(big.len());
+        let mut end = 0u64;
+        for &i in &big {
+            let off = end.next_multiple_of(u64::from(call.blocks[i].align.max(64)));
+            offsets.push(off);
+            end = off + call.blocks[i].len;
+        }
+        let arena = self.ensure_arena(&mut guard, end)?;
+        let mut deferred = deferred.into_iter().peekable();
+        for (&i, &off) in big.iter().zip(&offsets) {
+            let b = &mut call.blocks[i];
+            let dst = arena.bytes_mut(off, b.len);
+            while deferred.peek().is_some_and(|(bi, _)| (*bi as usize) < i) {
+                deferred.next();
+            }
+            match deferred.peek() {
+                Some((bi, src)) if *bi as usize == i => dst.copy_from_slice(src),
+                _ if !b.data.is_empty() => dst.copy_from_slice(&b.data),
+                _ => dst.fill(0),
+            }
+            b.data = Vec::new();
+            b.arena = Some(off);
+        }
+        let meta: Vec<(bool, Option<u64>, u64)> = call.blocks.iter().map(|b| (b.copy_back, b.arena, b.len)).collect();
+        let returned = match self.request(Request::Call { func, call }, timeout)? {
+            Reply::Returned(r) => r,
+            other => return Err(unexpected(&other)),
+        };
+        let expected = meta.iter().filter(|(c, a, _)| *c && a.is_none()).count();
+        if returned.blocks.len() != expected {
+            return Err(Error::Protocol(format!(
+                "{} blocks came back, {expected} were expected",
+                returned.blocks.len()
+            )));
+        }
+        let mut back = returned.blocks.iter();
+        let views: Vec<Option<&[u8]>> = meta
+            .iter()
+            .map(|&(copy_back, at, len)| match (copy_back, at) {
+                (false, _) => None,
+                (true, Some(off)) => Some(arena.bytes(off, len)),
+                (true, None) => back.next().map(Vec::as_slice),
+            })
+            .collect();
+        let (ret, outs) = decode_results(&target, sig, args, &plan, &returned.value, returned.string.clone(), &views)
+            .map_err(res_err)?;
+        Ok(Outcome { ret, outs })
+    }
+
+    /// The arena, at least `needed` bytes and attached to the current server.
+    fn ensure_arena<'g>(&self, guard: &'g mut Option<(u64, Arena)>, needed: u64) -> Result<&'g mut Arena> {
+        let generation = lock(&self.inner.state).generation;
+        let fits = guard.as_ref().is_some_and(|(g, a)| *g == generation && a.len() >= needed);
+        if !fits {
+            if needed > ARENA_MAX {
+                return Err(Error::MessageTooLarge { size: needed, max: ARENA_MAX as u32 });
+            }
+            let old = guard.as_ref().filter(|(g, _)| *g == generation).map_or(0, |(_, a)| a.len());
+            let size = needed.max(old * 2).max(8 << 20).next_multiple_of(1 << 20).min(ARENA_MAX);
+            let arena = Arena::create(size).map_err(Error::Io)?;
+            {
+                let sock = lock(&self.inner.fd_sock);
+                let sock = sock.as_ref().ok_or_else(|| Error::Protocol("no socket to send the arena on".into()))?;
+                bitbridge_shm::send_fd(sock, arena.fd(), b"ARN1").map_err(Error::Io)?;
+            }
+            match self.request(Request::AttachArena { size }, None)? {
+                Reply::Done => {}
+                other => return Err(unexpected(&other)),
+            }
+            *guard = Some((generation, arena));
+        }
+        Ok(&mut guard.as_mut().expect("attached above").1)
     }
 
     /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
@@ -775,6 +892,7 @@ impl Server {
         send.transport = link.send;
         recv.transport = link.recv;
         recv.timeout = None;
+        *lock(&inner.fd_sock) = link.fd_sock;
         let mut st = lock(&inner.state);
         st.process = link.process;
         st.dead = None;

@@ -13,7 +13,9 @@ pub mod transport;
 pub mod types;
 pub mod value;
 
-pub use marshal::{decode_returned, decode_value, encode_call, encode_value, CallPlan, MarshalError};
+pub use marshal::{
+    decode_results, decode_returned, decode_value, encode_call, encode_call_bulk, encode_value, CallPlan, MarshalError,
+};
 pub use msg::{
     Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned, MAGIC,
     PROTOCOL_VERSION,

@@ -122,15 +122,33 @@ static CHAR: CType = CType::Char;
 /// `wchar_t`, for the pointee of `wchar_t *` strings.
 static WCHAR: CType = CType::WChar;
 
-struct Encoder<'a, 's> {
+struct Encoder<'a, 's, 'v> {
     target: &'a Target,
     data: CallData,
     path: Vec<Seg<'s>>,
+    /// Blocks at least this large given as bytes are not copied: they are listed in `deferred`.
+    defer_at: u64,
+    deferred: Vec<(u32, &'v [u8])>,
 }
 
 /// Lays out `values` as the arguments of `sig` for `target`.
 pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result<(CallData, CallPlan), MarshalError> {
-    let mut enc = Encoder { target, data: CallData::default(), path: Vec::new() };
+    let (data, plan, deferred) = encode_call_bulk(target, sig, values, u64::MAX)?;
+    debug_assert!(deferred.is_empty());
+    Ok((data, plan))
+}
+
+/// Like [`encode_call`], but `Value::Bytes` pointees of at least `defer_at` bytes (for `In`/`InOut`
+/// pointers) are not copied into their block: each is returned as `(block, bytes)`, its block left with
+/// empty `data`. The caller must place those bytes (in the arena, or into `data`) before sending.
+#[allow(clippy::type_complexity)]
+pub fn encode_call_bulk<'v>(
+    target: &Target,
+    sig: &Signature,
+    values: &'v [Value],
+    defer_at: u64,
+) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
+    let mut enc = Encoder { target, data: CallData::default(), path: Vec::new(), defer_at, deferred: Vec::new() };
     if values.len() != sig.params.len() {
         return Err(enc.err(MarshalErrorKind::ArgCount { expected: sig.params.len(), got: values.len() }));
     }
@@ -150,13 +168,19 @@ pub fn encode_call(target: &Target, sig: &Signature, values: &[Value]) -> Result
     }
     enc.data.args = args;
     let plan = CallPlan { copy_back: enc.data.blocks.iter().map(|b| b.copy_back).collect() };
-    Ok((enc.data, plan))
+    Ok((enc.data, plan, enc.deferred))
 }
 
 /// Lays out one value of type `ty` for `target` as plain bytes (pointer members must be addresses).
 /// For writing server memory.
 pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8>, MarshalError> {
-    let mut enc = Encoder { target, data: CallData::default(), path: vec![Seg::Named("value")] };
+    let mut enc = Encoder {
+        target,
+        data: CallData::default(),
+        path: vec![Seg::Named("value")],
+        defer_at: u64::MAX,
+        deferred: Vec::new(),
+    };
     let mut buf = vec![0u8; enc.size_of(ty)? as usize];
     enc.write(ty, value, &mut buf, Loc::Block(u32::MAX), 0, Direction::In)?;
     if !enc.data.blocks.is_empty() {
@@ -168,7 +192,7 @@ pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8
     Ok(buf)
 }
 
-impl<'s> Encoder<'_, 's> {
+impl<'s, 'v> Encoder<'_, 's, 'v> {
     fn err(&self, kind: MarshalErrorKind) -> MarshalError {
         MarshalError { path: render(&self.path), kind }
     }
@@ -185,7 +209,7 @@ impl<'s> Encoder<'_, 's> {
     fn write(
         &mut self,
         ty: &'s CType,
-        v: &Value,
+        v: &'v Value,
         out: &mut [u8],
         loc: Loc,
         base: u64,
@@ -312,7 +336,7 @@ impl<'s> Encoder<'_, 's> {
     fn write_pointer(
         &mut self,
         ty: &'s CType,
-        v: &Value,
+        v: &'v Value,
         out: &mut [u8],
         loc: Loc,
         base: u64,
@@ -359,11 +383,20 @@ impl<'s> Encoder<'_, 's> {
     }
 
     /// Reserves a block and lays out the memory a pointer to `to` points to, given as `v`.
-    fn pointee_bytes(&mut self, to: &'s CType, v: &Value, dir: Direction) -> Result<(u32, Vec<u8>, u64), MarshalError> {
+    fn pointee_bytes(
+        &mut self,
+        to: &'s CType,
+        v: &'v Value,
+        dir: Direction,
+    ) -> Result<(u32, Vec<u8>, u64), MarshalError> {
         let index = self.reserve();
         let loc = Loc::Block(index);
         let bytes = match v {
             Value::Bytes(b) if dir == Direction::Out => return Ok((index, Vec::new(), b.len() as u64)),
+            Value::Bytes(b) if b.len() as u64 >= self.defer_at => {
+                self.deferred.push((index, b));
+                return Ok((index, Vec::new(), b.len() as u64));
+            }
             Value::Bytes(b) => b.clone(),
             Value::Str(s) if to.is_byte() => nul_terminated(s.as_bytes()),
             Value::Str(s) if *to == CType::WChar => self.wide(s, true),
@@ -405,7 +438,7 @@ impl<'s> Encoder<'_, 's> {
         ty: &'s CType,
         of: &'s CType,
         n: u32,
-        v: &Value,
+        v: &'v Value,
         out: &mut [u8],
         loc: Loc,
         base: u64,
@@ -517,15 +550,30 @@ pub fn decode_returned(
             kind: MarshalErrorKind::BlockCount { expected, got: returned.blocks.len() },
         });
     }
-    let mut back = returned.blocks.into_iter();
-    let blocks: Vec<Option<Vec<u8>>> = plan.copy_back.iter().map(|&c| if c { back.next() } else { None }).collect();
-    let mut r = Reader { target, blocks: &blocks, next: 0, path: vec![Seg::Named("return value")] };
-    let ret = match (&sig.ret, returned.string) {
+    let mut back = returned.blocks.iter();
+    let views: Vec<Option<&[u8]>> =
+        plan.copy_back.iter().map(|&c| if c { back.next().map(Vec::as_slice) } else { None }).collect();
+    decode_results(target, sig, values, plan, &returned.value, returned.string, &views)
+}
+
+/// Like [`decode_returned`], with the content of each block after the call given directly (`None` for
+/// blocks that do not come back): for blocks read in place from shared memory.
+pub fn decode_results(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    plan: &CallPlan,
+    value: &[u8],
+    string: Option<Vec<u8>>,
+    blocks: &[Option<&[u8]>],
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")] };
+    let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
         (CType::CStr | CType::WStr, None) => Value::NULL,
         (CType::CStr, Some(b)) => String::from_utf8(b).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes())),
         (CType::WStr, Some(b)) => Value::Str(r.wide_str(&b)),
-        (ty, _) => r.fresh(ty, &returned.value)?,
+        (ty, _) => r.fresh(ty, value)?,
     };
     let mut outs = Vec::with_capacity(values.len());
     if !plan.copy_back.iter().any(|&c| c) {
@@ -541,7 +589,7 @@ pub fn decode_returned(
 
 struct Reader<'a, 's> {
     target: &'a Target,
-    blocks: &'a [Option<Vec<u8>>],
+    blocks: &'a [Option<&'a [u8]>],
     /// The number of the next block, counted in the encoder's order.
     next: u32,
     path: Vec<Seg<'s>>,

@@ -144,6 +144,12 @@ pub enum Request {
         /// Give up after this many units.
         max_len: u64,
     },
+    /// Map the bulk arena, a shared-memory segment whose file descriptor the client has just sent over
+    /// the socket; it replaces any previous arena. Replies [`Reply::Done`].
+    AttachArena {
+        /// The arena's size in bytes.
+        size: u64,
+    },
     /// Reply [`Reply::Done`], then exit.
     Shutdown,
 }
@@ -172,17 +178,21 @@ pub fn arg_slots(sizes: impl IntoIterator<Item = u64>) -> (Vec<u64>, u64) {
     (offsets, end)
 }
 
-/// Memory the server allocates for the duration of one call.
+/// Memory a pointer argument points to during one call: allocated by the server, or already in the
+/// shared bulk arena.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct Block {
-    /// The initial content; empty means `len` zero bytes.
+    /// The initial content; empty means `len` zero bytes (or, in the arena, the arena's bytes as they are).
     pub data: Vec<u8>,
     /// The size in bytes.
     pub len: u64,
     /// The alignment, a power of two.
     pub align: u32,
-    /// Whether the server sends the content back after the call.
+    /// Whether the content comes back after the call (in the reply, or in place in the arena).
     pub copy_back: bool,
+    /// `Some(offset)`: the block is at this offset of the bulk arena ([`Request::AttachArena`]), already
+    /// filled by the client; the server neither allocates nor copies it, and does not send it back.
+    pub arena: Option<u64>,
 }
 
 /// "Write the address of block `block` at `offset` inside `at`": a pointer, in the target's width.
@@ -227,7 +237,8 @@ pub struct Returned {
     /// For `char *`/`wchar_t *` return types: the string at the returned address (without the NUL),
     /// `None` when the function returned `NULL`.
     pub string: Option<Vec<u8>>,
-    /// The content after the call of every block with `copy_back`, in block order.
+    /// The content after the call of every block with `copy_back` that is not in the arena, in block
+    /// order.
     pub blocks: Vec<Vec<u8>>,
 }
 

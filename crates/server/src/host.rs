@@ -14,14 +14,56 @@ use crate::ffi::ffi_type;
 use crate::memory::{self, Buffer, Heap};
 
 use bitbridge_proto::msg::MAX_BLOCK;
+use bitbridge_shm::Arena;
 
 /// Loaded libraries and prepared functions, serving requests one at a time.
-#[derive(Debug)]
 pub struct Host {
     target: Target,
     libs: Mutex<HashMap<u32, Arc<Loaded>>>,
     funcs: RwLock<HashMap<u32, Arc<Prepared>>>,
     heap: Mutex<Heap>,
+    arena: RwLock<Option<Arc<Arena>>>,
+    fd_source: Option<FdSource>,
+}
+
+/// Where the host gets file descriptors the client sends (the arena's), read from the socket.
+pub type FdSource = Box<dyn Fn(&[u8; 4]) -> std::io::Result<std::os::fd::OwnedFd> + Send + Sync>;
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+/// A block's memory during a call: allocated for it, or a range of the shared arena.
+enum BlockMem {
+    Owned(Buffer),
+    Shared { ptr: *mut u8, len: usize },
+}
+
+impl BlockMem {
+    fn addr(&self) -> u64 {
+        match self {
+            BlockMem::Owned(b) => b.addr(),
+            BlockMem::Shared { ptr, .. } => *ptr as usize as u64,
+        }
+    }
+
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        match self {
+            BlockMem::Owned(b) => b.bytes_mut(len),
+            BlockMem::Shared { ptr, len: size } => {
+                assert!(len <= *size);
+                // SAFETY: ptr..ptr+size lies in the arena (checked when the block was set up), which is
+                // mapped for the whole call; during the call only this host touches the block's range.
+                unsafe { std::slice::from_raw_parts_mut(*ptr, len) }
+            }
+        }
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
@@ -82,7 +124,15 @@ impl Host {
             libs: Mutex::new(HashMap::new()),
             funcs: RwLock::new(HashMap::new()),
             heap: Mutex::new(Heap::default()),
+            arena: RwLock::new(None),
+            fd_source: None,
         }
+    }
+
+    /// Lets the host receive file descriptors from the client (the bulk arena's), as the server binary
+    /// does over its socket. Without one, [`Request::AttachArena`] is refused.
+    pub fn set_fd_source(&mut self, source: FdSource) {
+        self.fd_source = Some(source);
     }
 
     /// The target this host calls functions for.
@@ -147,6 +197,17 @@ impl Host {
             Request::ReadString { addr, wide, max_len } => {
                 let unit = if wide { self.wchar_size() } else { 1 };
                 memory::read_string(addr, unit, max_len).map(Reply::Bytes).or_else(|e| fail(ErrorKind::BadArguments, e))
+            }
+            Request::AttachArena { size } => {
+                let source = self.fd_source.as_ref().ok_or_else(|| RemoteError {
+                    kind: ErrorKind::BadArguments,
+                    message: "this connection cannot carry a shared arena".into(),
+                })?;
+                let arena = source(b"ARN1")
+                    .and_then(|fd| Arena::open(fd, size))
+                    .or_else(|e| fail(ErrorKind::BadArguments, format!("cannot map the arena: {e}")))?;
+                *self.arena.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(arena));
+                Ok(Reply::Done)
             }
             Request::Shutdown => Ok(Reply::Done),
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
@@ -237,13 +298,26 @@ impl Host {
             )));
         }
 
-        let back: u64 = call.blocks.iter().filter(|b| b.copy_back).map(|b| b.len).fold(0, u64::saturating_add);
+        let back: u64 =
+            call.blocks.iter().filter(|b| b.copy_back && b.arena.is_none()).map(|b| b.len).fold(0, u64::saturating_add);
         if back > MAX_BLOCK {
             return Err(bad(format!("{back} bytes to copy back are more than one reply can carry ({MAX_BLOCK})")));
         }
         // The memory pointer arguments point to, zeroed, then filled with what the client sent.
+        let arena = read(&self.arena).clone();
         let mut blocks = Vec::with_capacity(call.blocks.len());
         for (i, b) in call.blocks.iter().enumerate() {
+            if let Some(off) = b.arena {
+                let a = arena.as_ref().ok_or_else(|| bad(format!("block {i} is in an arena, but none is attached")))?;
+                let fits = off.checked_add(b.len).is_some_and(|end| end <= a.len());
+                if !fits || !b.align.is_power_of_two() || off % u64::from(b.align) != 0 {
+                    return Err(bad(format!("block {i}: {} bytes at arena offset {off} do not fit or align", b.len)));
+                }
+                // SAFETY: offset and length are inside the arena's mapping (checked just above).
+                let ptr = unsafe { a.as_ptr().add(off as usize) };
+                blocks.push(BlockMem::Shared { ptr, len: b.len as usize });
+                continue;
+            }
             if b.len > MAX_BLOCK || !b.align.is_power_of_two() || b.align > 4096 {
                 return Err(bad(format!("block {i}: {} bytes aligned to {} cannot be allocated", b.len, b.align)));
             }
@@ -255,11 +329,14 @@ impl Host {
                 message: format!("block {i}: {} bytes", b.len),
             })?;
             buf.bytes_mut(b.data.len()).copy_from_slice(&b.data);
-            blocks.push(buf);
+            blocks.push(BlockMem::Owned(buf));
         }
         SCRATCH.with(|scratch| {
             let (slots, avalues) = &mut *scratch.borrow_mut();
-            self.run(&f, call, blocks, slots, avalues)
+            // The arena stays mapped until the call is over, even if another is attached meanwhile.
+            let result = self.run(&f, call, blocks, slots, avalues);
+            drop(arena);
+            result
         })
     }
 
@@ -268,7 +345,7 @@ impl Host {
         &self,
         f: &Prepared,
         call: CallData,
-        mut blocks: Vec<Buffer>,
+        mut blocks: Vec<BlockMem>,
         slots: &mut Vec<u128>,
         avalues: &mut Vec<*mut c_void>,
     ) -> Res<Returned> {
@@ -345,7 +422,7 @@ impl Host {
         };
         let mut back = Vec::new();
         for (b, buf) in call.blocks.iter().zip(blocks.iter_mut()) {
-            if b.copy_back {
+            if b.copy_back && b.arena.is_none() {
                 back.push(buf.bytes_mut(b.len as usize).to_vec());
             }
         }

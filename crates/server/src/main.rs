@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         eprintln!("bitbridge-server: cannot greet the client: {e}");
         return ExitCode::from(2);
     }
+    let fd_socket = if shm { conn.try_clone().ok() } else { None };
     let (mut transport, sender) = match connect(conn, shm, spin) {
         Ok(t) => t,
         Err(e) => {
@@ -65,7 +66,10 @@ fn main() -> ExitCode {
     };
     // SAFETY: this process exists to host the client's library; a wrong signature can corrupt only this
     // process, whose death the client reports as an error.
-    let host = unsafe { Host::new() };
+    let mut host = unsafe { Host::new() };
+    if let Some(sock) = fd_socket {
+        host.set_fd_source(Box::new(move |tag| bitbridge_shm::recv_fd(&sock, tag)));
+    }
     let served = if workers > 1 {
         std::sync::Arc::new(host).serve_concurrent(&mut *transport, sender, workers)
     } else {

@@ -174,33 +174,118 @@ impl Segment {
     }
 }
 
-/// Sends the segment's memfd over the socket (`SCM_RIGHTS`), with a 4-byte tag.
-pub fn send_segment(sock: &UnixStream, seg: &Segment) -> io::Result<()> {
+/// Sends a file descriptor over the socket (`SCM_RIGHTS`) with a 4-byte tag saying what it is.
+pub fn send_fd(sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4]) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [seg.fd().as_fd()];
+    let fds = [fd.as_fd()];
     control.push(SendAncillaryMessage::ScmRights(&fds));
-    rustix::net::sendmsg(sock, &[IoSlice::new(b"SHM1")], &mut control, SendFlags::empty())?;
+    rustix::net::sendmsg(sock, &[IoSlice::new(tag)], &mut control, SendFlags::empty())?;
     Ok(())
 }
 
-/// Receives a segment's memfd sent with [`send_segment`] and maps it.
-pub fn recv_segment(sock: &UnixStream) -> io::Result<Segment> {
+/// Receives a file descriptor sent with [`send_fd`], checking its tag.
+pub fn recv_fd(sock: &UnixStream, want: &[u8; 4]) -> io::Result<OwnedFd> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut tag = [0u8; 4];
     let got = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut tag)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
-    if got.bytes != 4 || &tag != b"SHM1" {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "expected a shared-memory segment"));
+    let fd = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    if got.bytes != 4 || &tag != want {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected {:?} on the socket", String::from_utf8_lossy(want)),
+        ));
     }
-    let fd = control
-        .drain()
-        .find_map(|m| match m {
-            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-            _ => None,
-        })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no file descriptor came with the segment"))?;
-    Segment::open(fd)
+    fd.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no file descriptor came with the message"))
+}
+
+/// Sends the segment's memfd over the socket.
+pub fn send_segment(sock: &UnixStream, seg: &Segment) -> io::Result<()> {
+    send_fd(sock, seg.fd(), b"SHM1")
+}
+
+/// Receives a segment's memfd sent with [`send_segment`] and maps it.
+pub fn recv_segment(sock: &UnixStream) -> io::Result<Segment> {
+    Segment::open(recv_fd(sock, b"SHM1")?)
+}
+
+/// The bulk arena: a second shared segment where the client puts large blocks (arrays behind pointer
+/// arguments) so they cross with one copy, or none, instead of travelling inside frames.
+///
+/// Who may touch it when is the protocol's business: the client writes it only before sending a call
+/// that uses it and reads it only after that call's reply; the server touches it only while running that
+/// call. The client serialises the calls that use it.
+#[derive(Debug)]
+pub struct Arena {
+    map: MmapRaw,
+    fd: OwnedFd,
+}
+
+impl Arena {
+    /// Creates an arena of `len` bytes (client side); its pages cost memory only once touched.
+    pub fn create(len: u64) -> io::Result<Arena> {
+        let fd = rustix::fs::memfd_create(c"bitbridge-arena", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, len)?;
+        let map = MmapRaw::map_raw(&std::fs::File::from(fd.try_clone()?))?;
+        Ok(Arena { map, fd })
+    }
+
+    /// Maps an arena received from a client (server side), which must be `len` bytes.
+    pub fn open(fd: OwnedFd, len: u64) -> io::Result<Arena> {
+        let map = MmapRaw::map_raw(&std::fs::File::from(fd.try_clone()?))?;
+        if map.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the arena is {} bytes, not {len}", map.len()),
+            ));
+        }
+        Ok(Arena { map, fd })
+    }
+
+    /// The memfd, to send to the server.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Whether the arena has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// The start of the mapping in this process.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// `len` bytes at `offset`, to fill before a call. Panics when out of range.
+    pub fn bytes_mut(&mut self, offset: u64, len: u64) -> &mut [u8] {
+        let (o, l) = self.range(offset, len);
+        // SAFETY: the range is inside the mapping (checked); `&mut self` excludes other uses in this
+        // process, and by the protocol the server does not touch the arena while no call is running.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(o), l) }
+    }
+
+    /// `len` bytes at `offset`, to read after a call. Panics when out of range.
+    pub fn bytes(&self, offset: u64, len: u64) -> &[u8] {
+        let (o, l) = self.range(offset, len);
+        // SAFETY: as in bytes_mut; after the call's reply the server no longer writes the arena.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(o), l) }
+    }
+
+    fn range(&self, offset: u64, len: u64) -> (usize, usize) {
+        let end = offset.checked_add(len).expect("arena range overflows");
+        assert!(end <= self.map.len() as u64, "arena range {offset}+{len} beyond {} bytes", self.map.len());
+        (offset as usize, len as usize)
+    }
 }
 
 /// Whether the peer at the other end of `sock` has gone (EOF or an error), without blocking.
