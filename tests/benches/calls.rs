@@ -1,12 +1,16 @@
-//! `cargo bench -p bitbridge-tests --bench calls` (or `./x bench`): per-call cost, start-up and bulk
-//! transfer, side by side in one run, with the in-process libffi call as the baseline.
+//! `cargo bench -p bitbridge-tests --bench calls` (or `./x bench`): per-call cost on each transport,
+//! start-up, bulk transfer, threads, and how fast failures are reported, side by side in one run with
+//! baselines (an in-process libffi call, spawning `/bin/true`, a `memcpy`).
 //!
-//! Transport measured: the Unix socketpair with blocking reads (no spinning), the only transport so far.
+//! Every row names its transport and wait mode: "shm, spin" is the shared-memory transport spinning up to
+//! 50 us before sleeping on a futex (the default); "shm, futex" never spins; "socket" is the socketpair
+//! with blocking reads.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitbridge::{CType, Library, LibraryOptions, Signature, Value};
+use bitbridge::{Arch, CType, Error, Library, LibraryOptions, Server, ServerOptions, Signature, Value};
 use bitbridge_tests::{fixture, Backend, Bits};
 
 /// Runs `f` in batches until `budget` is spent; returns per-call times (ns) of each batch, sorted.
@@ -41,24 +45,157 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
+fn header(title: &str, cols: [&str; 3]) {
+    println!("\n| {title:<52} | {:>10} | {:>10} | {:>10} |", cols[0], cols[1], cols[2]);
+    println!("|{:-<54}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
+}
+
 fn row(name: &str, v: &[f64]) {
     println!(
-        "| {name:<44} | {:>10} | {:>10} | {:>10} |",
+        "| {name:<52} | {:>10} | {:>10} | {:>10} |",
         fmt_ns(pct(v, 0.5)),
         fmt_ns(pct(v, 0.1)),
         fmt_ns(pct(v, 0.9))
     );
 }
 
+fn row3(name: &str, a: String, b: String, c: String) {
+    println!("| {name:<52} | {a:>10} | {b:>10} | {c:>10} |");
+}
+
+fn open(bits: Bits, name: &str, opts: ServerOptions) -> Library {
+    LibraryOptions::new(fixture(name, bits)).server(opts).open().unwrap()
+}
+
 fn add_of(lib: &Library) -> bitbridge::Function {
     lib.function("add", Signature::new(CType::Int).arg(CType::Int).arg(CType::Int)).unwrap()
 }
 
+fn round_trips(budget: Duration) {
+    header("add(int, int) round trip", ["median", "p10", "p90"]);
+    // Baseline: the same function called directly through libffi in this process.
+    {
+        let path = fixture("cpp_lib", Bits::B64);
+        // SAFETY: loading our own fixture, whose initialisers are C++ static constructors only.
+        let lib = unsafe { libloading::Library::new(&path) }.unwrap();
+        // SAFETY: `add` is `int add(int, int)` in fixtures/cpp_lib.cpp.
+        let add: libloading::Symbol<unsafe extern "C" fn(i32, i32) -> i32> = unsafe { lib.get(b"add") }.unwrap();
+        let code = libffi::middle::CodePtr::from_ptr(*add as *const std::ffi::c_void);
+        let ty = libffi::middle::Type::i32;
+        let cif = libffi::middle::Cif::new([ty(), ty()], ty());
+        let v = sample(budget, 100_000, || {
+            let (a, b) = (black_box(2i32), black_box(3i32));
+            // SAFETY: the cif matches `int add(int, int)` and the arguments are two live i32s.
+            let r: i32 = unsafe { cif.call(code, &[libffi::middle::arg(&a), libffi::middle::arg(&b)]) };
+            black_box(r);
+        });
+        row("baseline: in-process libffi call", &v);
+    }
+    let args = [Value::Int(2), Value::Int(3)];
+    let lib = Backend::InProcess.open("cpp_lib");
+    let add = add_of(&lib);
+    row("bitbridge in-process (same messages, no IPC)", &sample(budget, 10_000, || drop(black_box(add.call(&args)))));
+    for (bits, arch) in [(Bits::B64, "x86_64"), (Bits::B32, "i686")] {
+        for (mode, opts, batch) in [
+            ("socket", ServerOptions::new().shared_memory(false), 200),
+            ("shm, spin", ServerOptions::new(), 5_000),
+            ("shm, futex (no spin)", ServerOptions::new().spin(Duration::ZERO), 200),
+        ] {
+            let lib = open(bits, "cpp_lib", opts);
+            let add = add_of(&lib);
+            let v = sample(budget, batch, || drop(black_box(add.call(&args).unwrap())));
+            row(&format!("bitbridge {arch} server, {mode}"), &v);
+        }
+    }
+}
+
+fn startup(budget: Duration) {
+    header("start-up to first call returned", ["median", "p10", "p90"]);
+    for (name, bits, opts) in [
+        ("i686 server, shm: spawn, handshake, load, add()", Bits::B32, ServerOptions::new()),
+        ("i686 server, socket: same", Bits::B32, ServerOptions::new().shared_memory(false)),
+        ("x86_64 server, shm: same", Bits::B64, ServerOptions::new()),
+    ] {
+        let path = fixture("cpp_lib", bits);
+        let v = sample(budget, 5, || {
+            let lib = LibraryOptions::new(&path).server(opts.clone()).open().unwrap();
+            black_box(add_of(&lib).call(&[2.into(), 3.into()]).unwrap());
+        });
+        row(name, &v);
+    }
+    let v = sample(budget, 5, || drop(black_box(std::process::Command::new("/bin/true").status().unwrap())));
+    row("baseline: spawn and wait for /bin/true", &v);
+}
+
+fn bulk(budget: Duration) {
+    header("sum4(double *in, int n) via the i686 server", ["median", "GB/s", "p90"]);
+    let mib = |m: usize| m * 1024 * 1024;
+    // Baseline: copying the same bytes once in this process.
+    for m in [64usize] {
+        let src = vec![1u8; mib(m)];
+        let mut dst = vec![0u8; mib(m)];
+        let v = sample(budget, 1, || {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        });
+        let gbs = mib(m) as f64 / pct(&v, 0.5);
+        row3(&format!("baseline: memcpy of {m} MiB"), fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+    }
+    for (mode, opts) in [("shm arena", ServerOptions::new()), ("socket", ServerOptions::new().shared_memory(false))] {
+        let lib = open(Bits::B32, "ctest", opts);
+        let sig = Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int);
+        let sum = lib.function("sum4", sig).unwrap();
+        for m in [1usize, 8, 64] {
+            let n = mib(m) / 8;
+            let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f64).to_le_bytes()).collect();
+            let args = [Value::Bytes(bytes), Value::Int(n as i64)];
+            let want = (n as f64) * (n as f64 - 1.0) / 2.0;
+            let v = sample(budget, 1, || assert_eq!(sum.call(&args).unwrap().ret, Value::Float(want)));
+            let gbs = mib(m) as f64 / pct(&v, 0.5);
+            let name = format!("{m} MiB as bytes, {mode}");
+            row3(&name, fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+        }
+    }
+    let lib = open(Bits::B32, "ctest", ServerOptions::new());
+    let sum =
+        lib.function("sum4", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap();
+    let n = mib(1) / 8;
+    let args = [Value::f64s((0..n).map(|i| i as f64)), Value::Int(n as i64)];
+    let v = sample(budget, 1, || drop(black_box(sum.call(&args).unwrap())));
+    let gbs = mib(1) as f64 / pct(&v, 0.5);
+    row3("1 MiB as Value::Array of floats, shm arena", fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+}
+
+fn threads(budget: Duration) {
+    header("4 threads calling add() at once, i686 shm", ["calls/s", "per call", ""]);
+    for (name, workers) in [("server with 1 worker (default)", 1), ("server with 2 workers (concurrent)", 2)] {
+        let lib = open(Bits::B32, "cpp_lib", ServerOptions::new().concurrent(workers));
+        let add = Arc::new(add_of(&lib));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let add = add.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while start.elapsed() < budget {
+                        for _ in 0..100 {
+                            add.call(&[1.into(), 2.into()]).unwrap();
+                        }
+                        n += 100;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let secs = start.elapsed().as_secs_f64();
+        row3(name, format!("{:.0}", total as f64 / secs), fmt_ns(secs * 1e9 / total as f64), String::new());
+    }
+}
+
 /// How long a failure takes to be reported, from the request to the typed error.
 fn failures(budget: Duration) {
-    use bitbridge::{Arch, Error, Server, ServerOptions};
-    println!("\n| {:<44} | {:>10} | {:>10} | {:>10} |", "failure reported as a typed error", "median", "p10", "p90");
-    println!("|{:-<46}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
+    header("failure reported as a typed error", ["median", "p10", "p90"]);
     let edge32 = fixture("edge", Bits::B32);
     let edge64 = fixture("edge", Bits::B64);
     let timed = |name: &str, mut f: Box<dyn FnMut() -> Duration>| {
@@ -105,136 +242,58 @@ fn failures(budget: Duration) {
             t.elapsed()
         }),
     );
-    for (name, func, arg) in [
-        ("segfault in the library (i686)", "crash_segv", None),
-        ("abort() in the library (i686)", "crash_abort", None),
-        ("exit(3) in the library (i686)", "crash_exit", Some(3)),
-    ] {
-        timed(
-            name,
-            Box::new(move || {
-                let lib = LibraryOptions::new(fixture("edge", Bits::B32)).open().unwrap();
-                let sig = match arg {
-                    Some(_) => Signature::new(CType::Void).arg(CType::Int),
-                    None => Signature::new(CType::Int),
-                };
-                let f = lib.function(func, sig).unwrap();
-                let args: Vec<Value> = arg.into_iter().map(Value::Int).collect();
-                let t = Instant::now();
-                assert!(matches!(f.call(&args), Err(Error::ServerDied { .. })));
-                t.elapsed()
-            }),
-        );
+    for (mode, shm) in [("shm", true), ("socket", false)] {
+        for (what, func, arg) in
+            [("segfault", "crash_segv", None), ("abort()", "crash_abort", None), ("exit(3)", "crash_exit", Some(3))]
+        {
+            let edge32 = edge32.clone();
+            timed(
+                &format!("{what} in the library (i686, {mode})"),
+                Box::new(move || {
+                    let lib = open_at(&edge32, ServerOptions::new().shared_memory(shm));
+                    let sig = match arg {
+                        Some(_) => Signature::new(CType::Void).arg(CType::Int),
+                        None => Signature::new(CType::Int),
+                    };
+                    let f = lib.function(func, sig).unwrap();
+                    let args: Vec<Value> = arg.into_iter().map(Value::Int).collect();
+                    let t = Instant::now();
+                    assert!(matches!(f.call(&args), Err(Error::ServerDied { .. })));
+                    t.elapsed()
+                }),
+            );
+        }
     }
     timed(
-        "hung call, call timeout 10 ms (i686)",
+        "hung call past a 10 ms call timeout (i686, shm)",
         Box::new(|| {
-            let lib = LibraryOptions::new(fixture("edge", Bits::B32)).open().unwrap();
+            let lib = open_at(&fixture("edge", Bits::B32), ServerOptions::new());
             let f = lib.function("hang", Signature::new(CType::Void)).unwrap();
             let t = Instant::now();
             assert!(matches!(f.call_timeout(&[], Duration::from_millis(10)), Err(Error::Timeout { .. })));
             t.elapsed() - Duration::from_millis(10)
         }),
     );
-    println!("(the hung-call row shows the time beyond the 10 ms timeout itself)");
+}
+
+fn open_at(path: &std::path::Path, opts: ServerOptions) -> Library {
+    LibraryOptions::new(path).server(opts).open().unwrap()
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported, everything runs.
-    let budget = Duration::from_millis(if std::env::var_os("BITBRIDGE_BENCH_QUICK").is_some() { 200 } else { 1500 });
+    let quick = std::env::var_os("BITBRIDGE_BENCH_QUICK").is_some();
+    let budget = Duration::from_millis(if quick { 200 } else { 1500 });
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!("bitbridge benchmark: {cpus} CPUs, {}", std::env::consts::ARCH);
-    println!("transport: Unix socketpair, blocking reads (no spin); medians of batches, with 10th/90th percentiles\n");
-    println!("| {:<44} | {:>10} | {:>10} | {:>10} |", "add(int, int) round trip", "median", "p10", "p90");
-    println!("|{:-<46}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
-
-    // Baseline: the same function called directly through libffi in this process.
-    {
-        let path = fixture("cpp_lib", Bits::B64);
-        // SAFETY: loading our own fixture, whose initialisers are C++ static constructors only.
-        let lib = unsafe { libloading::Library::new(&path) }.unwrap();
-        // SAFETY: `add` is `int add(int, int)` in fixtures/cpp_lib.cpp.
-        let add: libloading::Symbol<unsafe extern "C" fn(i32, i32) -> i32> = unsafe { lib.get(b"add") }.unwrap();
-        let code = libffi::middle::CodePtr::from_ptr(*add as *const std::ffi::c_void);
-        let cif = libffi::middle::Cif::new(
-            [libffi::middle::Type::i32(), libffi::middle::Type::i32()],
-            libffi::middle::Type::i32(),
-        );
-        let v = sample(budget, 100_000, || {
-            let (a, b) = (black_box(2i32), black_box(3i32));
-            // SAFETY: the cif matches `int add(int, int)` and the arguments are two live i32s.
-            let r: i32 = unsafe { cif.call(code, &[libffi::middle::arg(&a), libffi::middle::arg(&b)]) };
-            black_box(r);
-        });
-        row("in-process libffi call (baseline)", &v);
-    }
-    for (name, backend) in [
-        ("bitbridge in-process (same messages, no IPC)", Backend::InProcess),
-        ("bitbridge x86_64 server (socket)", Backend::Server64),
-        ("bitbridge i686 server (socket)", Backend::Server32),
-    ] {
-        let lib = backend.open("cpp_lib");
-        let add = add_of(&lib);
-        let args = [Value::Int(2), Value::Int(3)];
-        let batch = if backend == Backend::InProcess { 10_000 } else { 200 };
-        let v = sample(budget, batch, || {
-            black_box(add.call(black_box(&args)).unwrap());
-        });
-        row(name, &v);
-    }
-
-    println!("\n| {:<44} | {:>10} | {:>10} | {:>10} |", "start-up to first call returned", "median", "p10", "p90");
-    println!("|{:-<46}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
-    for (name, bits) in [("i686 server: spawn, handshake, load, add()", Bits::B32), ("x86_64 server: same", Bits::B64)]
-    {
-        let path = fixture("cpp_lib", bits);
-        let v = sample(budget, 5, || {
-            let lib = LibraryOptions::new(&path).open().unwrap();
-            black_box(add_of(&lib).call(&[2.into(), 3.into()]).unwrap());
-        });
-        row(name, &v);
-    }
-    let v = sample(budget, 5, || {
-        black_box(std::process::Command::new("/bin/true").status().unwrap());
-    });
-    row("baseline: spawn and wait for /bin/true", &v);
-
     println!(
-        "\n| {:<44} | {:>10} | {:>10} | {:>10} |",
-        "sum(double *in, int n) via i686 server", "median", "GB/s", "p90"
+        "bitbridge benchmark: {cpus} CPUs, {} client; medians of batches, 10th/90th percentiles",
+        std::env::consts::ARCH
     );
-    println!("|{:-<46}|{:-<12}|{:-<12}|{:-<12}|", "", "", "", "");
-    let lib = Backend::Server32.open("ctest");
-    let sum =
-        lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap();
-    for mib in [1usize, 8, 64] {
-        let n = mib * 1024 * 1024 / 8;
-        let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f64).to_le_bytes()).collect();
-        let args = [Value::Bytes(bytes), Value::Int(n as i64)];
-        let v = sample(budget, 1, || {
-            black_box(sum.call(&args).unwrap());
-        });
-        let gbs = (mib * 1024 * 1024) as f64 / pct(&v, 0.5);
-        println!(
-            "| {:<44} | {:>10} | {:>10} | {:>10} |",
-            format!("{mib} MiB as raw bytes (copied over the socket)"),
-            fmt_ns(pct(&v, 0.5)),
-            format!("{gbs:.2}"),
-            fmt_ns(pct(&v, 0.9))
-        );
-    }
-    let n = 1024 * 1024 / 8;
-    let args = [Value::f64s((0..n).map(|i| i as f64)), Value::Int(n as i64)];
-    let v = sample(budget, 1, || {
-        black_box(sum.call(&args).unwrap());
-    });
-    let gbs = (1024 * 1024) as f64 / pct(&v, 0.5);
-    println!(
-        "| {:<44} | {:>10} | {:>10} | {:>10} |",
-        "1 MiB as Value::Array of floats (checked)",
-        fmt_ns(pct(&v, 0.5)),
-        format!("{gbs:.2}"),
-        fmt_ns(pct(&v, 0.9))
-    );
+    println!("modes: \"shm, spin\" = shared memory, spin up to 50 us then futex (default); \"shm, futex\" = no spin;");
+    println!("       \"socket\" = socketpair with blocking reads");
+    round_trips(budget);
+    startup(budget);
+    bulk(budget);
+    threads(budget);
     failures(budget);
 }

@@ -213,12 +213,13 @@ impl ServerOptions {
         if self.shared_memory {
             let shm = bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new).and_then(|seg| {
                 bitbridge_shm::send_segment(&stream, &seg)?;
-                Ok((seg, stream.try_clone()?, stream.try_clone()?))
+                let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone())?;
+                Ok((seg, watch, stream.try_clone()?, stream.try_clone()?))
             });
             match shm {
-                Ok((seg, a, b)) => {
-                    recv = Box::new(bitbridge_shm::ShmTransport::client(seg.clone(), a, self.spin));
-                    send = Box::new(bitbridge_shm::ShmTransport::client(seg, b, self.spin));
+                Ok((seg, watch, a, b)) => {
+                    recv = Box::new(bitbridge_shm::ShmTransport::client(seg.clone(), a, watch.clone(), self.spin));
+                    send = Box::new(bitbridge_shm::ShmTransport::client(seg, b, watch, self.spin));
                 }
                 Err(e) => return Err(fail(&mut proc_, io(e))),
             }

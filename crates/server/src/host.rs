@@ -471,75 +471,96 @@ impl Host {
 
     /// Like [`Host::serve`], but runs requests on `workers` threads, so calls from several client
     /// threads run at the same time and replies go out as they finish. For thread-safe libraries only.
+    ///
+    /// The workers take turns reading (leader/follower): the one holding the receiving end reads one
+    /// request, passes the end on and runs the request itself, so no request waits for a thread to be
+    /// woken up to run it.
     pub fn serve_concurrent(
         self: Arc<Self>,
-        recv: &mut dyn Transport,
+        recv: Box<dyn Transport>,
         send: Box<dyn Transport>,
         workers: usize,
     ) -> Result<(), FrameError> {
+        let recv = Arc::new(Mutex::new((recv, Vec::new())));
         let send = Arc::new(Mutex::new(send));
-        let reply = |send: &Mutex<Box<dyn Transport>>, frame: &Frame| {
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel::<Result<(), FrameError>>();
+        for i in 0..workers.max(1) {
+            let (host, recv, send, in_flight, done) =
+                (self.clone(), recv.clone(), send.clone(), in_flight.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("bitbridge-worker-{i}"))
+                .spawn(move || {
+                    let end = host.work(&recv, &send, &in_flight);
+                    let _ = done.send(end);
+                })
+                .expect("spawning a worker thread");
+        }
+        drop(done_tx);
+        // The first worker to see the end (Shutdown, EOF, a protocol error) ends the process's service;
+        // the others may still be blocked reading or running a call, and end with the process.
+        done_rx.recv().unwrap_or(Ok(()))
+    }
+
+    fn work(
+        &self,
+        recv: &Mutex<(Box<dyn Transport>, Vec<u8>)>,
+        send: &Mutex<Box<dyn Transport>>,
+        in_flight: &std::sync::atomic::AtomicUsize,
+    ) -> Result<(), FrameError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let reply = |frame: &Frame| {
             let mut out = Vec::new();
             msg::encode(frame, &mut out);
-            lock(send).send(&out)
-        };
-        let (tx, rx) = mpsc::channel::<(u64, Request)>();
-        let rx = Arc::new(Mutex::new(rx));
-        let pool: Vec<_> = (0..workers.max(1))
-            .map(|i| {
-                let (host, rx, send) = (self.clone(), rx.clone(), send.clone());
-                std::thread::Builder::new()
-                    .name(format!("bitbridge-worker-{i}"))
-                    .spawn(move || loop {
-                        let job = lock(&rx).recv();
-                        let Ok((id, request)) = job else { return };
-                        let answer = Frame::Reply { id, reply: host.handle(request) };
-                        match reply(&send, &answer) {
-                            Ok(()) => {}
-                            Err(FrameError::TooLarge { len, max }) => {
-                                let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
-                                let e = RemoteError { kind: ErrorKind::BadArguments, message };
-                                if reply(&send, &Frame::Reply { id, reply: Err(e) }).is_err() {
-                                    std::process::exit(3);
-                                }
-                            }
-                            // The connection is gone: nothing can be answered any more.
-                            Err(_) => std::process::exit(3),
-                        }
-                    })
-                    .expect("spawning a worker thread")
-            })
-            .collect();
-        let mut buf = Vec::new();
-        let result = loop {
-            match recv.recv(&mut buf) {
-                Ok(()) => {}
-                Err(FrameError::Closed) => break Ok(()),
-                Err(e) => break Err(e),
+            match lock(send).send(&out) {
+                Err(FrameError::TooLarge { len, max }) => {
+                    let id = match frame {
+                        Frame::Reply { id, .. } | Frame::Request { id, .. } => *id,
+                    };
+                    let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
+                    let e = RemoteError { kind: ErrorKind::BadArguments, message };
+                    out.clear();
+                    msg::encode(&Frame::Reply { id, reply: Err(e) }, &mut out);
+                    lock(send).send(&out)
+                }
+                other => other,
             }
-            match msg::decode::<Frame>(&buf) {
+        };
+        loop {
+            let frame = {
+                let mut r = lock(recv);
+                let (transport, buf) = &mut *r;
+                match transport.recv(buf) {
+                    Ok(()) => msg::decode::<Frame>(buf),
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            };
+            match frame {
                 Ok(Frame::Request { id, request: Request::Shutdown }) => {
                     // Let the calls in flight finish, then answer and stop.
-                    drop(tx);
-                    pool.into_iter().for_each(|t| drop(t.join()));
-                    return reply(&send, &Frame::Reply { id, reply: Ok(Reply::Done) });
+                    while in_flight.load(SeqCst) > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    return reply(&Frame::Reply { id, reply: Ok(Reply::Done) });
                 }
                 Ok(Frame::Request { id, request }) => {
-                    tx.send((id, request)).expect("workers outlive the reader");
+                    in_flight.fetch_add(1, SeqCst);
+                    let answer = Frame::Reply { id, reply: self.handle(request) };
+                    let sent = reply(&answer);
+                    in_flight.fetch_sub(1, SeqCst);
+                    sent?;
                 }
                 Ok(Frame::Reply { id, .. }) => {
-                    let _ = reply(&send, &unexpected_reply(id));
-                    break Ok(());
+                    let _ = reply(&unexpected_reply(id));
+                    return Ok(());
                 }
                 Err(e) => {
-                    let _ = reply(&send, &protocol_error(0, e.to_string()));
-                    break Ok(());
+                    let _ = reply(&protocol_error(0, e.to_string()));
+                    return Ok(());
                 }
             }
-        };
-        drop(tx);
-        pool.into_iter().for_each(|t| drop(t.join()));
-        result
+        }
     }
 }
 

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         host.set_fd_source(Box::new(move |tag| bitbridge_shm::recv_fd(&sock, tag)));
     }
     let served = if workers > 1 {
-        std::sync::Arc::new(host).serve_concurrent(&mut *transport, sender, workers)
+        std::sync::Arc::new(host).serve_concurrent(transport, sender, workers)
     } else {
         drop(sender);
         host.serve(&mut *transport)

@@ -298,6 +298,34 @@ fn peer_gone(sock: &UnixStream) -> bool {
     }
 }
 
+/// Watches the socket for the peer's end: a thread blocked reading it, which on EOF raises a flag and
+/// wakes every sleeper on the segment's futex words, so a death is seen at once, not at the next
+/// liveness check. Only for the side that never reads the socket otherwise (the client).
+#[derive(Debug, Clone)]
+pub struct Watch(Arc<std::sync::atomic::AtomicBool>);
+
+impl Watch {
+    /// Starts watching `sock` (a clone of the connection) for EOF.
+    pub fn start(sock: UnixStream, seg: Arc<Segment>) -> io::Result<Watch> {
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::Builder::new().name("bitbridge-watch".into()).spawn(move || {
+            let mut b = [0u8; 64];
+            // The server never writes to the socket after its greeting: a read returns only at its end.
+            while matches!(rustix::net::recv(&sock, &mut b, RecvFlags::empty()), Ok((n, _)) if n > 0) {}
+            flag.store(true, Ordering::SeqCst);
+            for dir in [Direction::ToServer, Direction::ToClient] {
+                let _ = futex::wake(&seg.control(dir).state, futex::Flags::empty(), u32::MAX);
+            }
+        })?;
+        Ok(Watch(gone))
+    }
+
+    fn gone(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// One end of one mailbox, as a [`Transport`]: it sends on one direction and receives on the other.
 #[derive(Debug)]
 pub struct ShmTransport {
@@ -305,19 +333,41 @@ pub struct ShmTransport {
     send: Direction,
     recv: Direction,
     sock: UnixStream,
+    watch: Option<Watch>,
     spin: Duration,
     timeout: Option<Duration>,
 }
 
 impl ShmTransport {
-    /// A client end: sends to the server, receives from it. `sock` is the connection, kept for liveness.
-    pub fn client(seg: Arc<Segment>, sock: UnixStream, spin: Duration) -> ShmTransport {
-        ShmTransport { seg, send: Direction::ToServer, recv: Direction::ToClient, sock, spin, timeout: None }
+    /// A client end: sends to the server, receives from it. `sock` is the connection, kept for liveness;
+    /// `watch` reports the server's end at once.
+    pub fn client(seg: Arc<Segment>, sock: UnixStream, watch: Watch, spin: Duration) -> ShmTransport {
+        ShmTransport {
+            seg,
+            send: Direction::ToServer,
+            recv: Direction::ToClient,
+            sock,
+            watch: Some(watch),
+            spin,
+            timeout: None,
+        }
     }
 
     /// A server end.
     pub fn server(seg: Arc<Segment>, sock: UnixStream, spin: Duration) -> ShmTransport {
-        ShmTransport { seg, send: Direction::ToClient, recv: Direction::ToServer, sock, spin, timeout: None }
+        ShmTransport {
+            seg,
+            send: Direction::ToClient,
+            recv: Direction::ToServer,
+            sock,
+            watch: None,
+            spin,
+            timeout: None,
+        }
+    }
+
+    fn peer_gone(&self) -> bool {
+        self.watch.as_ref().is_some_and(Watch::gone) || peer_gone(&self.sock)
     }
 
     /// Waits until `ctl.state` is `want`: spins for the spin time, then sleeps on the futex in slices of
@@ -326,19 +376,21 @@ impl ShmTransport {
         if ctl.state.load(Ordering::Acquire) == want {
             return Ok(());
         }
-        let spin_until = Instant::now() + self.spin;
-        let mut n = 0u32;
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-                if ctl.state.load(Ordering::Acquire) == want {
-                    return Ok(());
+        if !self.spin.is_zero() {
+            let spin_until = Instant::now() + self.spin;
+            let mut n = 0u32;
+            loop {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                    if ctl.state.load(Ordering::Acquire) == want {
+                        return Ok(());
+                    }
                 }
-            }
-            n += 1;
-            // Reading the clock every 64 checks keeps the spin cheap.
-            if n % 4 == 0 && Instant::now() >= spin_until {
-                break;
+                n += 1;
+                // Reading the clock every 256 checks keeps the spin cheap.
+                if n % 4 == 0 && (Instant::now() >= spin_until || self.watch.as_ref().is_some_and(Watch::gone)) {
+                    break;
+                }
             }
         }
         loop {
@@ -360,7 +412,7 @@ impl ShmTransport {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(FrameError::TimedOut);
             }
-            if peer_gone(&self.sock) {
+            if self.peer_gone() {
                 return Err(FrameError::Closed);
             }
         }
