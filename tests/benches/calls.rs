@@ -110,20 +110,35 @@ fn round_trips(budget: Duration) {
 }
 
 fn startup(budget: Duration) {
-    header("start-up to first call returned", ["median", "p10", "p90"]);
-    for (name, bits, opts) in [
-        ("i686 server, shm: spawn, handshake, load, add()", Bits::B32, ServerOptions::new()),
-        ("i686 server, socket: same", Bits::B32, ServerOptions::new().shared_memory(false)),
-        ("x86_64 server, shm: same", Bits::B64, ServerOptions::new()),
+    header("start-up to first call returned (shutdown not timed)", ["median", "p10", "p90"]);
+    let sum_sig = || Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int);
+    for (name, bits, lib, opts) in [
+        ("i686 server, shm, C library: spawn, load, sum()", Bits::B32, "ctest", ServerOptions::new()),
+        ("i686 server, socket, C library: same", Bits::B32, "ctest", ServerOptions::new().shared_memory(false)),
+        ("x86_64 server, shm, C library: same", Bits::B64, "ctest", ServerOptions::new()),
+        ("i686 server, shm, C++ library (loads libstdc++)", Bits::B32, "cpp_lib", ServerOptions::new()),
     ] {
-        let path = fixture("cpp_lib", bits);
-        let v = sample(budget, 5, || {
+        let path = fixture(lib, bits);
+        let mut v = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < budget || v.len() < 10 {
+            let t = Instant::now();
             let lib = LibraryOptions::new(&path).server(opts.clone()).open().unwrap();
-            black_box(add_of(&lib).call(&[2.into(), 3.into()]).unwrap());
-        });
+            if name.contains("C++") {
+                black_box(add_of(&lib).call(&[2.into(), 3.into()]).unwrap());
+            } else {
+                let sum = lib.function("sum", sum_sig()).unwrap();
+                black_box(sum.call(&[Value::f64s([1.0]), 1.into()]).unwrap());
+            }
+            v.push(t.elapsed().as_nanos() as f64);
+            drop(lib);
+        }
+        v.sort_by(f64::total_cmp);
         row(name, &v);
     }
-    let v = sample(budget, 5, || drop(black_box(std::process::Command::new("/bin/true").status().unwrap())));
+    let v = sample(budget, 5, || {
+        black_box(std::process::Command::new("/bin/true").status().unwrap());
+    });
     row("baseline: spawn and wait for /bin/true", &v);
 }
 
@@ -131,15 +146,15 @@ fn bulk(budget: Duration) {
     header("sum4(double *in, int n) via the i686 server", ["median", "GB/s", "p90"]);
     let mib = |m: usize| m * 1024 * 1024;
     // Baseline: copying the same bytes once in this process.
-    for m in [64usize] {
-        let src = vec![1u8; mib(m)];
-        let mut dst = vec![0u8; mib(m)];
+    {
+        let src = vec![1u8; mib(64)];
+        let mut dst = vec![0u8; mib(64)];
         let v = sample(budget, 1, || {
             dst.copy_from_slice(black_box(&src));
             black_box(&dst);
         });
-        let gbs = mib(m) as f64 / pct(&v, 0.5);
-        row3(&format!("baseline: memcpy of {m} MiB"), fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+        let gbs = mib(64) as f64 / pct(&v, 0.5);
+        row3("baseline: memcpy of 64 MiB", fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
     }
     for (mode, opts) in [("shm arena", ServerOptions::new()), ("socket", ServerOptions::new().shared_memory(false))] {
         let lib = open(Bits::B32, "ctest", opts);
@@ -167,29 +182,69 @@ fn bulk(budget: Duration) {
 }
 
 fn threads(budget: Duration) {
-    header("4 threads calling add() at once, i686 shm", ["calls/s", "per call", ""]);
-    for (name, workers) in [("server with 1 worker (default)", 1), ("server with 2 workers (concurrent)", 2)] {
-        let lib = open(Bits::B32, "cpp_lib", ServerOptions::new().concurrent(workers));
-        let add = Arc::new(add_of(&lib));
-        let start = Instant::now();
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let add = add.clone();
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while start.elapsed() < budget {
-                        for _ in 0..100 {
-                            add.call(&[1.into(), 2.into()]).unwrap();
+    header("4 threads calling at once, i686 shm", ["calls/s", "per call", ""]);
+    for (what, func, arg) in [("add()", "add", None), ("sleep_us(200), an I/O-bound call", "sleep_us", Some(200))] {
+        for workers in [1u32, 2, 4] {
+            let lib = open(
+                Bits::B32,
+                if arg.is_some() { "edge" } else { "cpp_lib" },
+                ServerOptions::new().concurrent(workers),
+            );
+            let f = Arc::new(match arg {
+                Some(_) => lib.function(func, Signature::new(CType::Int).arg(CType::Int)).unwrap(),
+                None => add_of(&lib),
+            });
+            let args: Vec<Value> = match arg {
+                Some(us) => vec![Value::Int(us)],
+                None => vec![1.into(), 2.into()],
+            };
+            let start = Instant::now();
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (f, args) = (f.clone(), args.clone());
+                    std::thread::spawn(move || {
+                        let mut n = 0u64;
+                        while start.elapsed() < budget {
+                            for _ in 0..10 {
+                                f.call(&args).unwrap();
+                            }
+                            n += 10;
                         }
-                        n += 100;
-                    }
-                    n
+                        n
+                    })
                 })
+                .collect();
+            let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let secs = start.elapsed().as_secs_f64();
+            let name = format!("{what}, server with {workers} worker{}", if workers > 1 { "s" } else { "" });
+            row3(&name, format!("{:.0}", total as f64 / secs), fmt_ns(secs * 1e9 / total as f64), String::new());
+        }
+    }
+    header("add() while another thread runs sleep_us(5000) calls", ["median", "p10", "p90"]);
+    for workers in [1u32, 2] {
+        let lib = open(Bits::B32, "edge", ServerOptions::new().concurrent(workers));
+        let slow = Arc::new(lib.function("sleep_us", Signature::new(CType::Int).arg(CType::Int)).unwrap());
+        let quick = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bg = {
+            let (slow, stop) = (slow.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    slow.call(&[5000.into()]).unwrap();
+                }
             })
-            .collect();
-        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        let secs = start.elapsed().as_secs_f64();
-        row3(name, format!("{:.0}", total as f64 / secs), fmt_ns(secs * 1e9 / total as f64), String::new());
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let v = sample(budget, 1, || drop(black_box(quick.call(&[1.into()]).unwrap())));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        bg.join().unwrap();
+        row(
+            &format!(
+                "server with {workers} worker{}",
+                if workers > 1 { "s (no head-of-line blocking)" } else { " (queued behind)" }
+            ),
+            &v,
+        );
     }
 }
 
