@@ -183,7 +183,7 @@ fn bulk(budget: Duration) {
 
 fn threads(budget: Duration) {
     header("4 threads calling at once, i686 shm", ["calls/s", "per call", ""]);
-    for (what, func, arg) in [("add()", "add", None), ("sleep_us(200), an I/O-bound call", "sleep_us", Some(200))] {
+    for (what, func, arg) in [("add()", "add", None), ("sleep_us(200) (I/O-bound)", "sleep_us", Some(200))] {
         for workers in [1u32, 2, 4] {
             let lib = open(
                 Bits::B32,
@@ -216,7 +216,7 @@ fn threads(budget: Duration) {
                 .collect();
             let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
             let secs = start.elapsed().as_secs_f64();
-            let name = format!("{what}, server with {workers} worker{}", if workers > 1 { "s" } else { "" });
+            let name = format!("{what}, {workers} server worker{}", if workers > 1 { "s" } else { "" });
             row3(&name, format!("{:.0}", total as f64 / secs), fmt_ns(secs * 1e9 / total as f64), String::new());
         }
     }

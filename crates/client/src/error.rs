@@ -95,6 +95,10 @@ pub enum Error {
         /// The frame limit.
         max: u32,
     },
+    /// What was asked is not available on this connection or out of range (a shared buffer over the
+    /// socket transport, an offset beyond a shared buffer).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
     #[error("the server was shut down")]
     ShutDown,

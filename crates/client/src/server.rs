@@ -342,6 +342,7 @@ struct Registry {
     next_handle: u32,
     libs: BTreeMap<u32, String>,
     funcs: BTreeMap<u32, (u32, String, Signature)>,
+    shared: BTreeMap<u32, Arc<Arena>>,
 }
 
 #[derive(Clone)]
@@ -495,14 +496,15 @@ impl Server {
         lock(&self.inner.registry).funcs.insert(func, (lib, symbol.to_owned(), sig.clone()));
     }
 
-    /// Forgets a library or function and, if the server is running, tells it.
+    /// Forgets a library, function or shared buffer and, if the server is running, tells it.
     pub(crate) fn release(&self, request: Request) {
         {
             let mut r = lock(&self.inner.registry);
             match &request {
-                Request::Unload { lib } => r.libs.remove(lib),
-                Request::Release { func } => r.funcs.remove(func).map(|f| f.1),
-                _ => None,
+                Request::Unload { lib } => drop(r.libs.remove(lib)),
+                Request::Release { func } => drop(r.funcs.remove(func)),
+                Request::UnmapShared { region } => drop(r.shared.remove(region)),
+                _ => {}
             };
         }
         if self.is_alive() {
@@ -569,6 +571,26 @@ impl Server {
             .map_err(|source| Error::Result { function: "read_value".into(), source: Box::new(source) })
     }
 
+    /// Creates a buffer of `len` bytes shared with the server (a memfd both map): pass
+    /// [`SharedBuffer::value`] where a pointer is expected and the library works on the same memory, with
+    /// nothing copied, and may keep the pointer to fill it later. Needs the shared-memory transport.
+    pub fn share(&self, len: u64) -> Result<SharedBuffer> {
+        let sock = lock(&self.inner.fd_sock).as_ref().and_then(|s| s.try_clone().ok());
+        let sock = sock.ok_or_else(|| Error::Unsupported("shared buffers need the shared-memory transport".into()))?;
+        if len == 0 || len > ARENA_MAX {
+            return Err(Error::Unsupported(format!("a shared buffer of {len} bytes (1 to {ARENA_MAX})")));
+        }
+        let mem = Arc::new(Arena::create(len).map_err(Error::Io)?);
+        let region = self.next_handle();
+        bitbridge_shm::send_fd(&sock, mem.fd(), b"SHR1").map_err(Error::Io)?;
+        match self.request(Request::MapShared { region, size: len }, None)? {
+            Reply::Done => {}
+            other => return Err(unexpected(&other)),
+        }
+        lock(&self.inner.registry).shared.insert(region, mem.clone());
+        Ok(SharedBuffer { server: self.clone(), region, mem })
+    }
+
     /// Shuts the server down and returns how it ended and what it printed. Every handle to it fails
     /// from now on with [`Error::ShutDown`].
     pub fn shutdown(&self) -> Result<ServerOutput> {
@@ -611,7 +633,9 @@ impl Server {
         let arg_err = |source| Error::Argument { function: name.to_owned(), source: Box::new(source) };
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
         let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
-        let big: Vec<usize> = (0..call.blocks.len()).filter(|&i| call.blocks[i].len >= threshold).collect();
+        let big: Vec<usize> = (0..call.blocks.len())
+            .filter(|&i| call.blocks[i].len >= threshold && call.blocks[i].arena.is_none())
+            .collect();
         if big.is_empty() {
             let returned = match self.request(Request::Call { func, call }, timeout)? {
                 Reply::Returned(r) => r,
@@ -863,7 +887,7 @@ impl Server {
         let mut link = opts.connect(*arch)?;
         // Replay what was loaded and prepared, with the same handles, before anyone else can send; bounded
         // by the start-up timeout (a library may block in its initialiser on a lock its dead twin held).
-        let replay: Vec<Request> = {
+        let mut replay: Vec<Request> = {
             let registry = lock(&inner.registry);
             let libs = registry.libs.iter().map(|(&lib, path)| Request::Load { lib, path: path.clone() });
             let funcs = registry.funcs.iter().map(|(&func, (lib, symbol, sig))| Request::Prepare {
@@ -875,6 +899,15 @@ impl Server {
             libs.chain(funcs).collect()
         };
         link.recv.set_recv_timeout(Some(opts.startup_timeout)).map_err(Error::from_frame)?;
+        let shared: Vec<(u32, Arc<Arena>)> =
+            lock(&inner.registry).shared.iter().map(|(r, m)| (*r, m.clone())).collect();
+        for (region, mem) in shared {
+            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, mem.fd(), b"SHR1"));
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(Error::Handshake("cannot share the shared buffers with the restarted server".into()));
+            }
+            replay.push(Request::MapShared { region, size: mem.len() });
+        }
         for request in replay {
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::new();
@@ -901,6 +934,75 @@ impl Server {
         st.generation += 1;
         inner.pid.store(link.pid, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A buffer shared with a server: the same memory mapped in both processes (see [`Server::share`]).
+///
+/// Reads and writes copy through raw pointers, so they are sound even while the library writes the
+/// same bytes from its side; coordinating who writes when (for a camera filling a frame, say) is up to
+/// the caller and the library's own protocol. Unmapped in the server when dropped.
+pub struct SharedBuffer {
+    server: Server,
+    region: u32,
+    mem: Arc<Arena>,
+}
+
+impl SharedBuffer {
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.mem.len()
+    }
+
+    /// Whether the buffer has no bytes (never: a shared buffer has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// Copies `bytes` into the buffer at `offset`.
+    pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.check(offset, bytes.len() as u64)?;
+        self.mem.write_at(offset, bytes);
+        Ok(())
+    }
+
+    /// Copies `len` bytes out of the buffer at `offset`.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check(offset, len)?;
+        Ok(self.mem.read_at(offset, len))
+    }
+
+    /// The whole buffer as a pointer argument: the library gets the server's address of this memory.
+    pub fn value(&self) -> Value {
+        Value::Shared { region: self.region, offset: 0, len: self.len() }
+    }
+
+    /// `len` bytes from `offset` as a pointer argument.
+    pub fn slice(&self, offset: u64, len: u64) -> Result<Value> {
+        self.check(offset, len)?;
+        Ok(Value::Shared { region: self.region, offset, len })
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::Unsupported(format!(
+                "{len} bytes at {offset} are outside a {}-byte shared buffer",
+                self.len()
+            ))),
+        }
+    }
+}
+
+impl Drop for SharedBuffer {
+    fn drop(&mut self) {
+        self.server.release(Request::UnmapShared { region: self.region });
+    }
+}
+
+impl fmt::Debug for SharedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBuffer").field("region", &self.region).field("len", &self.len()).finish()
     }
 }
 

@@ -345,6 +345,18 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         if let Value::Pointer(addr) = v {
             return self.write_address(*addr, out);
         }
+        if let (CType::Pointer(_) | CType::CStr | CType::WStr, Value::Shared { region, offset, len }) = (ty, v) {
+            // Already in memory the server maps: only its address is patched in.
+            let index = self.reserve();
+            let block = &mut self.data.blocks[index as usize];
+            block.len = *len;
+            block.align = 1;
+            block.arena = Some(*offset);
+            block.region = *region;
+            self.data.relocs.push(Reloc { at: loc, offset: base, block: index });
+            out.fill(0);
+            return Ok(());
+        }
         let (pointee, (index, data, len), copy_back): (&CType, _, bool) = match (ty, v) {
             (CType::CStr, Value::Str(s)) => (&CHAR, self.text_block(nul_terminated(s.as_bytes())), false),
             (CType::CStr, Value::Bytes(b)) => (&CHAR, self.text_block(nul_terminated(b)), false),
@@ -631,6 +643,10 @@ impl<'s> Reader<'_, 's> {
     fn like(&mut self, ty: &'s CType, orig: &Value, bytes: &[u8]) -> Result<Value, MarshalError> {
         match (ty, orig) {
             (_, Value::Pointer(_)) if ty.is_pointer() => self.fresh(ty, bytes),
+            (_, Value::Shared { .. }) if ty.is_pointer() => {
+                self.next += 1; // its block is the shared memory itself: nothing comes back
+                Ok(orig.clone())
+            }
             (CType::CStr | CType::WStr, _) => {
                 self.next += 1; // its block never comes back
                 Ok(orig.clone())

@@ -150,6 +150,19 @@ pub enum Request {
         /// The arena's size in bytes.
         size: u64,
     },
+    /// Map a shared buffer (region `region`, not 0) whose file descriptor the client has just sent over
+    /// the socket; pointer arguments may then point into it with nothing copied. Replies [`Reply::Done`].
+    MapShared {
+        /// The region's id, chosen by the client.
+        region: u32,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Forget a shared buffer (the memory lives on while the client keeps it). Replies [`Reply::Done`].
+    UnmapShared {
+        /// From [`Request::MapShared`].
+        region: u32,
+    },
     /// Reply [`Reply::Done`], then exit.
     Shutdown,
 }
@@ -190,9 +203,12 @@ pub struct Block {
     pub align: u32,
     /// Whether the content comes back after the call (in the reply, or in place in the arena).
     pub copy_back: bool,
-    /// `Some(offset)`: the block is at this offset of the bulk arena ([`Request::AttachArena`]), already
-    /// filled by the client; the server neither allocates nor copies it, and does not send it back.
+    /// `Some(offset)`: the block is at this offset of shared region `region` (0: the bulk arena of
+    /// [`Request::AttachArena`]; others: [`Request::MapShared`]), already filled by the client; the
+    /// server neither allocates nor copies it, and does not send it back.
     pub arena: Option<u64>,
+    /// The shared region `arena` refers to.
+    pub region: u32,
 }
 
 /// "Write the address of block `block` at `offset` inside `at`": a pointer, in the target's width.

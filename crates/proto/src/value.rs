@@ -39,6 +39,17 @@ pub enum Value {
     Union(Vec<Value>),
     /// `n` zeroed elements of a pointer's pointee type: an output buffer.
     Zeros(u32),
+    /// For a pointer argument: memory in a buffer shared with the server (region `region`, from
+    /// `offset`, `len` bytes). Passed as the server's own address of that memory: nothing is copied
+    /// either way, and the library may keep the pointer and write through it later.
+    Shared {
+        /// The shared buffer's region id.
+        region: u32,
+        /// Where in it.
+        offset: u64,
+        /// How many bytes the function may use.
+        len: u64,
+    },
 }
 
 impl Value {
@@ -160,6 +171,7 @@ impl Value {
             Value::Variant(..) => "a union member",
             Value::Union(_) => "a union",
             Value::Zeros(_) => "zeroed elements",
+            Value::Shared { .. } => "shared memory",
         }
     }
 }

@@ -22,7 +22,8 @@ pub struct Host {
     libs: Mutex<HashMap<u32, Arc<Loaded>>>,
     funcs: RwLock<HashMap<u32, Arc<Prepared>>>,
     heap: Mutex<Heap>,
-    arena: RwLock<Option<Arc<Arena>>>,
+    /// Shared regions: 0 is the bulk arena, others are buffers the client shares.
+    regions: RwLock<HashMap<u32, Arc<Arena>>>,
     fd_source: Option<FdSource>,
 }
 
@@ -124,7 +125,7 @@ impl Host {
             libs: Mutex::new(HashMap::new()),
             funcs: RwLock::new(HashMap::new()),
             heap: Mutex::new(Heap::default()),
-            arena: RwLock::new(None),
+            regions: RwLock::new(HashMap::new()),
             fd_source: None,
         }
     }
@@ -198,20 +199,29 @@ impl Host {
                 let unit = if wide { self.wchar_size() } else { 1 };
                 memory::read_string(addr, unit, max_len).map(Reply::Bytes).or_else(|e| fail(ErrorKind::BadArguments, e))
             }
-            Request::AttachArena { size } => {
-                let source = self.fd_source.as_ref().ok_or_else(|| RemoteError {
-                    kind: ErrorKind::BadArguments,
-                    message: "this connection cannot carry a shared arena".into(),
-                })?;
-                let arena = source(b"ARN1")
-                    .and_then(|fd| Arena::open(fd, size))
-                    .or_else(|e| fail(ErrorKind::BadArguments, format!("cannot map the arena: {e}")))?;
-                *self.arena.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(arena));
-                Ok(Reply::Done)
+            Request::AttachArena { size } => self.map_region(0, size, b"ARN1"),
+            Request::MapShared { region: 0, .. } => fail(ErrorKind::BadArguments, "region 0 is the bulk arena"),
+            Request::MapShared { region, size } => self.map_region(region, size, b"SHR1"),
+            Request::UnmapShared { region } => {
+                let gone = self.regions.write().unwrap_or_else(|e| e.into_inner()).remove(&region);
+                gone.map(|_| Reply::Done).ok_or_else(|| unknown("shared region", region))
             }
             Request::Shutdown => Ok(Reply::Done),
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
         }
+    }
+
+    /// Maps a region whose file descriptor the client sends over the socket with `tag`.
+    fn map_region(&self, region: u32, size: u64, tag: &[u8; 4]) -> Res<Reply> {
+        let source = self.fd_source.as_ref().ok_or_else(|| RemoteError {
+            kind: ErrorKind::BadArguments,
+            message: "this connection cannot carry shared memory".into(),
+        })?;
+        let mem = source(tag)
+            .and_then(|fd| Arena::open(fd, size))
+            .or_else(|e| fail(ErrorKind::BadArguments, format!("cannot map shared region {region}: {e}")))?;
+        self.regions.write().unwrap_or_else(|e| e.into_inner()).insert(region, Arc::new(mem));
+        Ok(Reply::Done)
     }
 
     fn wchar_size(&self) -> usize {
@@ -304,11 +314,14 @@ impl Host {
             return Err(bad(format!("{back} bytes to copy back are more than one reply can carry ({MAX_BLOCK})")));
         }
         // The memory pointer arguments point to, zeroed, then filled with what the client sent.
-        let arena = read(&self.arena).clone();
+        // Shared regions used by this call stay mapped until it is over, even if unmapped meanwhile.
+        let mut keep: Vec<Arc<Arena>> = Vec::new();
         let mut blocks = Vec::with_capacity(call.blocks.len());
         for (i, b) in call.blocks.iter().enumerate() {
             if let Some(off) = b.arena {
-                let a = arena.as_ref().ok_or_else(|| bad(format!("block {i} is in an arena, but none is attached")))?;
+                let a = read(&self.regions).get(&b.region).cloned();
+                let a =
+                    a.ok_or_else(|| bad(format!("block {i} is in shared region {}, which is not mapped", b.region)))?;
                 let fits = off.checked_add(b.len).is_some_and(|end| end <= a.len());
                 if !fits || !b.align.is_power_of_two() || off % u64::from(b.align) != 0 {
                     return Err(bad(format!("block {i}: {} bytes at arena offset {off} do not fit or align", b.len)));
@@ -316,6 +329,7 @@ impl Host {
                 // SAFETY: offset and length are inside the arena's mapping (checked just above).
                 let ptr = unsafe { a.as_ptr().add(off as usize) };
                 blocks.push(BlockMem::Shared { ptr, len: b.len as usize });
+                keep.push(a);
                 continue;
             }
             if b.len > MAX_BLOCK || !b.align.is_power_of_two() || b.align > 4096 {
@@ -333,9 +347,8 @@ impl Host {
         }
         SCRATCH.with(|scratch| {
             let (slots, avalues) = &mut *scratch.borrow_mut();
-            // The arena stays mapped until the call is over, even if another is attached meanwhile.
             let result = self.run(&f, call, blocks, slots, avalues);
-            drop(arena);
+            drop(keep);
             result
         })
     }

@@ -281,6 +281,25 @@ impl Arena {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(o), l) }
     }
 
+    /// Copies `bytes` into the arena at `offset`, through raw pointers: the other process may be
+    /// reading or writing the same bytes (a library keeping a pointer into a shared buffer), and no
+    /// Rust reference to racing memory is ever made. Panics when out of range.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) {
+        let (o, l) = self.range(offset, bytes.len() as u64);
+        // SAFETY: the range is inside the mapping (checked); a plain byte copy between our buffer and
+        // the mapping, whatever the peer does meanwhile (bytes may tear, memory stays valid).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(o), l) }
+    }
+
+    /// Copies `len` bytes out of the arena at `offset`, like [`Arena::write_at`]. Panics when out of range.
+    pub fn read_at(&self, offset: u64, len: u64) -> Vec<u8> {
+        let (o, l) = self.range(offset, len);
+        let mut out = vec![0u8; l];
+        // SAFETY: as in write_at.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(o), out.as_mut_ptr(), l) };
+        out
+    }
+
     fn range(&self, offset: u64, len: u64) -> (usize, usize) {
         let end = offset.checked_add(len).expect("arena range overflows");
         assert!(end <= self.map.len() as u64, "arena range {offset}+{len} beyond {} bytes", self.map.len());
