@@ -8,6 +8,7 @@ mod library;
 mod locate;
 mod process;
 mod server;
+pub mod shared;
 
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -342,7 +343,8 @@ struct Registry {
     next_handle: u32,
     libs: BTreeMap<u32, String>,
     funcs: BTreeMap<u32, (u32, String, Signature)>,
-    shared: BTreeMap<u32, Arc<Arena>>,
+    /// Shared regions: a duplicate of each one's descriptor and its size.
+    shared: BTreeMap<u32, (Arc<OwnedFd>, u64)>,
 }
 
 #[derive(Clone)]
@@ -580,15 +582,30 @@ impl Server {
         if len == 0 || len > ARENA_MAX {
             return Err(Error::Unsupported(format!("a shared buffer of {len} bytes (1 to {ARENA_MAX})")));
         }
+        drop(sock);
         let mem = Arc::new(Arena::create(len).map_err(Error::Io)?);
+        let region = self.map_fd(mem.fd(), len)?;
+        Ok(SharedBuffer { server: self.clone(), region, mem })
+    }
+
+    /// Maps the memory behind `fd` (`size` bytes) in the server as a shared region; returns its id.
+    pub(crate) fn map_fd(&self, fd: &OwnedFd, size: u64) -> Result<u32> {
+        let sock = lock(&self.inner.fd_sock).as_ref().and_then(|s| s.try_clone().ok());
+        let sock = sock.ok_or_else(|| Error::Unsupported("shared memory needs the shared-memory transport".into()))?;
+        let dup = Arc::new(fd.try_clone().map_err(Error::Io)?);
         let region = self.next_handle();
-        bitbridge_shm::send_fd(&sock, mem.fd(), b"SHR1").map_err(Error::Io)?;
-        match self.request(Request::MapShared { region, size: len }, None)? {
+        bitbridge_shm::send_fd(&sock, &dup, b"SHR1").map_err(Error::Io)?;
+        match self.request(Request::MapShared { region, size }, None)? {
             Reply::Done => {}
             other => return Err(unexpected(&other)),
         }
-        lock(&self.inner.registry).shared.insert(region, mem.clone());
-        Ok(SharedBuffer { server: self.clone(), region, mem })
+        lock(&self.inner.registry).shared.insert(region, (dup, size));
+        Ok(region)
+    }
+
+    /// Unmaps a region mapped with `map_fd`.
+    pub(crate) fn unmap(&self, region: u32) {
+        self.release(Request::UnmapShared { region });
     }
 
     /// Shuts the server down and returns how it ended and what it printed. Every handle to it fails
@@ -899,14 +916,14 @@ impl Server {
             libs.chain(funcs).collect()
         };
         link.recv.set_recv_timeout(Some(opts.startup_timeout)).map_err(Error::from_frame)?;
-        let shared: Vec<(u32, Arc<Arena>)> =
-            lock(&inner.registry).shared.iter().map(|(r, m)| (*r, m.clone())).collect();
-        for (region, mem) in shared {
-            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, mem.fd(), b"SHR1"));
+        let shared: Vec<(u32, Arc<OwnedFd>, u64)> =
+            lock(&inner.registry).shared.iter().map(|(r, (fd, size))| (*r, fd.clone(), *size)).collect();
+        for (region, fd, size) in shared {
+            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, &fd, b"SHR1"));
             if !matches!(sent, Some(Ok(()))) {
                 return Err(Error::Handshake("cannot share the shared buffers with the restarted server".into()));
             }
-            replay.push(Request::MapShared { region, size: mem.len() });
+            replay.push(Request::MapShared { region, size });
         }
         for request in replay {
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -996,7 +1013,7 @@ impl SharedBuffer {
 
 impl Drop for SharedBuffer {
     fn drop(&mut self) {
-        self.server.release(Request::UnmapShared { region: self.region });
+        self.server.unmap(self.region);
     }
 }
 

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod object;
+
 use bitbridge_proto::{FrameError, Transport};
 use memmap2::MmapRaw;
 use rustix::net::{
