@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitbridge_proto::{Arch, ErrorKind, RemoteError, Reply, Request, Signature, Value};
+use bitbridge_proto::{Arch, CType, ErrorKind, RemoteError, Reply, Request, Signature, Value};
 
 use crate::detect::{find_by_name, inspect};
 use crate::error::{Error, Result};
@@ -204,6 +204,9 @@ pub struct Outcome {
     pub ret: Value,
     /// Per argument: its value after the call, for `Out`/`InOut` pointer arguments; `None` for others.
     pub outs: Vec<Option<Value>>,
+    /// `errno` right after the call, for functions declared with [`Signature::errno`] (ctypes'
+    /// `use_errno` and `get_errno()`).
+    pub errno: Option<i32>,
 }
 
 impl Outcome {
@@ -228,8 +231,15 @@ impl Function {
         self.call_with(args, Some(timeout))
     }
 
+    /// Calls a variadic function (declared with [`Signature::variadic`]): `args` for the fixed
+    /// parameters, then each variadic argument with its type. C's default argument promotions apply to
+    /// variadic arguments, so `float`, `char`, `short` and `bool` are refused: pass `double` or `int`.
+    pub fn call_variadic(&self, args: &[Value], variadic: &[(CType, Value)]) -> Result<Outcome> {
+        self.lib.server.call(self.id, &self.name, &self.sig, args, variadic, None)
+    }
+
     fn call_with(&self, args: &[Value], timeout: Option<Duration>) -> Result<Outcome> {
-        self.lib.server.call(self.id, &self.name, &self.sig, args, timeout)
+        self.lib.server.call(self.id, &self.name, &self.sig, args, &[], timeout)
     }
 
     /// The function's name.

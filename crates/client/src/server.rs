@@ -642,6 +642,42 @@ impl Server {
         name: &str,
         sig: &Signature,
         args: &[Value],
+        extra: &[(CType, Value)],
+        timeout: Option<Duration>,
+    ) -> Result<Outcome> {
+        if !extra.is_empty() || sig.variadic {
+            if !sig.variadic {
+                return Err(Error::Signature { function: name.to_owned(), message: "not declared variadic".into() });
+            }
+            for (i, (ty, _)) in extra.iter().enumerate() {
+                if let Some(p) = ty.promoted() {
+                    return Err(Error::Signature {
+                        function: name.to_owned(),
+                        message: format!(
+                            "variadic argument {} is `{ty}`, which C passes as `{p}` (default argument promotions): declare it so",
+                            sig.params.len() + i + 1
+                        ),
+                    });
+                }
+            }
+            let mut full = sig.clone();
+            full.params
+                .extend(extra.iter().map(|(ty, _)| bitbridge_proto::Param { ty: ty.clone(), dir: Default::default() }));
+            let mut values = args.to_vec();
+            values.extend(extra.iter().map(|(_, v)| v.clone()));
+            let types: Vec<CType> = extra.iter().map(|(t, _)| t.clone()).collect();
+            return self.call_prepared(func, name, &full, &values, types, timeout);
+        }
+        self.call_prepared(func, name, sig, args, Vec::new(), timeout)
+    }
+
+    fn call_prepared(
+        &self,
+        func: u32,
+        name: &str,
+        sig: &Signature,
+        args: &[Value],
+        variadic: Vec<CType>,
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
         let target = self.target();
@@ -650,6 +686,7 @@ impl Server {
         let arg_err = |source| Error::Argument { function: name.to_owned(), source: Box::new(source) };
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
         let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
+        call.variadic = variadic;
         let big: Vec<usize> = (0..call.blocks.len())
             .filter(|&i| call.blocks[i].len >= threshold && call.blocks[i].arena.is_none())
             .collect();
@@ -658,8 +695,9 @@ impl Server {
                 Reply::Returned(r) => r,
                 other => return Err(unexpected(&other)),
             };
+            let errno = returned.errno;
             let (ret, outs) = decode_returned(&target, sig, args, &plan, returned).map_err(res_err)?;
-            return Ok(Outcome { ret, outs });
+            return Ok(Outcome { ret, outs, errno });
         }
         // Restart first if needed, so the arena is attached to the server the call goes to.
         self.ensure_running()?;
@@ -710,7 +748,7 @@ impl Server {
             .collect();
         let (ret, outs) = decode_results(&target, sig, args, &plan, &returned.value, returned.string.clone(), &views)
             .map_err(res_err)?;
-        Ok(Outcome { ret, outs })
+        Ok(Outcome { ret, outs, errno: returned.errno })
     }
 
     /// The arena, at least `needed` bytes and attached to the current server.

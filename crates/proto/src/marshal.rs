@@ -865,7 +865,7 @@ mod tests {
             let mut outer = data.blocks[0].data.clone();
             outer[..4].copy_from_slice(&3i32.to_le_bytes());
             let inner = [5.0f64.to_le_bytes(), 6.0f64.to_le_bytes()].concat();
-            let returned = Returned { value: vec![], string: None, blocks: vec![outer, inner] };
+            let returned = Returned { value: vec![], string: None, blocks: vec![outer, inner], errno: None };
             let (ret, outs) = decode_returned(&target, &sig, &v, &plan, returned).unwrap();
             assert_eq!(ret, Value::Void);
             assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);

@@ -8,7 +8,7 @@
 use bincode::{Decode, Encode};
 
 use crate::target::{Arch, Os};
-use crate::types::Signature;
+use crate::types::{CType, Signature};
 
 /// The protocol version; a server and client of different versions refuse each other at the handshake.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -170,6 +170,8 @@ pub enum Request {
 /// The arguments of one call, already laid out for the server's target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct CallData {
+    /// The types of the variadic arguments, after the fixed ones, for a variadic function.
+    pub variadic: Vec<CType>,
     /// The arguments' bytes, each in a slot of its own (see [`arg_slots`]).
     pub args: Vec<u8>,
     /// Memory that pointer arguments point to, allocated by the server for the duration of the call.
@@ -256,6 +258,8 @@ pub struct Returned {
     /// The content after the call of every block with `copy_back` that is not in the arena, in block
     /// order.
     pub blocks: Vec<Vec<u8>>,
+    /// `errno` right after the call, for functions declared with `use_errno`.
+    pub errno: Option<i32>,
 }
 
 /// An error the server reports; the connection stays usable.

@@ -157,12 +157,28 @@ pub struct Signature {
     pub params: Vec<Param>,
     /// The calling convention.
     pub conv: CallConv,
+    /// Read `errno` right after each call and return it (ctypes' `use_errno`); it is set to 0 before.
+    pub use_errno: bool,
+    /// The function takes more arguments after `params` (`...`), whose types are given per call.
+    pub variadic: bool,
 }
 
 impl Signature {
     /// A `cdecl` function returning `ret` and taking no parameters yet.
     pub fn new(ret: CType) -> Self {
-        Signature { ret, params: Vec::new(), conv: CallConv::Cdecl }
+        Signature { ret, params: Vec::new(), conv: CallConv::Cdecl, use_errno: false, variadic: false }
+    }
+
+    /// Captures `errno` after every call (ctypes' `use_errno=True`): see `Outcome::errno` in the client.
+    pub fn errno(mut self) -> Self {
+        self.use_errno = true;
+        self
+    }
+
+    /// Declares the function variadic: `params` are the fixed parameters, the rest are typed per call.
+    pub fn variadic(mut self) -> Self {
+        self.variadic = true;
+        self
     }
 
     /// Adds a parameter passed by value (or a pointer whose memory is only read: [`Direction::In`]).
@@ -284,6 +300,17 @@ impl CType {
         }
     }
 
+    /// The type C passes in its place among variadic arguments (the default argument promotions), if it
+    /// differs: `float` becomes `double`; `bool`, `char`, `short` and their kin become `int`.
+    pub fn promoted(&self) -> Option<CType> {
+        use CType::*;
+        match self {
+            Float => Some(Double),
+            Bool | Char | SChar | UChar | Short | UShort | I8 | U8 | I16 | U16 => Some(Int),
+            _ => None,
+        }
+    }
+
     /// True for byte-sized element types, whose arrays and buffers travel as [`Value::Bytes`](crate::Value).
     pub fn is_byte(&self) -> bool {
         matches!(self, CType::Char | CType::SChar | CType::UChar | CType::I8 | CType::U8)
@@ -377,6 +404,9 @@ impl fmt::Display for Signature {
                 f.write_str(", ")?;
             }
             write!(f, "{}", p.ty)?;
+        }
+        if self.variadic {
+            f.write_str(if self.params.is_empty() { "..." } else { ", ..." })?;
         }
         f.write_str(")")
     }

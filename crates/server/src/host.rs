@@ -24,8 +24,13 @@ pub struct Host {
     heap: Mutex<Heap>,
     /// Shared regions: 0 is the bulk arena, others are buffers the client shares.
     regions: RwLock<HashMap<u32, Arc<Arena>>>,
+    /// Prepared calls of variadic functions, per function and variadic argument types.
+    variadic: Mutex<VariadicCache>,
     fd_source: Option<FdSource>,
 }
+
+/// Prepared calls of variadic functions, keyed by function handle and variadic argument types.
+type VariadicCache = HashMap<(u32, Vec<CType>), Arc<Prepared>>;
 
 /// Where the host gets file descriptors the client sends (the arena's), read from the socket.
 pub type FdSource = Box<dyn Fn(&[u8; 4]) -> std::io::Result<std::os::fd::OwnedFd> + Send + Sync>;
@@ -75,7 +80,7 @@ struct Loaded {
 
 struct Prepared {
     /// Keeps the library mapped while a call may still run, even if it is unloaded meanwhile.
-    _lib: Arc<Loaded>,
+    lib: Arc<Loaded>,
     cif: Cif,
     code: CodePtr,
     sig: Signature,
@@ -126,6 +131,7 @@ impl Host {
             funcs: RwLock::new(HashMap::new()),
             heap: Mutex::new(Heap::default()),
             regions: RwLock::new(HashMap::new()),
+            variadic: Mutex::new(HashMap::new()),
             fd_source: None,
         }
     }
@@ -267,37 +273,74 @@ impl Host {
         }
         let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
         let addr = Self::address_of(&loaded, symbol)?;
-        let bad = |m: String| RemoteError { kind: ErrorKind::BadSignature, message: format!("`{symbol}`: {m}") };
+        let code = CodePtr::from_ptr(addr as usize as *const c_void);
+        let prepared = self
+            .build(loaded, code, sig, None)
+            .map_err(|m| RemoteError { kind: ErrorKind::BadSignature, message: format!("`{symbol}`: {m}") })?;
+        let prepared = Arc::new(prepared);
+        self.funcs.write().unwrap_or_else(|e| e.into_inner()).insert(id, prepared);
+        Ok(Reply::Address(addr))
+    }
+
+    /// Describes a call of `sig` to libffi; with `variadic`, the arguments after the fixed ones.
+    fn build(
+        &self,
+        lib: Arc<Loaded>,
+        code: CodePtr,
+        mut sig: Signature,
+        variadic: Option<&[CType]>,
+    ) -> Result<Prepared, String> {
+        let fixed = sig.params.len();
+        if let Some(extra) = variadic {
+            sig.params.extend(extra.iter().map(|t| bitbridge_proto::Param { ty: t.clone(), dir: Default::default() }));
+        }
         let mut args = Vec::with_capacity(sig.params.len());
         let mut arg_sizes = Vec::with_capacity(sig.params.len());
         for (i, p) in sig.params.iter().enumerate() {
             if p.ty == CType::Void {
-                return Err(bad(format!("parameter {} is `void`", i + 1)));
+                return Err(format!("parameter {} is `void`", i + 1));
             }
-            args.push(ffi_type(&self.target, &p.ty).map_err(|m| bad(format!("parameter {}: {m}", i + 1)))?);
-            arg_sizes.push(self.target.layout(&p.ty).map_err(|e| bad(e.to_string()))?.size as usize);
+            args.push(ffi_type(&self.target, &p.ty).map_err(|m| format!("parameter {}: {m}", i + 1))?);
+            arg_sizes.push(self.target.layout(&p.ty).map_err(|e| e.to_string())?.size as usize);
         }
-        let ret = ffi_type(&self.target, &sig.ret).map_err(|m| bad(format!("return type: {m}")))?;
+        let ret = ffi_type(&self.target, &sig.ret).map_err(|m| format!("return type: {m}"))?;
         let ret_size = match sig.ret {
             CType::Void => 0,
-            ref t => self.target.layout(t).map_err(|e| bad(e.to_string()))?.size as usize,
+            ref t => self.target.layout(t).map_err(|e| e.to_string())?.size as usize,
         };
-        let abi = abi(&self.target, sig.conv).map_err(bad)?;
-        let cif =
-            Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused the signature: {e:?}")))?;
-        check_layouts(&cif, &arg_sizes, ret_size).map_err(bad)?;
-        let code = CodePtr::from_ptr(addr as usize as *const c_void);
+        let abi = abi(&self.target, sig.conv)?;
+        let cif = if sig.variadic {
+            Cif::try_new_variadic_with_abi(args, fixed, ret, abi)
+        } else {
+            Cif::try_new_with_abi(args, ret, abi)
+        };
+        let cif = cif.map_err(|e| format!("libffi refused the signature: {e:?}"))?;
+        check_layouts(&cif, &arg_sizes, ret_size)?;
         let (offsets, args_len) = bitbridge_proto::msg::arg_slots(arg_sizes.iter().map(|&s| s as u64));
         let arg_offsets = offsets.into_iter().map(|o| o as usize).collect();
-        let args_len = args_len as usize;
-        let prepared = Arc::new(Prepared { _lib: loaded, cif, code, sig, arg_sizes, arg_offsets, args_len, ret_size });
-        self.funcs.write().unwrap_or_else(|e| e.into_inner()).insert(id, prepared);
-        Ok(Reply::Address(addr))
+        Ok(Prepared { lib, cif, code, sig, arg_sizes, arg_offsets, args_len: args_len as usize, ret_size })
+    }
+
+    /// The description of a variadic function's call with these variadic argument types (cached).
+    fn variadic_call(&self, func: u32, f: &Prepared, types: &[CType]) -> Res<Arc<Prepared>> {
+        let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
+        if !f.sig.variadic {
+            return Err(bad(format!("`{}` is not declared variadic", f.sig)));
+        }
+        let key = (func, types.to_vec());
+        if let Some(p) = lock(&self.variadic).get(&key) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(self.build(f.lib.clone(), f.code, f.sig.clone(), Some(types)).map_err(bad)?);
+        lock(&self.variadic).insert(key, p.clone());
+        Ok(p)
     }
 
     fn call(&self, func: u32, call: CallData) -> Res<Returned> {
         let f = self.funcs.read().unwrap_or_else(|e| e.into_inner()).get(&func).cloned();
         let f = f.ok_or_else(|| unknown("function", func))?;
+        let f =
+            if f.sig.variadic || !call.variadic.is_empty() { self.variadic_call(func, &f, &call.variadic)? } else { f };
         let bad = |m: String| RemoteError { kind: ErrorKind::BadArguments, message: m };
         if call.args.len() != f.args_len {
             return Err(bad(format!(
@@ -405,6 +448,9 @@ impl Host {
             large.resize(f.ret_size.div_ceil(16), 0u128);
             &mut large
         };
+        if f.sig.use_errno {
+            set_errno(0);
+        }
         // SAFETY: the cif was prepared from the client's signature for this very function; each argument
         // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
         // point into live blocks, and the return buffer is larger than the return type. Whether the
@@ -418,6 +464,8 @@ impl Host {
             );
         }
 
+        // Before anything else can touch errno.
+        let errno = f.sig.use_errno.then(get_errno);
         let value = as_bytes_mut(ret)[..f.ret_size].to_vec();
         let string = match f.sig.ret {
             CType::CStr | CType::WStr => {
@@ -439,7 +487,7 @@ impl Host {
                 back.push(buf.bytes_mut(b.len as usize).to_vec());
             }
         }
-        Ok(Returned { value, string, blocks: back })
+        Ok(Returned { value, string, blocks: back, errno })
     }
 
     /// Serves requests until the client shuts the server down or goes away, answering each in order on
@@ -583,6 +631,16 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn unexpected_reply(id: u64) -> Frame {
     protocol_error(id, format!("unexpected reply {id}: no request is pending"))
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's lifetime.
+    unsafe { *libc::__errno_location() = v }
+}
+
+fn get_errno() -> i32 {
+    // SAFETY: as in set_errno.
+    unsafe { *libc::__errno_location() }
 }
 
 fn protocol_error(id: u64, message: String) -> Frame {
