@@ -211,3 +211,28 @@ fn concurrent_workers_let_one_call_release_another() {
     assert!(matches!(waiter.join().unwrap(), Err(Error::Timeout { .. })));
     assert!(released.is_err(), "the release was queued behind the blocked call and died with the server");
 }
+
+#[test]
+fn a_call_timeout_also_bounds_waiting_to_send() {
+    let _check = no_server_left();
+    let lib = Backend::Server32.open("edge");
+    let block = Arc::new(lib.function("block_until_released", int_fn()).unwrap());
+    let sleep = Arc::new(lib.function("sleep_us", int_fn().arg(CType::Int)).unwrap());
+    // The single server thread is busy; a second request fills the mailbox; a third must still time out.
+    let a = {
+        let block = block.clone();
+        std::thread::spawn(move || block.call(&[]))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let b = {
+        let sleep = sleep.clone();
+        std::thread::spawn(move || sleep.call(&[1.into()]))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    let e = sleep.call_timeout(&[1.into()], Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(a.join().unwrap().is_err());
+    assert!(b.join().unwrap().is_err());
+}

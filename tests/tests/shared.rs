@@ -59,3 +59,36 @@ fn shared_buffers_need_the_shared_memory_transport() {
     let lib = Backend::Server32Socket.open("edge");
     assert!(matches!(lib.server().share(16), Err(Error::Unsupported(_))));
 }
+
+#[test]
+fn concurrent_shares_each_map_their_own_memory() {
+    let _check = no_server_left();
+    for workers in [1, 4] {
+        let opts = bitbridge::ServerOptions::new().concurrent(workers);
+        let lib = bitbridge::LibraryOptions::new(bitbridge_tests::fixture("ctest", bitbridge_tests::Bits::B32))
+            .server(opts)
+            .open()
+            .unwrap();
+        bitbridge_tests::track(lib.server());
+        let sum = std::sync::Arc::new(
+            lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap(),
+        );
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (sum, server) = (sum.clone(), lib.server().clone());
+                std::thread::spawn(move || {
+                    for i in 0..100u32 {
+                        let marker = f64::from(t * 100_000 + i);
+                        let buf = server.share(8).unwrap();
+                        buf.write(0, &marker.to_le_bytes()).unwrap();
+                        let got = sum.call(&[buf.value(), 1.into()]).unwrap().ret;
+                        assert_eq!(got, Value::Float(marker), "thread {t}, round {i}: another thread's buffer");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}

@@ -116,6 +116,10 @@ pub(crate) fn spawn(path: &Path, env: &[(OsString, OsString)]) -> Result<(Server
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("BITBRIDGE_PARENT_PID", std::process::id().to_string());
+    // Only what this client sets: a stray BITBRIDGE_WORKERS could run a library on several threads.
+    for k in ["BITBRIDGE_SHM", "BITBRIDGE_SPIN_US", "BITBRIDGE_WORKERS"] {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

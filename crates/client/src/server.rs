@@ -290,6 +290,8 @@ struct Inner {
     wake: Condvar,
     registry: Mutex<Registry>,
     fd_sock: Mutex<Option<UnixStream>>,
+    /// Held for each descriptor transfer (descriptor, then the request that takes it).
+    fd_lock: Mutex<()>,
     /// The bulk arena and the connection generation it was attached on.
     arena: Mutex<Option<(u64, Arena)>>,
 }
@@ -324,6 +326,10 @@ impl Transport for SocketTransport {
         // A zero timeout means "none" to the OS: never ask for one.
         let t = timeout.map(|t| t.max(Duration::from_micros(1)));
         self.0.get_ref().set_read_timeout(t).map_err(FrameError::Io)
+    }
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
+        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
+        self.0.get_ref().set_write_timeout(t).map_err(FrameError::Io)
     }
 }
 
@@ -436,6 +442,7 @@ impl Server {
                 wake: Condvar::new(),
                 registry: Mutex::new(Registry::default()),
                 fd_sock: Mutex::new(link.fd_sock),
+                fd_lock: Mutex::new(()),
                 arena: Mutex::new(None),
             }),
         }
@@ -590,17 +597,34 @@ impl Server {
 
     /// Maps the memory behind `fd` (`size` bytes) in the server as a shared region; returns its id.
     pub(crate) fn map_fd(&self, fd: &OwnedFd, size: u64) -> Result<u32> {
-        let sock = lock(&self.inner.fd_sock).as_ref().and_then(|s| s.try_clone().ok());
-        let sock = sock.ok_or_else(|| Error::Unsupported("shared memory needs the shared-memory transport".into()))?;
         let dup = Arc::new(fd.try_clone().map_err(Error::Io)?);
         let region = self.next_handle();
-        bitbridge_shm::send_fd(&sock, &dup, b"SHR1").map_err(Error::Io)?;
-        match self.request(Request::MapShared { region, size }, None)? {
-            Reply::Done => {}
-            other => return Err(unexpected(&other)),
-        }
+        self.transfer_fd(&dup, b"SHR1", region, Request::MapShared { region, size })?;
         lock(&self.inner.registry).shared.insert(region, (dup, size));
         Ok(region)
+    }
+
+    /// Sends `fd` over the socket, then `request`, which makes the server take it: one transfer at a
+    /// time (so descriptors and requests pair up even with concurrent callers and server workers), and
+    /// to the server the descriptor went to (no restart in between).
+    fn transfer_fd(&self, fd: &OwnedFd, tag: &[u8; 4], id: u32, request: Request) -> Result<()> {
+        self.ensure_running()?;
+        let _one = lock(&self.inner.fd_lock);
+        {
+            let sock = lock(&self.inner.fd_sock);
+            let sock = sock
+                .as_ref()
+                .ok_or_else(|| Error::Unsupported("shared memory needs the shared-memory transport".into()))?;
+            if let Err(e) = bitbridge_shm::send_fd(sock, fd, tag, id) {
+                // The server is gone (EPIPE): report its death rather than the socket's error.
+                let mut st = lock(&self.inner.state);
+                return Err(self.fail(&mut st, FrameError::Io(e)));
+            }
+        }
+        match self.request_on(request, None, false)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Unmaps a region mapped with `map_fd`.
@@ -762,15 +786,7 @@ impl Server {
             let old = guard.as_ref().filter(|(g, _)| *g == generation).map_or(0, |(_, a)| a.len());
             let size = needed.max(old * 2).max(8 << 20).next_multiple_of(1 << 20).min(ARENA_MAX);
             let arena = Arena::create(size).map_err(Error::Io)?;
-            {
-                let sock = lock(&self.inner.fd_sock);
-                let sock = sock.as_ref().ok_or_else(|| Error::Protocol("no socket to send the arena on".into()))?;
-                bitbridge_shm::send_fd(sock, arena.fd(), b"ARN1").map_err(Error::Io)?;
-            }
-            match self.request(Request::AttachArena { size }, None)? {
-                Reply::Done => {}
-                other => return Err(unexpected(&other)),
-            }
+            self.transfer_fd(arena.fd(), b"ARN1", 0, Request::AttachArena { size })?;
             *guard = Some((generation, arena));
         }
         Ok(&mut guard.as_mut().expect("attached above").1)
@@ -778,8 +794,18 @@ impl Server {
 
     /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
     pub(crate) fn request(&self, req: Request, timeout: Option<Duration>) -> Result<Reply> {
+        self.request_on(req, timeout, true)
+    }
+
+    /// Sends a request; `restart`: a dead server may be restarted first (when allowed) rather than
+    /// failing the request.
+    fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool) -> Result<Reply> {
         let inner = &*self.inner;
-        self.ensure_running()?;
+        if restart {
+            self.ensure_running()?;
+        } else if let Some(d) = &lock(&inner.state).dead {
+            return Err(d.error(self.pid()));
+        }
         // After a restart, so starting a server never counts against the call.
         let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -800,11 +826,18 @@ impl Server {
                 lock(&inner.state).pending.remove(&id);
                 return Err(Error::MessageTooLarge { size, max: DEFAULT_MAX_FRAME });
             }
-            transport.send(out)
+            // Waiting for room counts against the call's time too (a busy server's mailbox may be full).
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_micros(1)));
+            transport.set_send_timeout(left).and_then(|()| transport.send(out))
         };
         if let Err(e) = sent {
             let mut st = lock(&inner.state);
             st.pending.remove(&id);
+            if matches!(e, FrameError::TimedOut) {
+                // As for a reply that does not come: the server's state is unknown, end it.
+                self.bury(&mut st, Duration::ZERO);
+                return Err(Error::Timeout { pid: self.pid() });
+            }
             return Err(self.fail(&mut st, e));
         }
         self.wait(id, generation, deadline)
@@ -957,7 +990,7 @@ impl Server {
         let shared: Vec<(u32, Arc<OwnedFd>, u64)> =
             lock(&inner.registry).shared.iter().map(|(r, (fd, size))| (*r, fd.clone(), *size)).collect();
         for (region, fd, size) in shared {
-            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, &fd, b"SHR1"));
+            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, &fd, b"SHR1", region));
             if !matches!(sent, Some(Ok(()))) {
                 return Err(Error::Handshake("cannot share the shared buffers with the restarted server".into()));
             }

@@ -54,6 +54,12 @@ pub trait Transport: Send {
         let _ = timeout;
         Ok(())
     }
+    /// Limits how long [`Transport::send`] may wait for room (`None`: forever). Transports that cannot
+    /// time out ignore it.
+    fn set_send_timeout(&mut self, timeout: Option<std::time::Duration>) -> Result<(), FrameError> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 /// Length-prefixed frames over a byte stream.

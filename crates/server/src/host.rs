@@ -33,7 +33,7 @@ pub struct Host {
 type VariadicCache = HashMap<(u32, Vec<CType>), Arc<Prepared>>;
 
 /// Where the host gets file descriptors the client sends (the arena's), read from the socket.
-pub type FdSource = Box<dyn Fn(&[u8; 4]) -> std::io::Result<std::os::fd::OwnedFd> + Send + Sync>;
+pub type FdSource = Box<dyn Fn(&[u8; 4], u32) -> std::io::Result<std::os::fd::OwnedFd> + Send + Sync>;
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,7 +223,7 @@ impl Host {
             kind: ErrorKind::BadArguments,
             message: "this connection cannot carry shared memory".into(),
         })?;
-        let mem = source(tag)
+        let mem = source(tag, region)
             .and_then(|fd| Arena::open(fd, size))
             .or_else(|e| fail(ErrorKind::BadArguments, format!("cannot map shared region {region}: {e}")))?;
         self.regions.write().unwrap_or_else(|e| e.into_inner()).insert(region, Arc::new(mem));
@@ -591,11 +591,16 @@ impl Host {
             let frame = {
                 let mut r = lock(recv);
                 let (transport, buf) = &mut *r;
-                match transport.recv(buf) {
+                let frame = match transport.recv(buf) {
                     Ok(()) => msg::decode::<Frame>(buf),
                     Err(FrameError::Closed) => return Ok(()),
                     Err(e) => return Err(e),
+                };
+                // Counted before the next worker can read a Shutdown behind it.
+                if matches!(&frame, Ok(Frame::Request { request, .. }) if !matches!(request, Request::Shutdown)) {
+                    in_flight.fetch_add(1, SeqCst);
                 }
+                frame
             };
             match frame {
                 Ok(Frame::Request { id, request: Request::Shutdown }) => {
@@ -606,7 +611,6 @@ impl Host {
                     return reply(&Frame::Reply { id, reply: Ok(Reply::Done) });
                 }
                 Ok(Frame::Request { id, request }) => {
-                    in_flight.fetch_add(1, SeqCst);
                     let answer = Frame::Reply { id, reply: self.handle(request) };
                     let sent = reply(&answer);
                     in_flight.fetch_sub(1, SeqCst);

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     let workers: usize = std::env::var("BITBRIDGE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
-    let shm = std::env::var_os("BITBRIDGE_SHM").is_some();
+    let shm = std::env::var("BITBRIDGE_SHM").is_ok_and(|v| v == "1");
     let spin = std::env::var("BITBRIDGE_SPIN_US")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -68,7 +68,9 @@ fn main() -> ExitCode {
     // process, whose death the client reports as an error.
     let mut host = unsafe { Host::new() };
     if let Some(sock) = fd_socket {
-        host.set_fd_source(Box::new(move |tag| bitbridge_shm::recv_fd(&sock, tag)));
+        // Bounded: a descriptor announced by a request arrives right before it, or something is wrong.
+        let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        host.set_fd_source(Box::new(move |tag, id| bitbridge_shm::recv_fd(&sock, tag, id)));
     }
     let served = if workers > 1 {
         std::sync::Arc::new(host).serve_concurrent(transport, sender, workers)

@@ -140,7 +140,8 @@ impl Segment {
         if h.magic != MAGIC {
             return Err(bad("wrong magic"));
         }
-        if h.size != map.len() as u64 || DATA + 2 * capacity != map.len() {
+        let expected = capacity.checked_mul(2).and_then(|c| c.checked_add(DATA));
+        if capacity < 4096 || h.size != map.len() as u64 || expected != Some(map.len()) {
             return Err(bad("sizes do not match the mapping"));
         }
         Ok(Segment { map, fd, capacity })
@@ -176,30 +177,35 @@ impl Segment {
     }
 }
 
-/// Sends a file descriptor over the socket (`SCM_RIGHTS`) with a 4-byte tag saying what it is.
-pub fn send_fd(sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4]) -> io::Result<()> {
+/// Sends a file descriptor over the socket (`SCM_RIGHTS`) with a 4-byte tag saying what it is and
+/// the id it is for, so the receiver can check it gets the descriptor it expects.
+pub fn send_fd(sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4], id: u32) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds = [fd.as_fd()];
     control.push(SendAncillaryMessage::ScmRights(&fds));
-    rustix::net::sendmsg(sock, &[IoSlice::new(tag)], &mut control, SendFlags::empty())?;
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(tag);
+    msg[4..].copy_from_slice(&id.to_le_bytes());
+    // NOSIGNAL: a peer that died is an EPIPE error, not a SIGPIPE that kills the host program.
+    rustix::net::sendmsg(sock, &[IoSlice::new(&msg)], &mut control, SendFlags::NOSIGNAL)?;
     Ok(())
 }
 
-/// Receives a file descriptor sent with [`send_fd`], checking its tag.
-pub fn recv_fd(sock: &UnixStream, want: &[u8; 4]) -> io::Result<OwnedFd> {
+/// Receives a file descriptor sent with [`send_fd`], checking its tag and id.
+pub fn recv_fd(sock: &UnixStream, want: &[u8; 4], id: u32) -> io::Result<OwnedFd> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut tag = [0u8; 4];
-    let got = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut tag)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let mut msg = [0u8; 8];
+    let got = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut msg)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let fd = control.drain().find_map(|m| match m {
         RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
         _ => None,
     });
-    if got.bytes != 4 || &tag != want {
+    if got.bytes != 8 || msg[..4] != want[..] || msg[4..] != id.to_le_bytes() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("expected {:?} on the socket", String::from_utf8_lossy(want)),
+            format!("expected {:?} for {id} on the socket", String::from_utf8_lossy(want)),
         ));
     }
     fd.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no file descriptor came with the message"))
@@ -207,12 +213,12 @@ pub fn recv_fd(sock: &UnixStream, want: &[u8; 4]) -> io::Result<OwnedFd> {
 
 /// Sends the segment's memfd over the socket.
 pub fn send_segment(sock: &UnixStream, seg: &Segment) -> io::Result<()> {
-    send_fd(sock, seg.fd(), b"SHM1")
+    send_fd(sock, seg.fd(), b"SHM1", 0)
 }
 
 /// Receives a segment's memfd sent with [`send_segment`] and maps it.
 pub fn recv_segment(sock: &UnixStream) -> io::Result<Segment> {
-    Segment::open(recv_fd(sock, b"SHM1")?)
+    Segment::open(recv_fd(sock, b"SHM1", 0)?)
 }
 
 /// The bulk arena: a second shared segment where the client puts large blocks (arrays behind pointer
@@ -333,10 +339,16 @@ impl Watch {
         std::thread::Builder::new().name("bitbridge-watch".into()).spawn(move || {
             let mut b = [0u8; 64];
             // The server never writes to the socket after its greeting: a read returns only at its end.
-            while matches!(rustix::net::recv(&sock, &mut b, RecvFlags::empty()), Ok((n, _)) if n > 0) {}
+            loop {
+                match rustix::net::recv(&sock, &mut b, RecvFlags::empty()) {
+                    Ok((0, _)) => break,
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
             flag.store(true, Ordering::SeqCst);
             for dir in [Direction::ToServer, Direction::ToClient] {
-                let _ = futex::wake(&seg.control(dir).state, futex::Flags::empty(), u32::MAX);
+                let _ = futex::wake(&seg.control(dir).state, futex::Flags::empty(), i32::MAX as u32);
             }
         })?;
         Ok(Watch(gone))
@@ -357,6 +369,7 @@ pub struct ShmTransport {
     watch: Option<Watch>,
     spin: Duration,
     timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
 }
 
 impl ShmTransport {
@@ -371,6 +384,7 @@ impl ShmTransport {
             watch: Some(watch),
             spin,
             timeout: None,
+            send_timeout: None,
         }
     }
 
@@ -384,6 +398,7 @@ impl ShmTransport {
             watch: None,
             spin,
             timeout: None,
+            send_timeout: None,
         }
     }
 
@@ -442,7 +457,7 @@ impl ShmTransport {
     fn publish(ctl: &Control, state: u32) {
         ctl.state.store(state, Ordering::SeqCst);
         if ctl.sleepers.load(Ordering::SeqCst) > 0 {
-            let _ = futex::wake(&ctl.state, futex::Flags::empty(), u32::MAX);
+            let _ = futex::wake(&ctl.state, futex::Flags::empty(), i32::MAX as u32);
         }
     }
 }
@@ -451,10 +466,11 @@ impl Transport for ShmTransport {
     fn send(&mut self, frame: &[u8]) -> Result<(), FrameError> {
         let ctl = self.seg.control(self.send);
         let data = self.seg.data(self.send);
+        let deadline = self.send_timeout.map(|t| Instant::now() + t);
         let mut off = 0;
         loop {
             let n = (frame.len() - off).min(self.seg.capacity);
-            self.wait_for(ctl, EMPTY, None)?;
+            self.wait_for(ctl, EMPTY, deadline)?;
             // SAFETY: the mailbox is EMPTY, so the receiver does not read the data area until we
             // publish FULL; we are its only writer (one sender per direction at a time); n is at most
             // the capacity of the area.
@@ -501,6 +517,11 @@ impl Transport for ShmTransport {
 
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> Result<(), FrameError> {
         self.timeout = timeout;
+        Ok(())
+    }
+
+    fn set_send_timeout(&mut self, timeout: Option<Duration>) -> Result<(), FrameError> {
+        self.send_timeout = timeout;
         Ok(())
     }
 }
