@@ -546,6 +546,77 @@ pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, 
     Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")] }.fresh(ty, bytes)
 }
 
+/// Reads the arguments of a callback the server reports ([`Request::Callback`](crate::Request)):
+/// pointer arguments become the value they point to (or `NULL`), `char *` strings become text.
+pub fn decode_callback_args(target: &Target, sig: &Signature, call: &CallData) -> Result<Vec<Value>, MarshalError> {
+    let sizes: Vec<u64> = sig
+        .params
+        .iter()
+        .map(|p| target.layout(&p.ty).map(|l| l.size))
+        .collect::<Result<_, _>>()
+        .map_err(|e| MarshalError { path: "callback arguments".into(), kind: e.into() })?;
+    let (offsets, total) = crate::msg::arg_slots(sizes.iter().copied());
+    let short = |got: usize, want: u64| MarshalError {
+        path: "callback arguments".into(),
+        kind: MarshalErrorKind::Short { got, want, ty: sig.to_string() },
+    };
+    if (call.args.len() as u64) < total {
+        return Err(short(call.args.len(), total));
+    }
+    let mut out = Vec::with_capacity(sig.params.len());
+    for (i, p) in sig.params.iter().enumerate() {
+        let slot = &call.args[offsets[i] as usize..(offsets[i] + sizes[i]) as usize];
+        let block =
+            call.relocs.iter().find(|r| r.at == Loc::Arg(i as u32)).and_then(|r| call.blocks.get(r.block as usize));
+        let v = match (&p.ty, block) {
+            (CType::CStr, Some(b)) => {
+                String::from_utf8(b.data.clone()).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes()))
+            }
+            (CType::Pointer(to), Some(b)) if **to != CType::Void => decode_value(target, to, &b.data)?,
+            (ty, _) => decode_value(target, ty, slot)?,
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Lays out a callback's results for the server: the return value, and for each block with
+/// `copy_back` the new value of the argument it belongs to (which the callback may have changed).
+pub fn encode_callback_result(
+    target: &Target,
+    sig: &Signature,
+    ret: &Value,
+    args: &[Value],
+    call: &CallData,
+) -> Result<Returned, MarshalError> {
+    let value = match &sig.ret {
+        CType::Void => Vec::new(),
+        ty => encode_value(target, ty, ret).map_err(|mut e| {
+            e.path = "callback return value".into();
+            e
+        })?,
+    };
+    let mut blocks = Vec::new();
+    for (j, b) in call.blocks.iter().enumerate() {
+        if !b.copy_back {
+            continue;
+        }
+        let arg = call.relocs.iter().find(|r| r.block == j as u32).and_then(|r| match r.at {
+            Loc::Arg(i) => Some(i as usize),
+            Loc::Block(_) => None,
+        });
+        let bytes = match arg.and_then(|i| Some((sig.params.get(i)?, args.get(i)?))) {
+            Some((p, v)) => match &p.ty {
+                CType::Pointer(to) => encode_value(target, to, v)?,
+                _ => b.data.clone(),
+            },
+            None => b.data.clone(),
+        };
+        blocks.push(bytes);
+    }
+    Ok(Returned { value, string: None, blocks, errno: None })
+}
+
 /// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.
 /// Returns the return value and, per parameter, `Some(value after the call)` for those copied back.
 pub fn decode_returned(

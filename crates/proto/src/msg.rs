@@ -163,6 +163,29 @@ pub enum Request {
         /// From [`Request::MapShared`].
         region: u32,
     },
+    /// Create a C function pointer that calls back the client (a libffi closure in the server) with
+    /// signature `sig`. Replies [`Reply::Address`]: the pointer to pass to the library.
+    MakeCallback {
+        /// The callback's id, chosen by the client.
+        cb: u32,
+        /// What the library calls it with and expects back.
+        sig: Signature,
+    },
+    /// Free a callback made with [`Request::MakeCallback`]. Replies [`Reply::Done`].
+    DropCallback {
+        /// From [`Request::MakeCallback`].
+        cb: u32,
+    },
+    /// Sent by the server: the library called callback `cb`. `call` holds the arguments, and for each
+    /// non-NULL pointer argument a block with the memory it points to (the pointee type's size; a
+    /// string for `char *`), tied to its argument by a relocation. Replied to with
+    /// [`Reply::Returned`]: the return value, and the new content of blocks with `copy_back`.
+    Callback {
+        /// Which callback.
+        cb: u32,
+        /// Its arguments.
+        call: CallData,
+    },
     /// Reply [`Reply::Done`], then exit.
     Shutdown,
 }

@@ -5,8 +5,8 @@ use std::ffi::c_void;
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use bitbridge_proto::{
-    msg, CType, CallConv, CallData, ErrorKind, Frame, FrameError, Loc, RemoteError, Reply, Request, Returned,
-    Signature, Target, Transport,
+    CType, CallConv, CallData, ErrorKind, Frame, FrameError, Loc, RemoteError, Reply, Request, Returned, Signature,
+    Target, Transport,
 };
 use libffi::middle::{Cif, CodePtr};
 
@@ -15,6 +15,8 @@ use crate::memory::{self, Buffer, Heap};
 
 use bitbridge_proto::msg::MAX_BLOCK;
 use bitbridge_shm::Arena;
+
+use crate::link::{Link, Next};
 
 /// Loaded libraries and prepared functions, serving requests one at a time.
 pub struct Host {
@@ -26,6 +28,9 @@ pub struct Host {
     regions: RwLock<HashMap<u32, Arc<Arena>>>,
     /// Prepared calls of variadic functions, per function and variadic argument types.
     variadic: Mutex<VariadicCache>,
+    callbacks: Mutex<HashMap<u32, crate::callback::CallbackSlot>>,
+    /// The connection, once serving: callbacks send requests on it.
+    link: std::sync::OnceLock<Arc<Link>>,
     fd_source: Option<FdSource>,
 }
 
@@ -132,6 +137,8 @@ impl Host {
             heap: Mutex::new(Heap::default()),
             regions: RwLock::new(HashMap::new()),
             variadic: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(HashMap::new()),
+            link: std::sync::OnceLock::new(),
             fd_source: None,
         }
     }
@@ -211,6 +218,10 @@ impl Host {
             Request::UnmapShared { region } => {
                 let gone = self.regions.write().unwrap_or_else(|e| e.into_inner()).remove(&region);
                 gone.map(|_| Reply::Done).ok_or_else(|| unknown("shared region", region))
+            }
+            Request::MakeCallback { cb, sig } => self.make_callback(cb, sig),
+            Request::DropCallback { cb } => {
+                lock(&self.callbacks).remove(&cb).map(|_| Reply::Done).ok_or_else(|| unknown("callback", cb))
             }
             Request::Shutdown => Ok(Reply::Done),
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
@@ -490,151 +501,93 @@ impl Host {
         Ok(Returned { value, string, blocks: back, errno })
     }
 
-    /// Serves requests until the client shuts the server down or goes away, answering each in order on
-    /// this thread. A frame that cannot be decoded is answered with a [`ErrorKind::Protocol`] error and
-    /// ends the session: after it, nothing the peer sends can be trusted to be in step.
-    pub fn serve(&self, transport: &mut dyn Transport) -> Result<(), FrameError> {
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            match transport.recv(&mut buf) {
-                Ok(()) => {}
-                Err(FrameError::Closed) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            let (reply, stop) = match msg::decode::<Frame>(&buf) {
-                Ok(Frame::Request { id, request }) => {
-                    let stop = matches!(request, Request::Shutdown);
-                    (Frame::Reply { id, reply: self.handle(request) }, stop)
-                }
-                Ok(Frame::Reply { id, .. }) => (unexpected_reply(id), true),
-                Err(e) => (protocol_error(0, e.to_string()), true),
-            };
-            out.clear();
-            msg::encode(&reply, &mut out);
-            if let Err(FrameError::TooLarge { len, max }) = transport.send(&out) {
-                let id = match reply {
-                    Frame::Reply { id, .. } | Frame::Request { id, .. } => id,
-                };
-                let e = RemoteError {
-                    kind: ErrorKind::BadArguments,
-                    message: format!("the reply of {len} bytes exceeds the maximum frame of {max}"),
-                };
-                out.clear();
-                msg::encode(&Frame::Reply { id, reply: Err(e) }, &mut out);
-                transport.send(&out)?;
-            }
-            if stop {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Like [`Host::serve`], but runs requests on `workers` threads, so calls from several client
-    /// threads run at the same time and replies go out as they finish. For thread-safe libraries only.
-    ///
-    /// The workers take turns reading (leader/follower): the one holding the receiving end reads one
-    /// request, passes the end on and runs the request itself, so no request waits for a thread to be
-    /// woken up to run it.
-    pub fn serve_concurrent(
+    /// Serves requests from `recv`, answering on `send`, until the client shuts the server down or goes
+    /// away. With one worker, every request runs on this thread, in order (vendor libraries that need
+    /// one thread get it); with more, the workers take turns reading (see `link.rs`) so calls run at the
+    /// same time, for thread-safe libraries. A frame that cannot be decoded is answered with an
+    /// [`ErrorKind::Protocol`] error and ends the session.
+    pub fn serve(
         self: Arc<Self>,
         recv: Box<dyn Transport>,
         send: Box<dyn Transport>,
         workers: usize,
     ) -> Result<(), FrameError> {
-        let recv = Arc::new(Mutex::new((recv, Vec::new())));
-        let send = Arc::new(Mutex::new(send));
-        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let link = Arc::new(Link::new(recv, send));
+        let _ = self.link.set(link.clone());
+        if workers <= 1 {
+            return self.work(&link);
+        }
         let (done_tx, done_rx) = mpsc::channel::<Result<(), FrameError>>();
-        for i in 0..workers.max(1) {
-            let (host, recv, send, in_flight, done) =
-                (self.clone(), recv.clone(), send.clone(), in_flight.clone(), done_tx.clone());
+        for i in 0..workers {
+            let (host, link, done) = (self.clone(), link.clone(), done_tx.clone());
             std::thread::Builder::new()
                 .name(format!("bitbridge-worker-{i}"))
                 .spawn(move || {
-                    let end = host.work(&recv, &send, &in_flight);
-                    let _ = done.send(end);
+                    let _ = done.send(host.work(&link));
                 })
                 .expect("spawning a worker thread");
         }
         drop(done_tx);
-        // The first worker to see the end (Shutdown, EOF, a protocol error) ends the process's service;
-        // the others may still be blocked reading or running a call, and end with the process.
+        // The first worker to see the end (Shutdown, EOF, a protocol error) ends the service; the others
+        // may still be blocked reading, and end with the process.
         done_rx.recv().unwrap_or(Ok(()))
     }
 
-    fn work(
-        &self,
-        recv: &Mutex<(Box<dyn Transport>, Vec<u8>)>,
-        send: &Mutex<Box<dyn Transport>>,
-        in_flight: &std::sync::atomic::AtomicUsize,
-    ) -> Result<(), FrameError> {
+    fn work(&self, link: &Link) -> Result<(), FrameError> {
         use std::sync::atomic::Ordering::SeqCst;
-        let reply = |frame: &Frame| {
-            let mut out = Vec::new();
-            msg::encode(frame, &mut out);
-            match lock(send).send(&out) {
-                Err(FrameError::TooLarge { len, max }) => {
-                    let id = match frame {
-                        Frame::Reply { id, .. } | Frame::Request { id, .. } => *id,
-                    };
-                    let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
-                    let e = RemoteError { kind: ErrorKind::BadArguments, message };
-                    out.clear();
-                    msg::encode(&Frame::Reply { id, reply: Err(e) }, &mut out);
-                    lock(send).send(&out)
-                }
-                other => other,
-            }
-        };
         loop {
-            let frame = {
-                let mut r = lock(recv);
-                let (transport, buf) = &mut *r;
-                let frame = match transport.recv(buf) {
-                    Ok(()) => msg::decode::<Frame>(buf),
-                    Err(FrameError::Closed) => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                // Counted before the next worker can read a Shutdown behind it.
-                if matches!(&frame, Ok(Frame::Request { request, .. }) if !matches!(request, Request::Shutdown)) {
-                    in_flight.fetch_add(1, SeqCst);
-                }
-                frame
-            };
-            match frame {
-                Ok(Frame::Request { id, request: Request::Shutdown }) => {
+            match link.next_request() {
+                Next::Request(id, Request::Shutdown) => {
                     // Let the calls in flight finish, then answer and stop.
-                    while in_flight.load(SeqCst) > 0 {
+                    while link.in_flight.load(SeqCst) > 0 {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
-                    return reply(&Frame::Reply { id, reply: Ok(Reply::Done) });
+                    return link.send(&Frame::Reply { id, reply: Ok(Reply::Done) });
                 }
-                Ok(Frame::Request { id, request }) => {
-                    let answer = Frame::Reply { id, reply: self.handle(request) };
-                    let sent = reply(&answer);
-                    in_flight.fetch_sub(1, SeqCst);
-                    sent?;
-                }
-                Ok(Frame::Reply { id, .. }) => {
-                    let _ = reply(&unexpected_reply(id));
-                    return Ok(());
-                }
-                Err(e) => {
-                    let _ = reply(&protocol_error(0, e.to_string()));
-                    return Ok(());
-                }
+                Next::Request(id, request) => link.answer(id, self.handle(request))?,
+                Next::Stop(end) => return end,
             }
         }
+    }
+
+    /// Sends a request to the client (a callback) and waits for its reply.
+    pub(crate) fn call_client(&self, request: Request) -> Result<Reply, RemoteError> {
+        match self.link.get() {
+            Some(link) => link.request(self, request),
+            None => fail(ErrorKind::BadArguments, "callbacks need a server process"),
+        }
+    }
+
+    fn make_callback(&self, cb: u32, sig: Signature) -> Res<Reply> {
+        let bad = |m: String| RemoteError { kind: ErrorKind::BadSignature, message: format!("callback: {m}") };
+        if self.link.get().is_none() {
+            return Err(bad("callbacks need a server process (not in-process)".into()));
+        }
+        if lock(&self.callbacks).contains_key(&cb) {
+            return Err(bad(format!("callback handle {cb} is in use")));
+        }
+        let mut args = Vec::new();
+        let mut sizes = Vec::new();
+        for (i, p) in sig.params.iter().enumerate() {
+            args.push(ffi_type(&self.target, &p.ty).map_err(|m| bad(format!("parameter {}: {m}", i + 1)))?);
+            sizes.push(self.target.layout(&p.ty).map_err(|e| bad(e.to_string()))?.size);
+        }
+        let ret = ffi_type(&self.target, &sig.ret).map_err(|m| bad(format!("return type: {m}")))?;
+        let ret_size = match sig.ret {
+            CType::Void => 0,
+            ref t => self.target.layout(t).map_err(|e| bad(e.to_string()))?.size as usize,
+        };
+        let abi = abi(&self.target, sig.conv).map_err(bad)?;
+        let cif = Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused it: {e:?}")))?;
+        let slot = crate::callback::make(self, cb, sig, cif, sizes, ret_size);
+        let address = slot.address;
+        lock(&self.callbacks).insert(cb, slot);
+        Ok(Reply::Address(address))
     }
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unexpected_reply(id: u64) -> Frame {
-    protocol_error(id, format!("unexpected reply {id}: no request is pending"))
 }
 
 fn set_errno(v: i32) {
@@ -645,10 +598,6 @@ fn set_errno(v: i32) {
 fn get_errno() -> i32 {
     // SAFETY: as in set_errno.
     unsafe { *libc::__errno_location() }
-}
-
-fn protocol_error(id: u64, message: String) -> Frame {
-    Frame::Reply { id, reply: Err(RemoteError { kind: ErrorKind::Protocol, message }) }
 }
 
 fn unknown(what: &str, id: u32) -> RemoteError {

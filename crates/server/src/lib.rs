@@ -8,8 +8,10 @@
 //! Everything unsafe in bitbridge lives in this crate: library loading, libffi calls, raw memory.
 #![deny(missing_docs)]
 
+mod callback;
 mod ffi;
 mod host;
+mod link;
 mod memory;
 mod sys;
 

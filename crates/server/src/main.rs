@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let fd_socket = if shm { conn.try_clone().ok() } else { None };
-    let (mut transport, sender) = match connect(conn, shm, spin) {
+    let (transport, sender) = match connect(conn, shm, spin) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("bitbridge-server: cannot set up the connection: {e}");
@@ -72,12 +72,7 @@ fn main() -> ExitCode {
         let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
         host.set_fd_source(Box::new(move |tag, id| bitbridge_shm::recv_fd(&sock, tag, id)));
     }
-    let served = if workers > 1 {
-        std::sync::Arc::new(host).serve_concurrent(transport, sender, workers)
-    } else {
-        drop(sender);
-        host.serve(&mut *transport)
-    };
+    let served = std::sync::Arc::new(host).serve(transport, sender, workers);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,228 @@
+//! The server's side of a connection, shared by its threads: serving requests, and sending requests of
+//! its own (callbacks) whose replies come back on the same connection.
+//!
+//! Threads take turns reading (leader/follower), as in the client: a worker reads until it gets a
+//! request and runs it itself; a thread waiting for a callback's reply reads until the reply is there,
+//! storing replies for other waiters and running any request that arrives meanwhile (the client's
+//! callback calling back into the library: nested calls run on the thread that waits).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex};
+
+use bitbridge_proto::{msg, ErrorKind, Frame, FrameError, RemoteError, Reply, Request, Transport};
+
+use crate::host::Host;
+
+pub(crate) struct Link {
+    recv: Mutex<(Box<dyn Transport>, Vec<u8>)>,
+    send: Mutex<Box<dyn Transport>>,
+    state: Mutex<State>,
+    wake: Condvar,
+    next_id: AtomicU64,
+    pub(crate) in_flight: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    reading: bool,
+    /// Replies awaited by threads: `None` until it arrives.
+    replies: HashMap<u64, Option<Result<Reply, RemoteError>>>,
+    /// Set when the connection ended: waiters stop waiting.
+    closed: bool,
+}
+
+/// What a worker got.
+pub(crate) enum Next {
+    /// A request to run and answer.
+    Request(u64, Request),
+    /// The end of the session: the client went away, or sent something that ends it (answered).
+    Stop(Result<(), FrameError>),
+}
+
+enum Read {
+    Frame(Frame),
+    Malformed(String),
+    Failed(FrameError),
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Link {
+    pub(crate) fn new(recv: Box<dyn Transport>, send: Box<dyn Transport>) -> Link {
+        Link {
+            recv: Mutex::new((recv, Vec::new())),
+            send: Mutex::new(send),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn read(&self) -> Read {
+        let mut r = lock(&self.recv);
+        let (transport, buf) = &mut *r;
+        match transport.recv(buf) {
+            Ok(()) => match msg::decode::<Frame>(buf) {
+                Ok(f) => Read::Frame(f),
+                Err(e) => Read::Malformed(e.to_string()),
+            },
+            Err(e) => Read::Failed(e),
+        }
+    }
+
+    /// Sends a frame; a reply too large for a frame is replaced by an error reply.
+    pub(crate) fn send(&self, frame: &Frame) -> Result<(), FrameError> {
+        let mut out = Vec::new();
+        msg::encode(frame, &mut out);
+        match lock(&self.send).send(&out) {
+            Err(FrameError::TooLarge { len, max }) => {
+                let id = match frame {
+                    Frame::Reply { id, .. } | Frame::Request { id, .. } => *id,
+                };
+                let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
+                out.clear();
+                msg::encode(
+                    &Frame::Reply { id, reply: Err(RemoteError { kind: ErrorKind::BadArguments, message }) },
+                    &mut out,
+                );
+                lock(&self.send).send(&out)
+            }
+            other => other,
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_all();
+    }
+
+    /// The next request for a worker to run (replies read meanwhile go to their waiters).
+    pub(crate) fn next_request(&self) -> Next {
+        loop {
+            {
+                let mut st = lock(&self.state);
+                while st.reading && !st.closed {
+                    st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                if st.closed {
+                    return Next::Stop(Ok(()));
+                }
+                st.reading = true;
+            }
+            let got = self.read();
+            if let Read::Frame(Frame::Request { request, .. }) = &got {
+                // Counted before another worker can read a Shutdown behind it.
+                if !matches!(request, Request::Shutdown) {
+                    self.in_flight.fetch_add(1, SeqCst);
+                }
+            }
+            lock(&self.state).reading = false;
+            self.wake.notify_all();
+            match got {
+                Read::Frame(Frame::Request { id, request }) => return Next::Request(id, request),
+                Read::Frame(Frame::Reply { id, reply }) => {
+                    if !self.deliver(id, reply) {
+                        let _ = self.send(&unexpected_reply(id));
+                        self.close();
+                        return Next::Stop(Ok(()));
+                    }
+                }
+                Read::Malformed(m) => {
+                    let _ = self.send(&protocol_error(0, m));
+                    self.close();
+                    return Next::Stop(Ok(()));
+                }
+                Read::Failed(FrameError::Closed) => {
+                    self.close();
+                    return Next::Stop(Ok(()));
+                }
+                Read::Failed(e) => {
+                    self.close();
+                    return Next::Stop(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Stores a reply for the thread waiting for it; false if nobody is.
+    fn deliver(&self, id: u64, reply: Result<Reply, RemoteError>) -> bool {
+        let mut st = lock(&self.state);
+        match st.replies.get_mut(&id) {
+            Some(slot @ None) => {
+                *slot = Some(reply);
+                drop(st);
+                self.wake.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a request to the client and waits for its reply, running requests that arrive meanwhile.
+    pub(crate) fn request(&self, host: &Host, request: Request) -> Result<Reply, RemoteError> {
+        let lost = || RemoteError { kind: ErrorKind::Protocol, message: "the client went away".into() };
+        let id = self.next_id.fetch_add(1, SeqCst);
+        lock(&self.state).replies.insert(id, None);
+        if self.send(&Frame::Request { id, request }).is_err() {
+            lock(&self.state).replies.remove(&id);
+            return Err(lost());
+        }
+        loop {
+            {
+                let mut st = lock(&self.state);
+                loop {
+                    if matches!(st.replies.get(&id), Some(Some(_))) {
+                        return st.replies.remove(&id).flatten().expect("present");
+                    }
+                    if st.closed {
+                        st.replies.remove(&id);
+                        return Err(lost());
+                    }
+                    if !st.reading {
+                        break;
+                    }
+                    st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                st.reading = true;
+            }
+            let got = self.read();
+            lock(&self.state).reading = false;
+            self.wake.notify_all();
+            match got {
+                Read::Frame(Frame::Reply { id: rid, reply }) => {
+                    if !self.deliver(rid, reply) {
+                        self.close();
+                    }
+                }
+                Read::Frame(Frame::Request { id: rid, request }) => {
+                    // A request while we wait: the client's callback calling into the library. Run it
+                    // here, on the thread the library called us on.
+                    let answer = host.handle(request);
+                    if self.send(&Frame::Reply { id: rid, reply: answer }).is_err() {
+                        self.close();
+                    }
+                }
+                Read::Malformed(_) | Read::Failed(_) => self.close(),
+            }
+        }
+    }
+
+    /// Answers a request and marks it done.
+    pub(crate) fn answer(&self, id: u64, reply: Result<Reply, RemoteError>) -> Result<(), FrameError> {
+        let sent = self.send(&Frame::Reply { id, reply });
+        self.in_flight.fetch_sub(1, SeqCst);
+        sent
+    }
+}
+
+pub(crate) fn protocol_error(id: u64, message: String) -> Frame {
+    Frame::Reply { id, reply: Err(RemoteError { kind: ErrorKind::Protocol, message }) }
+}
+
+pub(crate) fn unexpected_reply(id: u64) -> Frame {
+    protocol_error(id, format!("unexpected reply {id}: no request is pending"))
+}
