@@ -147,6 +147,15 @@ pub enum Error {
         #[source]
         source: Box<MarshalError>,
     },
+    /// A callback failed (it panicked, or its result did not fit its declared type) while the library
+    /// ran `function`; the library got a zeroed result from it.
+    #[error("a callback failed during `{function}`: {message}")]
+    Callback {
+        /// The function whose call the callback ran in.
+        function: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Another error reported by the server (a bad address, an unknown handle, out of memory).
     #[error("the server refused the request")]
     Remote(#[source] RemoteError),

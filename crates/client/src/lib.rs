@@ -17,7 +17,7 @@ pub use detect::{dependencies, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::server_file_name;
-pub use server::{Server, ServerOptions, ServerOutput, SharedBuffer};
+pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer};
 
 /// The wire contract shared with the server (types, layouts, messages), for advanced use.
 pub use bitbridge_proto as proto;

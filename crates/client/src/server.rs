@@ -292,8 +292,64 @@ struct Inner {
     fd_sock: Mutex<Option<UnixStream>>,
     /// Held for each descriptor transfer (descriptor, then the request that takes it).
     fd_lock: Mutex<()>,
+    /// The Rust side of each callback.
+    callbacks: Mutex<HashMap<u32, Arc<CallbackEntry>>>,
+    /// Whether the callback thread runs.
+    listening: std::sync::atomic::AtomicBool,
     /// The bulk arena and the connection generation it was attached on.
     arena: Mutex<Option<(u64, Arena)>>,
+}
+
+thread_local! {
+    /// A callback run inline during this thread's call failed: the call reports it.
+    static CALLBACK_FAILURE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+type CallbackFn = Box<dyn Fn(&mut [Value]) -> Value + Send + Sync>;
+
+struct CallbackEntry {
+    sig: Signature,
+    f: CallbackFn,
+    /// Failures of runs on the callback thread, where no call can report them.
+    errors: Mutex<Vec<String>>,
+}
+
+/// A C function pointer that calls a Rust closure in this process (see [`Server::callback`]). The
+/// library may keep it; it stays valid until this is dropped.
+pub struct Callback {
+    server: Server,
+    cb: u32,
+    entry: Arc<CallbackEntry>,
+}
+
+impl Callback {
+    /// The function pointer, to pass where the library expects one (it changes if the server restarts).
+    pub fn value(&self) -> Value {
+        let address = lock(&self.server.inner.registry).callbacks.get(&self.cb).map_or(0, |(_, a)| *a);
+        Value::Pointer(address)
+    }
+
+    /// Panics of runs on bitbridge's callback thread (a library calling from its own thread, outside
+    /// any call), which no call could report; taken out by this.
+    pub fn take_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.entry.errors))
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        lock(&self.server.inner.registry).callbacks.remove(&self.cb);
+        lock(&self.server.inner.callbacks).remove(&self.cb);
+        if self.server.is_alive() {
+            let _ = self.server.request(Request::DropCallback { cb: self.cb }, None);
+        }
+    }
+}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Callback({} = {:?})", self.entry.sig, self.value())
+    }
 }
 
 /// Blocks at least this large travel through the bulk arena on shared-memory connections.
@@ -338,6 +394,9 @@ struct State {
     replies: HashMap<u64, Result<Reply, RemoteError>>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
+    /// Callbacks the callback thread read while calls were waiting: a waiting caller runs them, so a
+    /// callback made during a call runs on the calling thread and its failure fails that call.
+    requests: std::collections::VecDeque<(u64, Request)>,
     reading: bool,
     dead: Option<Death>,
     process: Option<ServerProcess>,
@@ -351,6 +410,8 @@ struct Registry {
     funcs: BTreeMap<u32, (u32, String, Signature)>,
     /// Shared regions: a duplicate of each one's descriptor and its size.
     shared: BTreeMap<u32, (Arc<OwnedFd>, u64)>,
+    /// Callbacks: their signature and current address in the server.
+    callbacks: BTreeMap<u32, (Signature, u64)>,
 }
 
 #[derive(Clone)]
@@ -435,6 +496,7 @@ impl Server {
                     pending: HashSet::new(),
                     replies: HashMap::new(),
                     generation: 0,
+                    requests: std::collections::VecDeque::new(),
                     reading: false,
                     dead: None,
                     process: link.process,
@@ -443,6 +505,8 @@ impl Server {
                 registry: Mutex::new(Registry::default()),
                 fd_sock: Mutex::new(link.fd_sock),
                 fd_lock: Mutex::new(()),
+                callbacks: Mutex::new(HashMap::new()),
+                listening: std::sync::atomic::AtomicBool::new(false),
                 arena: Mutex::new(None),
             }),
         }
@@ -669,6 +733,25 @@ impl Server {
         extra: &[(CType, Value)],
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
+        let outer = CALLBACK_FAILURE.with(|f| f.borrow_mut().take());
+        let result = self.call_checked(func, name, sig, args, extra, timeout);
+        // A callback that failed while this call ran makes the call fail, whatever the library did next.
+        let failure = CALLBACK_FAILURE.with(|f| std::mem::replace(&mut *f.borrow_mut(), outer));
+        match (result, failure) {
+            (Ok(_), Some(message)) => Err(Error::Callback { function: name.to_owned(), message }),
+            (result, _) => result,
+        }
+    }
+
+    fn call_checked(
+        &self,
+        func: u32,
+        name: &str,
+        sig: &Signature,
+        args: &[Value],
+        extra: &[(CType, Value)],
+        timeout: Option<Duration>,
+    ) -> Result<Outcome> {
         if !extra.is_empty() || sig.variadic {
             if !sig.variadic {
                 return Err(Error::Signature { function: name.to_owned(), message: "not declared variadic".into() });
@@ -848,6 +931,13 @@ impl Server {
         let inner = &*self.inner;
         let mut st = lock(&inner.state);
         let result = loop {
+            // Callbacks first: one may be what the library waits for before it can answer.
+            if let Some((sid, request)) = st.requests.pop_front() {
+                drop(st);
+                self.serve_request(sid, request, true);
+                st = lock(&inner.state);
+                continue;
+            }
             if let Some(r) = st.replies.remove(&id) {
                 break r.map_err(Error::Remote);
             }
@@ -890,9 +980,10 @@ impl Server {
                     self.bury(&mut st, Duration::ZERO);
                     break Err(Error::Protocol(format!("reply to request {rid}, which was never sent")));
                 }
-                Ok(Frame::Request { id: sid, .. }) => {
+                Ok(Frame::Request { id: sid, request }) => {
+                    // The library called a callback during this (or another) call: run it here.
                     drop(st);
-                    self.refuse(sid);
+                    self.serve_request(sid, request, true);
                     st = lock(&inner.state);
                 }
                 Err(ReadError::Frame(FrameError::TimedOut)) => {} // the deadline is checked above
@@ -906,6 +997,13 @@ impl Server {
         };
         st.pending.remove(&id);
         st.replies.remove(&id);
+        // Callbacks queued for waiting callers while this one was leaving: the last to leave runs them.
+        while st.pending.is_empty() {
+            let Some((sid, request)) = st.requests.pop_front() else { break };
+            drop(st);
+            self.serve_request(sid, request, true);
+            st = lock(&inner.state);
+        }
         result
     }
 
@@ -921,16 +1019,145 @@ impl Server {
     }
 
     /// Answers a request from the server: none are served yet (callbacks will be).
-    fn refuse(&self, id: u64) {
-        let reply = Err(RemoteError {
-            kind: ErrorKind::Protocol,
-            message: "this client serves no requests (no callbacks are registered)".into(),
-        });
+    /// Answers a request from the server: a callback is run (`inline`: on a thread waiting for its own
+    /// call, whose result then reports a panic); anything else is refused.
+    fn serve_request(&self, id: u64, request: Request, inline: bool) {
+        let reply = match request {
+            Request::Callback { cb, call } => self.run_callback(cb, &call, inline),
+            _ => Err(RemoteError { kind: ErrorKind::Protocol, message: "a client serves only callbacks".into() }),
+        };
         let mut s = lock(&self.inner.send);
         let SendHalf { transport, out } = &mut *s;
         out.clear();
         msg::encode(&Frame::Reply { id, reply }, out);
         let _ = transport.send(out);
+    }
+
+    fn run_callback(
+        &self,
+        cb: u32,
+        call: &bitbridge_proto::CallData,
+        inline: bool,
+    ) -> std::result::Result<Reply, RemoteError> {
+        let failed = |message: String| {
+            if inline {
+                CALLBACK_FAILURE.with(|f| *f.borrow_mut() = Some(message.clone()));
+            }
+            RemoteError { kind: ErrorKind::BadArguments, message }
+        };
+        let Some(entry) = lock(&self.inner.callbacks).get(&cb).cloned() else {
+            return Err(failed(format!("callback {cb} was dropped while the library still called it")));
+        };
+        let target = self.target();
+        let mut args = bitbridge_proto::decode_callback_args(&target, &entry.sig, call)
+            .map_err(|e| failed(format!("callback arguments: {e}")))?;
+        let ret = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.f)(&mut args))).map_err(|p| {
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            let message = format!("the callback panicked: {}", what.unwrap_or_default());
+            if !inline {
+                lock(&entry.errors).push(message.clone());
+            }
+            failed(message)
+        })?;
+        bitbridge_proto::encode_callback_result(&target, &entry.sig, &ret, &args, call)
+            .map(Reply::Returned)
+            .map_err(|e| failed(format!("the callback's result: {e}")))
+    }
+
+    /// Registers `f` as a C function pointer of signature `sig` in the server (ctypes' `CFUNCTYPE`):
+    /// pass [`Callback::value`] where the library expects a function pointer. When the library calls
+    /// it, `f` runs in this process with the arguments (pointer arguments as the values they point to;
+    /// for `Out`/`InOut` pointers, what `f` leaves in the argument is copied back) and its return value
+    /// goes back to the library.
+    ///
+    /// `f` runs on the thread waiting for a call into the library when the library calls back during a
+    /// call (so callbacks may call into the library again, nested), and on a thread of bitbridge's
+    /// otherwise (a library's own thread calling later). A panic in `f` never unwinds into C: the library
+    /// gets a zeroed result and the call during which it happened fails with [`Error::Callback`].
+    pub fn callback(
+        &self,
+        sig: Signature,
+        f: impl Fn(&mut [Value]) -> Value + Send + Sync + 'static,
+    ) -> Result<Callback> {
+        let cb = self.next_handle();
+        let entry = Arc::new(CallbackEntry { sig: sig.clone(), f: Box::new(f), errors: Mutex::new(Vec::new()) });
+        lock(&self.inner.callbacks).insert(cb, entry.clone());
+        let address = match self.request(Request::MakeCallback { cb, sig: sig.clone() }, None) {
+            Ok(Reply::Address(a)) => a,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => {
+                lock(&self.inner.callbacks).remove(&cb);
+                return Err(match e {
+                    Error::Remote(r) => Error::Signature { function: "callback".into(), message: r.message },
+                    e => e,
+                });
+            }
+        };
+        lock(&self.inner.registry).callbacks.insert(cb, (sig, address));
+        self.start_listener();
+        Ok(Callback { server: self.clone(), cb, entry })
+    }
+
+    /// Starts (once) the thread that serves callbacks arriving while no call waits.
+    fn start_listener(&self) {
+        if self.inner.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let _ = std::thread::Builder::new().name("bitbridge-callbacks".into()).spawn(move || loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let server = Server { inner };
+            if !server.listen_once() {
+                return;
+            }
+        });
+    }
+
+    /// One turn of the callback thread: reads one frame if no caller is reading or waiting. False when
+    /// the connection is over.
+    fn listen_once(&self) -> bool {
+        let inner = &*self.inner;
+        {
+            let mut st = lock(&inner.state);
+            if st.dead.is_some() {
+                return false;
+            }
+            if st.pending.is_empty() {
+                if let Some((sid, request)) = st.requests.pop_front() {
+                    drop(st);
+                    self.serve_request(sid, request, false);
+                    return true;
+                }
+            }
+            if st.reading || !st.pending.is_empty() {
+                let _ = inner.wake.wait_timeout(st, Duration::from_millis(20));
+                return true;
+            }
+            st.reading = true;
+        }
+        let frame = self.read_frame(Some(Duration::from_millis(20)));
+        let mut st = lock(&inner.state);
+        st.reading = false;
+        inner.wake.notify_all();
+        match frame {
+            Ok(Frame::Reply { id, reply }) if st.pending.contains(&id) => {
+                st.replies.insert(id, reply);
+                true
+            }
+            Ok(Frame::Request { id, request }) if !st.pending.is_empty() => {
+                // A call is waiting: the callback belongs to it; let a waiting caller run it.
+                st.requests.push_back((id, request));
+                inner.wake.notify_all();
+                true
+            }
+            Ok(Frame::Request { id, request }) => {
+                drop(st);
+                self.serve_request(id, request, false);
+                true
+            }
+            Err(ReadError::Frame(FrameError::TimedOut)) => true,
+            _ => false,
+        }
     }
 
     /// Turns a failed send or receive into an error; a server process that is gone becomes `ServerDied`.
@@ -996,14 +1223,27 @@ impl Server {
             }
             replay.push(Request::MapShared { region, size });
         }
+        let callbacks: Vec<(u32, Signature)> =
+            lock(&inner.registry).callbacks.iter().map(|(cb, (sig, _))| (*cb, sig.clone())).collect();
+        replay.extend(callbacks.into_iter().map(|(cb, sig)| Request::MakeCallback { cb, sig }));
+        let mut addresses = Vec::new();
         for request in replay {
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let cb = match &request {
+                Request::MakeCallback { cb, .. } => Some(*cb),
+                _ => None,
+            };
             let mut out = Vec::new();
             msg::encode(&Frame::Request { id, request }, &mut out);
             let replayed = link.send.send(&out).and_then(|()| link.recv.recv(&mut out));
-            let ok = replayed.is_ok()
-                && matches!(msg::decode::<Frame>(&out), Ok(Frame::Reply { id: rid, reply: Ok(_) }) if rid == id);
-            if !ok {
+            let reply = match (replayed, msg::decode::<Frame>(&out)) {
+                (Ok(()), Ok(Frame::Reply { id: rid, reply: Ok(r) })) if rid == id => Some(r),
+                _ => None,
+            };
+            if let (Some(cb), Some(Reply::Address(a))) = (cb, &reply) {
+                addresses.push((cb, *a));
+            }
+            if reply.is_none() {
                 if let Some(p) = link.process.as_mut() {
                     p.reap(Duration::ZERO);
                 }
@@ -1011,6 +1251,15 @@ impl Server {
             }
         }
         link.recv.set_recv_timeout(None).map_err(Error::from_frame)?;
+        {
+            // Callbacks have new addresses in the new server.
+            let mut r = lock(&inner.registry);
+            for (cb, a) in addresses {
+                if let Some(entry) = r.callbacks.get_mut(&cb) {
+                    entry.1 = a;
+                }
+            }
+        }
         send.transport = link.send;
         recv.transport = link.recv;
         recv.timeout = None;

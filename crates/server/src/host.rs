@@ -399,12 +399,13 @@ impl Host {
             buf.bytes_mut(b.data.len()).copy_from_slice(&b.data);
             blocks.push(BlockMem::Owned(buf));
         }
-        SCRATCH.with(|scratch| {
-            let (slots, avalues) = &mut *scratch.borrow_mut();
-            let result = self.run(&f, call, blocks, slots, avalues);
-            drop(keep);
-            result
-        })
+        // Taken out for the call and put back after: a callback may re-enter this function (a nested
+        // call on the same thread), which then simply starts with empty buffers.
+        let (mut slots, mut avalues) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let result = self.run(&f, call, blocks, &mut slots, &mut avalues);
+        SCRATCH.with(|s| *s.borrow_mut() = (slots, avalues));
+        drop(keep);
+        result
     }
 
     /// Copies the arguments into aligned slots, patches the block addresses in, calls, collects results.

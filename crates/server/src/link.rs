@@ -120,27 +120,25 @@ impl Link {
                     self.in_flight.fetch_add(1, SeqCst);
                 }
             }
-            lock(&self.state).reading = false;
-            self.wake.notify_all();
+            let got = self.release_reader(got);
             match got {
-                Read::Frame(Frame::Request { id, request }) => return Next::Request(id, request),
-                Read::Frame(Frame::Reply { id, reply }) => {
-                    if !self.deliver(id, reply) {
-                        let _ = self.send(&unexpected_reply(id));
-                        self.close();
-                        return Next::Stop(Ok(()));
-                    }
+                None => {} // a reply, delivered
+                Some(Read::Frame(Frame::Request { id, request })) => return Next::Request(id, request),
+                Some(Read::Frame(Frame::Reply { id, .. })) => {
+                    let _ = self.send(&unexpected_reply(id));
+                    self.close();
+                    return Next::Stop(Ok(()));
                 }
-                Read::Malformed(m) => {
+                Some(Read::Malformed(m)) => {
                     let _ = self.send(&protocol_error(0, m));
                     self.close();
                     return Next::Stop(Ok(()));
                 }
-                Read::Failed(FrameError::Closed) => {
+                Some(Read::Failed(FrameError::Closed)) => {
                     self.close();
                     return Next::Stop(Ok(()));
                 }
-                Read::Failed(e) => {
+                Some(Read::Failed(e)) => {
                     self.close();
                     return Next::Stop(Err(e));
                 }
@@ -148,18 +146,25 @@ impl Link {
         }
     }
 
-    /// Stores a reply for the thread waiting for it; false if nobody is.
-    fn deliver(&self, id: u64, reply: Result<Reply, RemoteError>) -> bool {
+    /// Gives up the reader role and, in the same step, delivers a reply that was read to the thread
+    /// awaiting it (a waiter woken before the delivery could take the reader role and block reading,
+    /// its reply sitting unseen). Returns what is left to handle: `None` for a delivered reply.
+    fn release_reader(&self, got: Read) -> Option<Read> {
         let mut st = lock(&self.state);
-        match st.replies.get_mut(&id) {
-            Some(slot @ None) => {
-                *slot = Some(reply);
-                drop(st);
-                self.wake.notify_all();
-                true
-            }
-            _ => false,
-        }
+        st.reading = false;
+        let rest = match got {
+            Read::Frame(Frame::Reply { id, reply }) => match st.replies.get_mut(&id) {
+                Some(slot @ None) => {
+                    *slot = Some(reply);
+                    None
+                }
+                _ => Some(Read::Frame(Frame::Reply { id, reply })),
+            },
+            other => Some(other),
+        };
+        drop(st);
+        self.wake.notify_all();
+        rest
     }
 
     /// Sends a request to the client and waits for its reply, running requests that arrive meanwhile.
@@ -190,15 +195,10 @@ impl Link {
                 st.reading = true;
             }
             let got = self.read();
-            lock(&self.state).reading = false;
-            self.wake.notify_all();
-            match got {
-                Read::Frame(Frame::Reply { id: rid, reply }) => {
-                    if !self.deliver(rid, reply) {
-                        self.close();
-                    }
-                }
-                Read::Frame(Frame::Request { id: rid, request }) => {
+            match self.release_reader(got) {
+                None => {}
+                Some(Read::Frame(Frame::Reply { .. })) => self.close(),
+                Some(Read::Frame(Frame::Request { id: rid, request })) => {
                     // A request while we wait: the client's callback calling into the library. Run it
                     // here, on the thread the library called us on.
                     let answer = host.handle(request);
@@ -206,7 +206,7 @@ impl Link {
                         self.close();
                     }
                 }
-                Read::Malformed(_) | Read::Failed(_) => self.close(),
+                Some(Read::Malformed(_) | Read::Failed(_)) => self.close(),
             }
         }
     }
