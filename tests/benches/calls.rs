@@ -109,6 +109,29 @@ fn round_trips(budget: Duration) {
     }
 }
 
+fn callbacks(budget: Duration) {
+    header("a call whose function calls back once (maybe_call)", ["median", "p10", "p90"]);
+    for (name, opts) in [
+        ("i686 server, shm, spin", ServerOptions::new()),
+        ("i686 server, socket", ServerOptions::new().shared_memory(false)),
+    ] {
+        let lib = open(Bits::B32, "events", opts);
+        let cb = lib.server().callback(Signature::new(CType::Int).arg(CType::Int), |a| a[0].clone()).unwrap();
+        let f = lib
+            .function(
+                "maybe_call",
+                Signature::new(CType::Int).arg(CType::fn_ptr(Signature::new(CType::Int))).arg(CType::Int),
+            )
+            .unwrap();
+        let args = [cb.value(), Value::Int(7)];
+        let v = sample(budget, 200, || drop(black_box(f.call(&args).unwrap())));
+        row(name, &v);
+        let none = [Value::NULL, Value::Int(7)];
+        let v = sample(budget, 200, || drop(black_box(f.call(&none).unwrap())));
+        row(&format!("{name}: same call, NULL callback"), &v);
+    }
+}
+
 fn startup(budget: Duration) {
     header("start-up to first call returned (shutdown not timed)", ["median", "p10", "p90"]);
     let sum_sig = || Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int);
@@ -358,6 +381,7 @@ fn main() {
     println!("modes: \"shm, spin\" = shared memory, spin up to 50 us then futex (default); \"shm, futex\" = no spin;");
     println!("       \"socket\" = socketpair with blocking reads");
     round_trips(budget);
+    callbacks(budget);
     startup(budget);
     bulk(budget);
     threads(budget);

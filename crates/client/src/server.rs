@@ -394,6 +394,8 @@ struct State {
     replies: HashMap<u64, Result<Reply, RemoteError>>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
+    /// Threads sleeping on `wake`: nobody to notify (a system call saved per reply) when zero.
+    waiters: usize,
     /// Callbacks the callback thread read while calls were waiting: a waiting caller runs them, so a
     /// callback made during a call runs on the calling thread and its failure fails that call.
     requests: std::collections::VecDeque<(u64, Request)>,
@@ -496,6 +498,7 @@ impl Server {
                     pending: HashSet::new(),
                     replies: HashMap::new(),
                     generation: 0,
+                    waiters: 0,
                     requests: std::collections::VecDeque::new(),
                     reading: false,
                     dead: None,
@@ -955,10 +958,12 @@ impl Server {
                 break Err(Error::Timeout { pid: self.pid() });
             }
             if st.reading {
+                st.waiters += 1;
                 st = match left {
                     Some(l) => inner.wake.wait_timeout(st, l).unwrap_or_else(|e| e.into_inner()).0,
                     None => inner.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
                 };
+                st.waiters -= 1;
                 continue;
             }
             st.reading = true;
@@ -966,7 +971,9 @@ impl Server {
             let frame = self.read_frame(left);
             st = lock(&inner.state);
             st.reading = false;
-            inner.wake.notify_all();
+            if st.waiters > 0 {
+                inner.wake.notify_all();
+            }
             match frame {
                 Ok(Frame::Reply { id: rid, reply }) if st.pending.contains(&rid) => {
                     st.replies.insert(rid, reply);
@@ -1130,7 +1137,10 @@ impl Server {
                 }
             }
             if st.reading || !st.pending.is_empty() {
-                let _ = inner.wake.wait_timeout(st, Duration::from_millis(20));
+                st.waiters += 1;
+                let (mut st, _) =
+                    inner.wake.wait_timeout(st, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner());
+                st.waiters -= 1;
                 return true;
             }
             st.reading = true;
@@ -1138,7 +1148,9 @@ impl Server {
         let frame = self.read_frame(Some(Duration::from_millis(20)));
         let mut st = lock(&inner.state);
         st.reading = false;
-        inner.wake.notify_all();
+        if st.waiters > 0 {
+            inner.wake.notify_all();
+        }
         match frame {
             Ok(Frame::Reply { id, reply }) if st.pending.contains(&id) => {
                 st.replies.insert(id, reply);

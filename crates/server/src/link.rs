@@ -26,6 +26,8 @@ pub(crate) struct Link {
 #[derive(Default)]
 struct State {
     reading: bool,
+    /// Threads sleeping on `wake`: nobody to notify (a system call saved per frame) when zero.
+    waiters: usize,
     /// Replies awaited by threads: `None` until it arrives.
     replies: HashMap<u64, Option<Result<Reply, RemoteError>>>,
     /// Set when the connection ended: waiters stop waiting.
@@ -106,7 +108,9 @@ impl Link {
             {
                 let mut st = lock(&self.state);
                 while st.reading && !st.closed {
+                    st.waiters += 1;
                     st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.waiters -= 1;
                 }
                 if st.closed {
                     return Next::Stop(Ok(()));
@@ -162,8 +166,11 @@ impl Link {
             },
             other => Some(other),
         };
+        let wake = st.waiters > 0;
         drop(st);
-        self.wake.notify_all();
+        if wake {
+            self.wake.notify_all();
+        }
         rest
     }
 
@@ -190,7 +197,9 @@ impl Link {
                     if !st.reading {
                         break;
                     }
+                    st.waiters += 1;
                     st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.waiters -= 1;
                 }
                 st.reading = true;
             }
