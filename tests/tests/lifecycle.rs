@@ -205,8 +205,9 @@ fn concurrent_workers_let_one_call_release_another() {
     let block1 = Arc::new(lib1.function("block_until_released", int_fn()).unwrap());
     let release1 = lib1.function("release_blocked", Signature::new(CType::Void)).unwrap();
     let b = block1.clone();
-    let waiter = std::thread::spawn(move || b.call_timeout(&[], Duration::from_millis(400)));
-    std::thread::sleep(Duration::from_millis(50));
+    let waiter = std::thread::spawn(move || b.call_timeout(&[], Duration::from_millis(1500)));
+    // Generous, so the blocking call is surely in the server first even on a loaded machine.
+    std::thread::sleep(Duration::from_millis(300));
     let released = release1.call(&[]);
     assert!(matches!(waiter.join().unwrap(), Err(Error::Timeout { .. })));
     assert!(released.is_err(), "the release was queued behind the blocked call and died with the server");
