@@ -259,3 +259,19 @@ impl Drop for NoServerLeft {
         }
     }
 }
+
+/// Opens a system library by name (`libc.so.6`, `libm.so.6`) of the backend's bitness, on its transport.
+pub fn system_library(name: &str, b: Backend) -> Library {
+    let arch = if b.is_32() { bitbridge::Arch::X86 } else { bitbridge::Arch::X86_64 };
+    let opts = LibraryOptions::new(name).arch(arch);
+    let socket = matches!(b, Backend::Server32Socket | Backend::Server64Socket);
+    let lib = match b {
+        // SAFETY: the system's libc and libm, called only with their exact C signatures in the tests.
+        #[allow(unsafe_code)]
+        Backend::InProcess => unsafe { opts.open_in_process() },
+        _ => opts.server(bitbridge::ServerOptions::new().shared_memory(!socket)).open(),
+    };
+    let lib = lib.unwrap_or_else(|e| panic!("opening {name} ({b:?}): {e}"));
+    track(lib.server());
+    lib
+}

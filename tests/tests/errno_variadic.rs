@@ -1,21 +1,11 @@
 //! `errno` read right after a call, and variadic functions, through the system's own libc (32- and
 //! 64-bit).
 
-use bitbridge::{Arch, CType, Error, Library, LibraryOptions, ServerOptions, Signature, Value};
-use bitbridge_tests::{no_server_left, track, Backend, BACKENDS};
+use bitbridge::{CType, Error, Library, Signature, Value};
+use bitbridge_tests::{no_server_left, Backend, BACKENDS};
 
 fn libc(b: Backend) -> Library {
-    let opts = LibraryOptions::new("libc.so.6").arch(if b.is_32() { Arch::X86 } else { Arch::X86_64 });
-    let socket = matches!(b, Backend::Server32Socket | Backend::Server64Socket);
-    let lib = match b {
-        // SAFETY: snprintf and strtol with their exact C signatures.
-        #[allow(unsafe_code)]
-        Backend::InProcess => unsafe { opts.open_in_process() },
-        _ => opts.server(ServerOptions::new().shared_memory(!socket)).open(),
-    }
-    .unwrap();
-    track(lib.server());
-    lib
+    bitbridge_tests::system_library("libc.so.6", b)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The ctypes tutorial functions, msl-loadlib's C++ example and the 32-bit libm, called through the
 //! 32-bit server, the 64-bit server, and in-process as the reference.
 
-use bitbridge::{Arch, CType, Library, LibraryOptions, Signature, Value};
+use bitbridge::{Arch, CType, Library, Signature, Value};
 use bitbridge_tests::{Backend, BACKENDS};
 
 fn complex() -> CType {
@@ -173,17 +173,7 @@ fn msl_loadlib_cpp_example() {
 }
 
 fn libm(b: Backend) -> Library {
-    let opts = LibraryOptions::new("libm.so.6").arch(if b.is_32() { Arch::X86 } else { Arch::X86_64 });
-    let socket = matches!(b, Backend::Server32Socket | Backend::Server64Socket);
-    let lib = match b {
-        // SAFETY: libm's sin/cos/pow with their exact C signatures.
-        #[allow(unsafe_code)]
-        Backend::InProcess => unsafe { opts.open_in_process() },
-        _ => opts.server(bitbridge::ServerOptions::new().shared_memory(!socket)).open(),
-    }
-    .unwrap();
-    bitbridge_tests::track(lib.server());
-    lib
+    bitbridge_tests::system_library("libm.so.6", b)
 }
 
 #[test]

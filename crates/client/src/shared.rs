@@ -71,7 +71,7 @@ impl SharedOptions {
     /// An array of `len` zeroed elements of type `ty`.
     pub fn array(&self, ty: CType, len: u32) -> Result<SharedArray> {
         let bad = |m: String| Error::Unsupported(m);
-        if has_pointer(&ty) {
+        if ty.contains_pointer() {
             return Err(bad(format!(
                 "`{ty}` holds pointers, which would mean nothing in another process: share the memory they point to instead"
             )));
@@ -235,14 +235,5 @@ impl SharedArray {
 impl std::fmt::Debug for SharedArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SharedArray({}[{}] for {})", self.ty, self.len, self.target)
-    }
-}
-
-fn has_pointer(ty: &CType) -> bool {
-    match ty {
-        t if t.is_pointer() => true,
-        CType::Array(of, _) => has_pointer(of),
-        CType::Struct(d) | CType::Union(d) => d.fields.iter().any(|f| has_pointer(&f.ty)),
-        _ => false,
     }
 }

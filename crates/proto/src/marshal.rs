@@ -514,12 +514,7 @@ fn nul_terminated(b: &[u8]) -> Vec<u8> {
 
 /// Whether values of `ty` can hold pointers (so their memory may have made blocks).
 fn has_pointer(ty: &CType) -> bool {
-    match ty {
-        t if t.is_pointer() => true,
-        CType::Array(of, _) => has_pointer(of),
-        CType::Struct(d) | CType::Union(d) => d.fields.iter().any(|f| has_pointer(&f.ty)),
-        _ => false,
-    }
+    ty.contains_pointer()
 }
 
 /// Whether a value of `ty` can make more than its own top-level block.

@@ -289,6 +289,16 @@ impl CType {
         matches!(self, CType::Pointer(_) | CType::CStr | CType::WStr | CType::FnPtr(_))
     }
 
+    /// Whether values of this type hold addresses anywhere (itself, a member, an element).
+    pub fn contains_pointer(&self) -> bool {
+        match self {
+            t if t.is_pointer() => true,
+            CType::Array(of, _) => of.contains_pointer(),
+            CType::Struct(d) | CType::Union(d) => d.fields.iter().any(|f| f.ty.contains_pointer()),
+            _ => false,
+        }
+    }
+
     /// How deeply the type nests (a scalar is 1, `int *` is 2), as the server's decoder counts it; it
     /// refuses types deeper than [`MAX_DEPTH`](crate::target::MAX_DEPTH).
     pub fn depth(&self) -> u32 {
