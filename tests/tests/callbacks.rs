@@ -183,3 +183,41 @@ fn a_panicking_callback_is_an_error_to_the_caller_never_an_unwind_into_c() {
         assert_eq!(maybe.call(&[Value::NULL, 1.into()]).unwrap().ret, Value::Int(-1), "{b:?}");
     }
 }
+
+#[test]
+fn calls_stay_on_the_servers_thread_while_a_library_thread_waits_in_a_callback() {
+    let _check = no_server_left();
+    for b in [Backend::Server32, Backend::Server64] {
+        let lib = b.open("events");
+        let tid = Arc::new(lib.function("thread_id", Signature::new(CType::Long)).unwrap());
+        let main_tid = tid.call(&[]).unwrap().ret;
+        let nested_tids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (t, seen) = (tid.clone(), nested_tids.clone());
+        // Each event: a nested call (runs on the library's thread, which is waiting in the callback),
+        // then a pause so the library thread sits in the callback while the test calls from outside.
+        let cb = lib
+            .server()
+            .callback(Signature::new(CType::Void).arg(CType::Int), move |_| {
+                seen.lock().unwrap().push(t.call(&[]).unwrap().ret);
+                std::thread::sleep(Duration::from_millis(2));
+                Value::Void
+            })
+            .unwrap();
+        let start = lib
+            .function(
+                "start_events",
+                Signature::new(CType::Int).arg(CType::fn_ptr(Signature::new(CType::Void))).arg(CType::Int),
+            )
+            .unwrap();
+        let join = lib.function("join_events", Signature::new(CType::Int)).unwrap();
+        start.call(&[cb.value(), 20.into()]).unwrap();
+        for _ in 0..200 {
+            // Unrelated calls: always on the server's one worker thread, never on the library's thread.
+            assert_eq!(tid.call(&[]).unwrap().ret, main_tid, "{b:?}");
+        }
+        join.call(&[]).unwrap();
+        let nested = nested_tids.lock().unwrap();
+        assert_eq!(nested.len(), 20);
+        assert!(nested.iter().all(|t| *t != main_tid), "nested calls run on the thread inside the callback");
+    }
+}

@@ -303,6 +303,9 @@ struct Inner {
 thread_local! {
     /// A callback run inline during this thread's call failed: the call reports it.
     static CALLBACK_FAILURE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// The server's ids of the callback requests this thread is running, innermost last: requests it
+    /// sends meanwhile are nested calls of the last.
+    static CALLBACK_PARENT: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 type CallbackFn = Box<dyn Fn(&mut [Value]) -> Value + Send + Sync>;
@@ -895,6 +898,8 @@ impl Server {
         // After a restart, so starting a server never counts against the call.
         let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        // From inside a callback: a nested call, for the server thread waiting in that callback.
+        let parent = CALLBACK_PARENT.with(|p| p.borrow().last().copied());
         let generation = {
             let mut st = lock(&inner.state);
             st.pending.insert(id);
@@ -904,7 +909,10 @@ impl Server {
             let mut s = lock(&inner.send);
             let SendHalf { transport, out } = &mut *s;
             out.clear();
-            msg::encode(&Frame::Request { id, request: req }, out);
+            match parent {
+                Some(parent) => msg::encode(&Frame::Nested { id, parent, request: req }, out),
+                None => msg::encode(&Frame::Request { id, request: req }, out),
+            }
             if out.len() > DEFAULT_MAX_FRAME as usize {
                 // Refused before anything is written: the server is not involved.
                 let size = out.len() as u64;
@@ -987,6 +995,10 @@ impl Server {
                     self.bury(&mut st, Duration::ZERO);
                     break Err(Error::Protocol(format!("reply to request {rid}, which was never sent")));
                 }
+                Ok(Frame::Nested { .. }) => {
+                    self.bury(&mut st, Duration::ZERO);
+                    break Err(Error::Protocol("the server sent a nested call, which only clients send".into()));
+                }
                 Ok(Frame::Request { id: sid, request }) => {
                     // The library called a callback during this (or another) call: run it here.
                     drop(st);
@@ -1004,11 +1016,12 @@ impl Server {
         };
         st.pending.remove(&id);
         st.replies.remove(&id);
-        // Callbacks queued for waiting callers while this one was leaving: the last to leave runs them.
+        // Callbacks queued for waiting callers while this one was leaving: the last to leave runs them
+        // (for no call: failures go to `Callback::take_errors`).
         while st.pending.is_empty() {
             let Some((sid, request)) = st.requests.pop_front() else { break };
             drop(st);
-            self.serve_request(sid, request, true);
+            self.serve_request(sid, request, false);
             st = lock(&inner.state);
         }
         result
@@ -1029,11 +1042,20 @@ impl Server {
     /// Answers a request from the server: a callback is run (`inline`: on a thread waiting for its own
     /// call, whose result then reports a panic); anything else is refused.
     fn serve_request(&self, id: u64, request: Request, inline: bool) {
+        let generation = lock(&self.inner.state).generation;
         let reply = match request {
-            Request::Callback { cb, call } => self.run_callback(cb, &call, inline),
+            Request::Callback { cb, call } => {
+                CALLBACK_PARENT.with(|p| p.borrow_mut().push(id));
+                let r = self.run_callback(cb, &call, inline);
+                CALLBACK_PARENT.with(|p| p.borrow_mut().pop());
+                r
+            }
             _ => Err(RemoteError { kind: ErrorKind::Protocol, message: "a client serves only callbacks".into() }),
         };
         let mut s = lock(&self.inner.send);
+        if lock(&self.inner.state).generation != generation {
+            return; // the server that asked is gone; its successor never did
+        }
         let SendHalf { transport, out } = &mut *s;
         out.clear();
         msg::encode(&Frame::Reply { id, reply }, out);
@@ -1050,6 +1072,9 @@ impl Server {
             if inline {
                 CALLBACK_FAILURE.with(|f| *f.borrow_mut() = Some(message.clone()));
             }
+            if let Some(e) = lock(&self.inner.callbacks).get(&cb) {
+                lock(&e.errors).push(message.clone());
+            }
             RemoteError { kind: ErrorKind::BadArguments, message }
         };
         let Some(entry) = lock(&self.inner.callbacks).get(&cb).cloned() else {
@@ -1058,13 +1083,10 @@ impl Server {
         let target = self.target();
         let mut args = bitbridge_proto::decode_callback_args(&target, &entry.sig, call)
             .map_err(|e| failed(format!("callback arguments: {e}")))?;
-        let ret = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.f)(&mut args))).map_err(|p| {
+        let ret = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.f)(&mut args)));
+        let ret = ret.map_err(|p| {
             let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-            let message = format!("the callback panicked: {}", what.unwrap_or_default());
-            if !inline {
-                lock(&entry.errors).push(message.clone());
-            }
-            failed(message)
+            failed(format!("the callback panicked: {}", what.unwrap_or_default()))
         })?;
         bitbridge_proto::encode_callback_result(&target, &entry.sig, &ret, &args, call)
             .map(Reply::Returned)
@@ -1127,7 +1149,12 @@ impl Server {
         {
             let mut st = lock(&inner.state);
             if st.dead.is_some() {
-                return false;
+                // Until a restart (if any): the thread lives as long as the server handle.
+                st.waiters += 1;
+                let (mut st, _) =
+                    inner.wake.wait_timeout(st, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner());
+                st.waiters -= 1;
+                return true;
             }
             if st.pending.is_empty() {
                 if let Some((sid, request)) = st.requests.pop_front() {
@@ -1168,7 +1195,15 @@ impl Server {
                 true
             }
             Err(ReadError::Frame(FrameError::TimedOut)) => true,
-            _ => false,
+            Err(ReadError::Frame(e)) => {
+                let _ = self.fail(&mut st, e);
+                true
+            }
+            Ok(Frame::Reply { .. } | Frame::Nested { .. }) | Err(ReadError::Protocol(_)) => {
+                // Out of step with the server, as in `wait`: end it.
+                self.bury(&mut st, Duration::ZERO);
+                true
+            }
         }
     }
 

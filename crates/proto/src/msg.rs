@@ -49,6 +49,16 @@ pub enum Frame {
         /// What is asked.
         request: Request,
     },
+    /// A request a client sends from inside a callback (a nested call): the server runs it on the thread
+    /// that waits for that callback's reply, the thread the library called back on.
+    Nested {
+        /// As for [`Frame::Request`].
+        id: u64,
+        /// The id of the server's [`Request::Callback`] being run.
+        parent: u64,
+        /// What is asked.
+        request: Request,
+    },
     /// The answer to a request.
     Reply {
         /// The id of the request answered.

@@ -107,8 +107,10 @@ impl<S: Read + Write + Send> Transport for StreamTransport<S> {
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        // A timeout counts only before a frame's first byte: once it has begun, the rest is waited for
+        // (abandoning it half-read would leave the stream out of step).
         let mut header = [0u8; 4];
-        let got = read_full(&mut self.stream, &mut header)?;
+        let got = read_full(&mut self.stream, &mut header, false)?;
         if got == 0 {
             return Err(FrameError::Closed);
         }
@@ -121,7 +123,7 @@ impl<S: Read + Write + Send> Transport for StreamTransport<S> {
         }
         buf.clear();
         buf.resize(len as usize, 0);
-        let got = read_full(&mut self.stream, buf)?;
+        let got = read_full(&mut self.stream, buf, true)?;
         if got < buf.len() {
             return Err(FrameError::Truncated { got: got as u64, want: u64::from(len) });
         }
@@ -129,14 +131,17 @@ impl<S: Read + Write + Send> Transport for StreamTransport<S> {
     }
 }
 
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
+/// Reads until `buf` is full or the stream ends; returns the bytes read. A read timeout ends it only
+/// when nothing was read yet and `begun` is false.
+fn read_full(r: &mut impl Read, buf: &mut [u8], begun: bool) -> Result<usize, FrameError> {
     let mut done = 0;
     while done < buf.len() {
         match r.read(&mut buf[done..]) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) && (begun || done > 0) => {}
             Err(e) => return Err(map_io(e)),
         }
     }

@@ -11,6 +11,8 @@ use crate::memory;
 
 /// What the closure needs when the library calls it.
 pub(crate) struct Ctx {
+    /// Runs of the trampoline in progress: a dropped callback is freed only when none is left.
+    active: std::sync::atomic::AtomicUsize,
     cb: u32,
     sig: Signature,
     target: Target,
@@ -32,6 +34,14 @@ pub(crate) struct CallbackSlot {
 // any thread, which the context supports (it only reads, and reaches the host through `&`).
 unsafe impl Send for CallbackSlot {}
 
+impl CallbackSlot {
+    /// Whether the library is inside this callback right now (on any thread).
+    pub(crate) fn in_use(&self) -> bool {
+        // SAFETY: ctx lives until the slot is dropped.
+        unsafe { &*self.ctx }.active.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
 impl Drop for CallbackSlot {
     fn drop(&mut self) {
         drop(self.closure.take());
@@ -49,7 +59,15 @@ pub(crate) fn make(
     arg_sizes: Vec<u64>,
     ret_size: usize,
 ) -> CallbackSlot {
-    let ctx = Box::into_raw(Box::new(Ctx { cb, sig, target: host.target(), host, arg_sizes, ret_size }));
+    let ctx = Box::into_raw(Box::new(Ctx {
+        active: std::sync::atomic::AtomicUsize::new(0),
+        cb,
+        sig,
+        target: host.target(),
+        host,
+        arg_sizes,
+        ret_size,
+    }));
     // SAFETY: ctx is a fresh, never-freed-until-drop allocation; the reference lives as long as the slot,
     // which drops the closure before freeing it.
     let closure = Closure::new(cif, trampoline, unsafe { &*ctx });
@@ -58,7 +76,21 @@ pub(crate) fn make(
 }
 
 /// Called by libffi when the library calls the closure.
-unsafe extern "C" fn trampoline(_cif: &libffi::low::ffi_cif, result: &mut u8, args: *const *const c_void, ctx: &Ctx) {
+unsafe extern "C" fn trampoline(cif: &libffi::low::ffi_cif, result: &mut u8, args: *const *const c_void, ctx: &Ctx) {
+    use std::sync::atomic::Ordering::SeqCst;
+    ctx.active.fetch_add(1, SeqCst);
+    // SAFETY: forwarded: the same arguments libffi gave us.
+    unsafe { run(cif, result, args, ctx) };
+    ctx.active.fetch_sub(1, SeqCst);
+}
+
+/// The body of the trampoline.
+///
+/// # Safety
+///
+/// As for libffi closure callbacks: `args` holds one pointer per parameter of `ctx.sig`, `result` a
+/// buffer for the return value.
+unsafe fn run(_cif: &libffi::low::ffi_cif, result: &mut u8, args: *const *const c_void, ctx: &Ctx) {
     let ptr = std::mem::size_of::<usize>();
     let (offsets, total) = bitbridge_proto::msg::arg_slots(ctx.arg_sizes.iter().copied());
     let mut call = CallData { args: vec![0u8; total as usize], ..Default::default() };
@@ -101,8 +133,11 @@ unsafe extern "C" fn trampoline(_cif: &libffi::low::ffi_cif, result: &mut u8, ar
     // SAFETY: libffi's result buffer holds at least the return type, and at least an ffi_arg for
     // integral types.
     unsafe { std::ptr::write_bytes(ret, 0, width) };
-    if let Ok(Reply::Returned(r)) = reply {
-        let n = r.value.len().min(ctx.ret_size);
+    if let Ok(Reply::Returned(r)) = reply.as_ref().map_err(|_| ()).and_then(|r| match r {
+        Reply::Returned(r) if r.value.len() == ctx.ret_size => Ok(Reply::Returned(r.clone())),
+        _ => Err(()),
+    }) {
+        let n = ctx.ret_size;
         // SAFETY: n is at most the return type's size, which the buffer holds.
         unsafe { std::ptr::copy_nonoverlapping(r.value.as_ptr(), ret, n) };
         let signed = matches!(

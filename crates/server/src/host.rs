@@ -29,6 +29,8 @@ pub struct Host {
     /// Prepared calls of variadic functions, per function and variadic argument types.
     variadic: Mutex<VariadicCache>,
     callbacks: Mutex<HashMap<u32, crate::callback::CallbackSlot>>,
+    /// Dropped callbacks still running somewhere, freed when they are done.
+    retired: Mutex<Vec<crate::callback::CallbackSlot>>,
     /// The connection, once serving: callbacks send requests on it.
     link: std::sync::OnceLock<Arc<Link>>,
     fd_source: Option<FdSource>,
@@ -138,6 +140,7 @@ impl Host {
             regions: RwLock::new(HashMap::new()),
             variadic: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             link: std::sync::OnceLock::new(),
             fd_source: None,
         }
@@ -221,7 +224,13 @@ impl Host {
             }
             Request::MakeCallback { cb, sig } => self.make_callback(cb, sig),
             Request::DropCallback { cb } => {
-                lock(&self.callbacks).remove(&cb).map(|_| Reply::Done).ok_or_else(|| unknown("callback", cb))
+                let slot = lock(&self.callbacks).remove(&cb).ok_or_else(|| unknown("callback", cb))?;
+                // Freed once no run of it is in progress (the library may be inside it on another thread,
+                // or this very drop may come from inside it).
+                let mut retired = lock(&self.retired);
+                retired.push(slot);
+                retired.retain(|s| s.in_use());
+                Ok(Reply::Done)
             }
             Request::Shutdown => Ok(Reply::Done),
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
@@ -580,9 +589,14 @@ impl Host {
         };
         let abi = abi(&self.target, sig.conv).map_err(bad)?;
         let cif = Cif::try_new_with_abi(args, ret, abi).map_err(|e| bad(format!("libffi refused it: {e:?}")))?;
+        let mut callbacks = lock(&self.callbacks);
+        if callbacks.contains_key(&cb) {
+            return Err(bad(format!("callback handle {cb} is in use")));
+        }
         let slot = crate::callback::make(self, cb, sig, cif, sizes, ret_size);
         let address = slot.address;
-        lock(&self.callbacks).insert(cb, slot);
+        callbacks.insert(cb, slot);
+        lock(&self.retired).retain(|s| s.in_use());
         Ok(Reply::Address(address))
     }
 }

@@ -55,7 +55,7 @@ impl Transport for InProcess {
             return Err(FrameError::Closed);
         }
         let reply = match msg::decode::<Frame>(frame) {
-            Ok(Frame::Request { id, request }) => {
+            Ok(Frame::Request { id, request } | Frame::Nested { id, request, .. }) => {
                 self.closed = matches!(request, Request::Shutdown);
                 Frame::Reply { id, reply: self.host.handle(request) }
             }

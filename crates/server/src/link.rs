@@ -32,6 +32,11 @@ struct State {
     replies: HashMap<u64, Option<Result<Reply, RemoteError>>>,
     /// Set when the connection ended: waiters stop waiting.
     closed: bool,
+    /// Requests read by a thread waiting for a callback reply that are not its nested calls: for the
+    /// workers.
+    queue: std::collections::VecDeque<(u64, Request)>,
+    /// Nested calls read by another thread, per callback request they belong to.
+    nested: HashMap<u64, std::collections::VecDeque<(u64, Request)>>,
 }
 
 /// What a worker got.
@@ -69,6 +74,8 @@ impl Link {
         let (transport, buf) = &mut *r;
         match transport.recv(buf) {
             Ok(()) => match msg::decode::<Frame>(buf) {
+                // Only these may come from a client; replies for us are `Reply`.
+                Ok(Frame::Nested { id, parent, request }) => Read::Frame(Frame::Nested { id, parent, request }),
                 Ok(f) => Read::Frame(f),
                 Err(e) => Read::Malformed(e.to_string()),
             },
@@ -83,7 +90,7 @@ impl Link {
         match lock(&self.send).send(&out) {
             Err(FrameError::TooLarge { len, max }) => {
                 let id = match frame {
-                    Frame::Reply { id, .. } | Frame::Request { id, .. } => *id,
+                    Frame::Reply { id, .. } | Frame::Request { id, .. } | Frame::Nested { id, .. } => *id,
                 };
                 let message = format!("the reply of {len} bytes exceeds the maximum frame of {max}");
                 out.clear();
@@ -107,10 +114,13 @@ impl Link {
         loop {
             {
                 let mut st = lock(&self.state);
-                while st.reading && !st.closed {
+                while st.reading && !st.closed && st.queue.is_empty() {
                     st.waiters += 1;
                     st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
                     st.waiters -= 1;
+                }
+                if let Some((id, request)) = st.queue.pop_front() {
+                    return Next::Request(id, request);
                 }
                 if st.closed {
                     return Next::Stop(Ok(()));
@@ -126,8 +136,10 @@ impl Link {
             }
             let got = self.release_reader(got);
             match got {
-                None => {} // a reply, delivered
-                Some(Read::Frame(Frame::Request { id, request })) => return Next::Request(id, request),
+                None => {} // a reply or a nested call, delivered to its thread
+                Some(Read::Frame(Frame::Request { id, request } | Frame::Nested { id, request, .. })) => {
+                    return Next::Request(id, request)
+                }
                 Some(Read::Frame(Frame::Reply { id, .. })) => {
                     let _ = self.send(&unexpected_reply(id));
                     self.close();
@@ -164,6 +176,11 @@ impl Link {
                 }
                 _ => Some(Read::Frame(Frame::Reply { id, reply })),
             },
+            // A nested call goes to the thread waiting for the callback it was made from.
+            Read::Frame(Frame::Nested { id, parent, request }) if st.replies.contains_key(&parent) => {
+                st.nested.entry(parent).or_default().push_back((id, request));
+                None
+            }
             other => Some(other),
         };
         let wake = st.waiters > 0;
@@ -187,7 +204,14 @@ impl Link {
             {
                 let mut st = lock(&self.state);
                 loop {
+                    if let Some((rid, request)) = st.nested.get_mut(&id).and_then(|q| q.pop_front()) {
+                        drop(st);
+                        self.run_nested(host, rid, request);
+                        st = lock(&self.state);
+                        continue;
+                    }
                     if matches!(st.replies.get(&id), Some(Some(_))) {
+                        st.nested.remove(&id);
                         return st.replies.remove(&id).flatten().expect("present");
                     }
                     if st.closed {
@@ -207,16 +231,31 @@ impl Link {
             match self.release_reader(got) {
                 None => {}
                 Some(Read::Frame(Frame::Reply { .. })) => self.close(),
+                // A nested call of a callback nobody waits for any more: run it here rather than drop it.
+                Some(Read::Frame(Frame::Nested { id: rid, request, .. })) => self.run_nested(host, rid, request),
                 Some(Read::Frame(Frame::Request { id: rid, request })) => {
-                    // A request while we wait: the client's callback calling into the library. Run it
-                    // here, on the thread the library called us on.
-                    let answer = host.handle(request);
-                    if self.send(&Frame::Reply { id: rid, reply: answer }).is_err() {
-                        self.close();
+                    // Anything else is the workers' (one worker: every call on its thread, in order).
+                    if !matches!(request, Request::Shutdown) {
+                        self.in_flight.fetch_add(1, SeqCst);
+                    }
+                    let mut st = lock(&self.state);
+                    st.queue.push_back((rid, request));
+                    let wake = st.waiters > 0;
+                    drop(st);
+                    if wake {
+                        self.wake.notify_all();
                     }
                 }
                 Some(Read::Malformed(_) | Read::Failed(_)) => self.close(),
             }
+        }
+    }
+
+    /// Runs a nested call (the client's callback calling into the library) on this thread and answers it.
+    fn run_nested(&self, host: &Host, id: u64, request: Request) {
+        let answer = host.handle(request);
+        if self.send(&Frame::Reply { id, reply: answer }).is_err() {
+            self.close();
         }
     }
 

@@ -488,10 +488,13 @@ impl Transport for ShmTransport {
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
         let ctl = self.seg.control(self.recv);
         let data = self.seg.data(self.recv);
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        // The timeout applies to the frame's start only: once a frame has begun, the rest is waited for
+        // (abandoning it half-read would leave the stream out of step).
+        let mut deadline = self.timeout.map(|t| Instant::now() + t);
         buf.clear();
         loop {
             self.wait_for(ctl, FULL, deadline)?;
+            deadline = None;
             let len = (ctl.len.load(Ordering::Relaxed) as usize).min(self.seg.capacity);
             let more = ctl.more.load(Ordering::Relaxed) != 0;
             if buf.len() + len > bitbridge_proto::DEFAULT_MAX_FRAME as usize {

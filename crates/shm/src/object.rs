@@ -140,8 +140,14 @@ impl SharedMem {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "an anonymous object has no name to open"))
             }
         };
-        let fd: OwnedFd = OpenOptions::new().read(true).write(true).open(&path)?.into();
-        Self::from_fd(fd)
+        let file = OpenOptions::new().read(true).write(true).custom_flags(libc_o_nonblock()).open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        Self::from_fd(file.into())
     }
 
     /// Maps an object from its descriptor (a memfd received from another process), checking the header.
@@ -226,7 +232,7 @@ impl SharedMem {
         let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
         if l.kind.load(Ordering::Relaxed) == 1 && l.owner.load(Ordering::Relaxed) == me {
             l.count.fetch_add(1, Ordering::Relaxed);
-            return Ok(LockGuard { lock: l });
+            return Ok(LockGuard { lock: l, _not_send: std::marker::PhantomData });
         }
         if l.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // Mark contended; sleep until the holder releases (not FUTEX_PRIVATE: other processes).
@@ -239,7 +245,7 @@ impl SharedMem {
         }
         l.owner.store(me, Ordering::Relaxed);
         l.count.store(1, Ordering::Relaxed);
-        Ok(LockGuard { lock: l })
+        Ok(LockGuard { lock: l, _not_send: std::marker::PhantomData })
     }
 
     /// Takes the lock if it is free (or, recursive, already ours).
@@ -248,12 +254,12 @@ impl SharedMem {
         let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
         if l.kind.load(Ordering::Relaxed) == 1 && l.owner.load(Ordering::Relaxed) == me {
             l.count.fetch_add(1, Ordering::Relaxed);
-            return Some(LockGuard { lock: l });
+            return Some(LockGuard { lock: l, _not_send: std::marker::PhantomData });
         }
         l.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).ok()?;
         l.owner.store(me, Ordering::Relaxed);
         l.count.store(1, Ordering::Relaxed);
-        Some(LockGuard { lock: l })
+        Some(LockGuard { lock: l, _not_send: std::marker::PhantomData })
     }
 
     /// The path of a named or file-backed object.
@@ -270,10 +276,17 @@ impl Drop for SharedMem {
     }
 }
 
-/// Holds a shared object's lock; releases it when dropped.
+/// O_NONBLOCK, so opening a FIFO given as a file fails instead of blocking.
+fn libc_o_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
+/// Holds a shared object's lock; releases it when dropped, on the thread that took it (not `Send`,
+/// like std's `MutexGuard`: a recursive lock is owned by a thread).
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     lock: &'a RawLock,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for RawLock {
