@@ -25,8 +25,39 @@ fn env_name(arch: Arch) -> &'static str {
     }
 }
 
-/// Finds the server for `arch`, or says where it looked and how to build one.
+/// Finds the server for `arch`, or says where it looked and how to build one. A server found and checked
+/// once is reused while its file is unchanged (its ELF header is not read again at every start).
 pub(crate) fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Key = (Arch, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>);
+    static FOUND: Mutex<Option<HashMap<Key, (PathBuf, std::time::SystemTime)>>> = Mutex::new(None);
+    // What the search depends on besides the files: the environment variables it reads.
+    let key = (
+        arch,
+        explicit.map(Path::to_path_buf),
+        std::env::var_os(env_name(arch)),
+        std::env::var_os("BITBRIDGE_SERVER_DIR"),
+    );
+    let stamp = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+    if let Some((p, when)) = FOUND.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key)
+    {
+        if stamp(p) == Some(*when) {
+            return Ok(p.clone());
+        }
+    }
+    let found = search_server(arch, explicit)?;
+    if let Some(when) = stamp(&found) {
+        FOUND
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(key, (found.clone(), when));
+    }
+    Ok(found)
+}
+
+fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     let mut searched = Vec::new();
     let mut wrong = Vec::new();
     let mut check = |p: PathBuf, searched: &mut Vec<PathBuf>| -> Option<PathBuf> {
