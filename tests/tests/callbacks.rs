@@ -11,6 +11,12 @@ use bitbridge_tests::{no_server_left, track, Backend};
 
 const SERVERS: [Backend; 4] = [Backend::Server32, Backend::Server32Socket, Backend::Server64, Backend::Server64Socket];
 
+/// `int start_events(void (*)(int), int n)` and `int join_events(void)` of fixtures/events.c.
+fn event_functions(lib: &bitbridge::Library) -> (Function, Function) {
+    let sig = Signature::new(CType::Int).arg(CType::fn_ptr(Signature::new(CType::Void))).arg(CType::Int);
+    (lib.function("start_events", sig).unwrap(), lib.function("join_events", Signature::new(CType::Int)).unwrap())
+}
+
 #[test]
 fn qsort_from_the_system_libc_with_a_comparison_callback() {
     let _check = no_server_left();
@@ -57,13 +63,7 @@ fn events_from_the_librarys_own_thread_during_a_call_and_later() {
                 Value::Void
             })
             .unwrap();
-        let start = lib
-            .function(
-                "start_events",
-                Signature::new(CType::Int).arg(CType::fn_ptr(Signature::new(CType::Void))).arg(CType::Int),
-            )
-            .unwrap();
-        let join = lib.function("join_events", Signature::new(CType::Int)).unwrap();
+        let (start, join) = event_functions(&lib);
         // Fired while the client waits in join_events: run on the waiting thread.
         assert_eq!(start.call(&[cb.value(), 5.into()]).unwrap().ret, Value::Int(0));
         assert_eq!(join.call(&[]).unwrap().ret, Value::Int(0));
@@ -203,13 +203,7 @@ fn calls_stay_on_the_servers_thread_while_a_library_thread_waits_in_a_callback()
                 Value::Void
             })
             .unwrap();
-        let start = lib
-            .function(
-                "start_events",
-                Signature::new(CType::Int).arg(CType::fn_ptr(Signature::new(CType::Void))).arg(CType::Int),
-            )
-            .unwrap();
-        let join = lib.function("join_events", Signature::new(CType::Int)).unwrap();
+        let (start, join) = event_functions(&lib);
         start.call(&[cb.value(), 20.into()]).unwrap();
         for _ in 0..200 {
             // Unrelated calls: always on the server's one worker thread, never on the library's thread.

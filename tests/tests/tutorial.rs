@@ -108,6 +108,16 @@ fn multiply_two_dimensional_arrays() {
     }
 }
 
+/// `void scalar_multiply(double a, double *xin, int n, double *xout)` of fixtures/cpp_lib.cpp.
+fn scalar_multiply(lib: &Library) -> bitbridge::Function {
+    let sig = Signature::new(CType::Void)
+        .arg(CType::Double)
+        .arg(CType::ptr(CType::Double))
+        .arg(CType::Int)
+        .arg_out(CType::ptr(CType::Double));
+    lib.function("scalar_multiply", sig).unwrap()
+}
+
 #[test]
 fn msl_loadlib_cpp_example() {
     let _check = bitbridge_tests::no_server_left();
@@ -123,14 +133,7 @@ fn msl_loadlib_cpp_example() {
         assert_eq!(aos.call(&[1.0.into(), 2.0.into(), true.into()]).unwrap().ret, Value::Float(3.0));
         assert_eq!(aos.call(&[1.0.into(), 2.0.into(), false.into()]).unwrap().ret, Value::Float(-1.0));
 
-        let sm = f(
-            "scalar_multiply",
-            Signature::new(CType::Void)
-                .arg(CType::Double)
-                .arg(CType::ptr(CType::Double))
-                .arg(CType::Int)
-                .arg_out(CType::ptr(CType::Double)),
-        );
+        let sm = scalar_multiply(&lib);
         let r = sm.call(&[2.0.into(), Value::f64s([1.0, 2.0, 3.5]), 3.into(), Value::Zeros(3)]).unwrap();
         assert_eq!(r.out(3).unwrap().to_f64_vec().unwrap(), [2.0, 4.0, 7.0], "{b:?}");
 
@@ -202,16 +205,7 @@ fn bulk_arrays_in_every_direction() {
     for b in BACKENDS {
         let lib = b.open("cpp_lib");
         let n = 300_000usize; // 2.4 MB of doubles: through the shared arena on shared-memory connections
-        let sm = lib
-            .function(
-                "scalar_multiply",
-                Signature::new(CType::Void)
-                    .arg(CType::Double)
-                    .arg(CType::ptr(CType::Double))
-                    .arg(CType::Int)
-                    .arg_out(CType::ptr(CType::Double)),
-            )
-            .unwrap();
+        let sm = scalar_multiply(&lib);
         let xs: Vec<u8> = (0..n).flat_map(|i| (i as f64).to_le_bytes()).collect();
         let r = sm.call(&[3.0.into(), Value::Bytes(xs), (n as i64).into(), Value::Zeros(n as u32)]).unwrap();
         let out = r.out(3).unwrap().as_slice().unwrap();
