@@ -208,3 +208,16 @@ fn standard_dirs(arch: Option<Arch>) -> Vec<&'static str> {
         _ => x64.iter().chain(&common).chain(&x86).copied().collect(),
     }
 }
+
+/// The names a library exports (its dynamic symbols defined in it), sorted.
+pub fn exports(path: &Path) -> Result<Vec<String>> {
+    let file = File::open(path).map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
+    let cache = ReadCache::new(file);
+    let obj =
+        object::File::parse(&cache).map_err(|e| Error::NotALibrary { path: path.into(), reason: e.to_string() })?;
+    let exports = obj.exports().map_err(|e| Error::NotALibrary { path: path.into(), reason: e.to_string() })?;
+    let mut names: Vec<String> = exports.iter().map(|e| String::from_utf8_lossy(e.name()).into_owned()).collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}

@@ -13,10 +13,10 @@ pub mod shared;
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,
 };
-pub use detect::{dependencies, inspect, Dependency, LibraryInfo};
+pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
-pub use locate::server_file_name;
+pub use locate::{find_server, server_file_name};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer};
 
 /// The wire contract shared with the server (types, layouts, messages), for advanced use.

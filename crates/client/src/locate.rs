@@ -25,9 +25,10 @@ fn env_name(arch: Arch) -> &'static str {
     }
 }
 
-/// Finds the server for `arch`, or says where it looked and how to build one. A server found and checked
-/// once is reused while its file is unchanged (its ELF header is not read again at every start).
-pub(crate) fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+/// Finds the server for `arch` as [`Server::spawn`](crate::Server::spawn) would (`explicit`: a path given
+/// with `ServerOptions::server_path`), or says where it looked and how to build one. A server found and
+/// checked once is reused while its file is unchanged (its ELF header is not read again at every start).
+pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     use std::collections::HashMap;
     use std::sync::Mutex;
     type Key = (Arch, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>);
