@@ -290,6 +290,8 @@ struct Inner {
     wake: Condvar,
     registry: Mutex<Registry>,
     fd_sock: Mutex<Option<UnixStream>>,
+    /// Whether this is a shared-memory connection (fixed for the server's life, restarts included).
+    shared_memory: bool,
     /// Held for each descriptor transfer (descriptor, then the request that takes it).
     fd_lock: Mutex<()>,
     /// The Rust side of each callback.
@@ -509,6 +511,7 @@ impl Server {
                 }),
                 wake: Condvar::new(),
                 registry: Mutex::new(Registry::default()),
+                shared_memory: link.fd_sock.is_some(),
                 fd_sock: Mutex::new(link.fd_sock),
                 fd_lock: Mutex::new(()),
                 callbacks: Mutex::new(HashMap::new()),
@@ -654,12 +657,12 @@ impl Server {
     /// [`SharedBuffer::value`] where a pointer is expected and the library works on the same memory, with
     /// nothing copied, and may keep the pointer to fill it later. Needs the shared-memory transport.
     pub fn share(&self, len: u64) -> Result<SharedBuffer> {
-        let sock = lock(&self.inner.fd_sock).as_ref().and_then(|s| s.try_clone().ok());
-        let sock = sock.ok_or_else(|| Error::Unsupported("shared buffers need the shared-memory transport".into()))?;
+        if !self.inner.shared_memory {
+            return Err(Error::Unsupported("shared buffers need the shared-memory transport".into()));
+        }
         if len == 0 || len > ARENA_MAX {
             return Err(Error::Unsupported(format!("a shared buffer of {len} bytes (1 to {ARENA_MAX})")));
         }
-        drop(sock);
         let mem = Arc::new(Arena::create(len).map_err(Error::Io)?);
         let region = self.map_fd(mem.fd(), len)?;
         Ok(SharedBuffer { server: self.clone(), region, mem })
@@ -740,7 +743,11 @@ impl Server {
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
         let outer = CALLBACK_FAILURE.with(|f| f.borrow_mut().take());
-        let result = self.call_checked(func, name, sig, args, extra, timeout);
+        let result = if extra.is_empty() && !sig.variadic {
+            self.call_prepared(func, name, sig, args, Vec::new(), timeout)
+        } else {
+            self.call_variadic(func, name, sig, args, extra, timeout)
+        };
         // A callback that failed while this call ran makes the call fail, whatever the library did next.
         let failure = CALLBACK_FAILURE.with(|f| std::mem::replace(&mut *f.borrow_mut(), outer));
         match (result, failure) {
@@ -749,7 +756,8 @@ impl Server {
         }
     }
 
-    fn call_checked(
+    /// A variadic call: the promotions checked, the variadic arguments appended to the fixed ones.
+    fn call_variadic(
         &self,
         func: u32,
         name: &str,
@@ -758,30 +766,27 @@ impl Server {
         extra: &[(CType, Value)],
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
-        if !extra.is_empty() || sig.variadic {
-            if !sig.variadic {
-                return Err(Error::Signature { function: name.to_owned(), message: "not declared variadic".into() });
-            }
-            for (i, (ty, _)) in extra.iter().enumerate() {
-                if let Some(p) = ty.promoted() {
-                    return Err(Error::Signature {
-                        function: name.to_owned(),
-                        message: format!(
-                            "variadic argument {} is `{ty}`, which C passes as `{p}` (default argument promotions): declare it so",
-                            sig.params.len() + i + 1
-                        ),
-                    });
-                }
-            }
-            let mut full = sig.clone();
-            full.params
-                .extend(extra.iter().map(|(ty, _)| bitbridge_proto::Param { ty: ty.clone(), dir: Default::default() }));
-            let mut values = args.to_vec();
-            values.extend(extra.iter().map(|(_, v)| v.clone()));
-            let types: Vec<CType> = extra.iter().map(|(t, _)| t.clone()).collect();
-            return self.call_prepared(func, name, &full, &values, types, timeout);
+        if !sig.variadic {
+            return Err(Error::Signature { function: name.to_owned(), message: "not declared variadic".into() });
         }
-        self.call_prepared(func, name, sig, args, Vec::new(), timeout)
+        for (i, (ty, _)) in extra.iter().enumerate() {
+            if let Some(p) = ty.promoted() {
+                return Err(Error::Signature {
+                    function: name.to_owned(),
+                    message: format!(
+                        "variadic argument {} is `{ty}`, which C passes as `{p}` (default argument promotions): declare it so",
+                        sig.params.len() + i + 1
+                    ),
+                });
+            }
+        }
+        let mut full = sig.clone();
+        full.params
+            .extend(extra.iter().map(|(ty, _)| bitbridge_proto::Param { ty: ty.clone(), dir: Default::default() }));
+        let mut values = args.to_vec();
+        values.extend(extra.iter().map(|(_, v)| v.clone()));
+        let types: Vec<CType> = extra.iter().map(|(t, _)| t.clone()).collect();
+        self.call_prepared(func, name, &full, &values, types, timeout)
     }
 
     fn call_prepared(
@@ -794,8 +799,7 @@ impl Server {
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
         let target = self.target();
-        let bulk = lock(&self.inner.fd_sock).is_some();
-        let threshold = if bulk { ARENA_THRESHOLD } else { u64::MAX };
+        let threshold = if self.inner.shared_memory { ARENA_THRESHOLD } else { u64::MAX };
         let arg_err = |source| Error::Argument { function: name.to_owned(), source: Box::new(source) };
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
         let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;

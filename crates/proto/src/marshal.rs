@@ -512,17 +512,12 @@ fn nul_terminated(b: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Whether values of `ty` can hold pointers (so their memory may have made blocks).
-fn has_pointer(ty: &CType) -> bool {
-    ty.contains_pointer()
-}
-
 /// Whether a value of `ty` can make more than its own top-level block.
 fn has_nested_pointer(ty: &CType) -> bool {
     match ty {
-        CType::Pointer(to) => has_pointer(to),
+        CType::Pointer(to) => to.contains_pointer(),
         CType::CStr | CType::WStr | CType::FnPtr(_) => false,
-        other => has_pointer(other),
+        other => other.contains_pointer(),
     }
 }
 
@@ -726,7 +721,7 @@ impl<'s> Reader<'_, 's> {
                     _ => {
                         // Not copied back (under an `In` parameter, whose value is not returned): walk it
                         // only to count the blocks nested in it.
-                        if has_pointer(to) {
+                        if to.contains_pointer() {
                             let len = self.pointee_len(to, orig)?;
                             self.pointee(to, orig, &vec![0u8; len])?;
                         }
