@@ -38,6 +38,10 @@ fn main() {
             },
         },
         Frame::Request { id: 11, request: Request::Callback { cb: 3, call: CallData::default() } },
+        Frame::Request { id: 12, request: Request::Start { options: vec![0xa1, 0x61, 0x6e, 0x01] } },
+        Frame::Request { id: 13, request: Request::Invoke { method: "add".into(), args: vec![0x82, 0x01, 0x02] } },
+        Frame::Request { id: 14, request: Request::Get { name: "serial".into() } },
+        Frame::Reply { id: 13, reply: Ok(Reply::Raised { kind: "DeviceError".into(), message: "closed".into() }) },
         Frame::Reply {
             id: 3,
             reply: Ok(Reply::Returned(Returned {

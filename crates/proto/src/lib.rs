@@ -8,6 +8,7 @@
 
 pub mod marshal;
 pub mod msg;
+pub mod service;
 pub mod target;
 pub mod transport;
 pub mod types;

@@ -11,7 +11,7 @@ use crate::target::{Arch, Os};
 use crate::types::{CType, Signature};
 
 /// The protocol version; a server and client of different versions refuse each other at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest memory block one call may pass: it must fit in a reply frame when copied back.
 pub const MAX_BLOCK: u64 = crate::transport::DEFAULT_MAX_FRAME as u64 - (1 << 20);
@@ -196,6 +196,26 @@ pub enum Request {
         /// Its arguments.
         call: CallData,
     },
+    /// Create the server's service object (a custom server's wrapper, see `bitbridge-service`) from
+    /// its constructor options, replacing any previous one. Replies [`Reply::Done`], or
+    /// [`Reply::Raised`] when the constructor fails.
+    Start {
+        /// The options, encoded by the service codec (CBOR).
+        options: Vec<u8>,
+    },
+    /// Call a method of the service object by name. Replies [`Reply::Bytes`] (the result, encoded by
+    /// the service codec) or [`Reply::Raised`].
+    Invoke {
+        /// The method's registered name.
+        method: String,
+        /// The positional arguments, one encoded sequence.
+        args: Vec<u8>,
+    },
+    /// Read a property of the service object. Replies like [`Request::Invoke`].
+    Get {
+        /// The property's registered name.
+        name: String,
+    },
     /// Reply [`Reply::Done`], then exit.
     Shutdown,
 }
@@ -278,6 +298,15 @@ pub enum Reply {
     Bytes(Vec<u8>),
     /// A call's results.
     Returned(Returned),
+    /// A service's constructor, method or property failed: the error it raised. The connection and
+    /// the service object stay usable.
+    Raised {
+        /// What kind of error: the name the service gave it, or one of bitbridge's own for failures
+        /// around the method (unknown method, arguments that do not decode, a panic).
+        kind: String,
+        /// Its message, with its cause chain.
+        message: String,
+    },
 }
 
 /// What a call gave back.
@@ -322,6 +351,9 @@ pub enum ErrorKind {
     OutOfMemory,
     /// The request was malformed or out of order; the server closes the connection after this.
     Protocol,
+    /// A service request ([`Request::Start`], [`Request::Invoke`], [`Request::Get`]) reached a server
+    /// that hosts no service, or a native request reached a host that serves only a service.
+    NotServed,
 }
 
 /// Why a frame could not be encoded or decoded.
