@@ -34,6 +34,32 @@ pub struct Host {
     /// The connection, once serving: callbacks send requests on it.
     link: std::sync::OnceLock<Arc<Link>>,
     fd_source: Option<FdSource>,
+    /// A custom server's service object, answering [`Request::Start`], [`Request::Invoke`] and
+    /// [`Request::Get`].
+    handler: Option<Arc<dyn Handler>>,
+    /// Whether native requests (load, call, raw memory) are served: not by a service-only host.
+    native: bool,
+}
+
+/// A custom server's service, as the host sees it: encoded options, arguments and results in, encoded
+/// results or a raised error out. `bitbridge-service` implements it over a typed Rust object; the host
+/// only routes requests to it.
+pub trait Handler: Send + Sync {
+    /// Creates (or replaces) the service object from its encoded constructor options.
+    fn start(&self, options: &[u8]) -> Result<(), Raised>;
+    /// Calls method `method` with encoded positional arguments; returns the encoded result.
+    fn invoke(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, Raised>;
+    /// Reads property `name`; returns it encoded.
+    fn get(&self, name: &str) -> Result<Vec<u8>, Raised>;
+}
+
+/// An error a service raised: sent to the client as [`Reply::Raised`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Raised {
+    /// What kind of error (a type name, or one of bitbridge's `bitbridge::…` kinds).
+    pub kind: String,
+    /// The message, with its causes.
+    pub message: String,
 }
 
 /// Prepared calls of variadic functions, keyed by function handle and variadic argument types.
@@ -143,7 +169,27 @@ impl Host {
             retired: Mutex::new(Vec::new()),
             link: std::sync::OnceLock::new(),
             fd_source: None,
+            handler: None,
+            native: true,
         }
+    }
+
+    /// A host that serves only `handler`'s service and refuses every native request (loading libraries,
+    /// calls, raw memory): safe, since it runs no code but the service's own. The client's in-process
+    /// mode for custom servers uses it.
+    pub fn service_only(handler: Arc<dyn Handler>) -> Host {
+        // SAFETY: the host never loads a library or touches raw memory: `native` is false, so every such
+        // request is refused before it is looked at.
+        let mut host = unsafe { Host::new() };
+        host.native = false;
+        host.handler = Some(handler);
+        host
+    }
+
+    /// Routes service requests ([`Request::Start`], [`Request::Invoke`], [`Request::Get`]) to `handler`:
+    /// a custom server is the generic host plus its service.
+    pub fn set_handler(&mut self, handler: Arc<dyn Handler>) {
+        self.handler = Some(handler);
     }
 
     /// Lets the host receive file descriptors from the client (the bulk arena's), as the server binary
@@ -172,7 +218,33 @@ impl Host {
     }
 
     fn handle_inner(&self, request: Request) -> Result<Reply, RemoteError> {
+        let raised = |r: Result<Vec<u8>, Raised>| match r {
+            Ok(bytes) => Ok(Reply::Bytes(bytes)),
+            Err(Raised { kind, message }) => Ok(Reply::Raised { kind, message }),
+        };
         match request {
+            Request::Start { .. } | Request::Invoke { .. } | Request::Get { .. } => {
+                let Some(h) = &self.handler else {
+                    return fail(
+                        ErrorKind::NotServed,
+                        "this is the generic bitbridge-server: it hosts no service (start the custom server program that \
+                         serves one)",
+                    );
+                };
+                match request {
+                    Request::Start { options } => match h.start(&options) {
+                        Ok(()) => Ok(Reply::Done),
+                        Err(Raised { kind, message }) => Ok(Reply::Raised { kind, message }),
+                    },
+                    Request::Invoke { method, args } => raised(h.invoke(&method, &args)),
+                    Request::Get { name } => raised(h.get(&name)),
+                    _ => unreachable!("matched above"),
+                }
+            }
+            Request::Shutdown => Ok(Reply::Done),
+            _ if !self.native => {
+                fail(ErrorKind::NotServed, "this in-process host serves only its service: it loads no library")
+            }
             Request::Load { lib, path } => self.load(lib, path),
             Request::Unload { lib } => {
                 lock(&self.libs).remove(&lib).ok_or_else(|| unknown("library", lib))?;
@@ -232,7 +304,6 @@ impl Host {
                 retired.retain(|s| s.in_use());
                 Ok(Reply::Done)
             }
-            Request::Shutdown => Ok(Reply::Done),
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
         }
     }

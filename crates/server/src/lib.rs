@@ -13,6 +13,7 @@ mod ffi;
 mod host;
 mod link;
 mod memory;
+mod run;
 mod sys;
 
 /// Process set-up for the server binary (Unix: connection on fd 0, parent-death signal).
@@ -23,7 +24,8 @@ use std::collections::VecDeque;
 
 use bitbridge_proto::{msg, Frame, FrameError, Hello, Reply, Request, Transport};
 
-pub use host::Host;
+pub use host::{Handler, Host, Raised};
+pub use run::run;
 
 /// The hello a host of this build sends.
 pub fn hello(pid: u32) -> Hello {
