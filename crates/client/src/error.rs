@@ -156,6 +156,27 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A custom server's service raised an error in its constructor, a method or a property (msl-loadlib's
+    /// `Server32Error`). The server and the service object stay usable.
+    #[error("{call} raised {kind}: {message}")]
+    Raised {
+        /// What was called: ``method `read` ``, ``property `serial` ``, or `the constructor`.
+        call: String,
+        /// The error's kind: the service's own (its error type's name, or the kind it chose), or one of
+        /// bitbridge's `bitbridge::…` kinds ([`bitbridge_proto::service::kinds`]) for an unknown name,
+        /// arguments that do not decode as the method's parameters, or a panic.
+        kind: String,
+        /// Its message, with its causes.
+        message: String,
+    },
+    /// A service value could not be encoded, or a result does not decode as the type asked for.
+    #[error("{call}: {message}")]
+    Value {
+        /// What was called.
+        call: String,
+        /// What is wrong, such as "invalid type: string, expected f64".
+        message: String,
+    },
     /// Another error reported by the server (a bad address, an unknown handle, out of memory).
     #[error("the server refused the request")]
     Remote(#[source] RemoteError),

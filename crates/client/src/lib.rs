@@ -8,6 +8,7 @@ mod library;
 mod locate;
 mod process;
 mod server;
+mod service;
 pub mod shared;
 
 pub use bitbridge_proto::{
@@ -18,6 +19,7 @@ pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::{find_server, server_file_name};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer};
+pub use service::ServiceClient;
 
 /// The wire contract shared with the server (types, layouts, messages), for advanced use.
 pub use bitbridge_proto as proto;

@@ -419,6 +419,8 @@ struct Registry {
     shared: BTreeMap<u32, (Arc<OwnedFd>, u64)>,
     /// Callbacks: their signature and current address in the server.
     callbacks: BTreeMap<u32, (Signature, u64)>,
+    /// A custom server's service: its encoded constructor options, to construct it again.
+    service: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -476,6 +478,12 @@ impl Server {
     pub unsafe fn in_process() -> Server {
         // SAFETY: forwarded to our caller by this function's own contract.
         let host = unsafe { bitbridge_server::Host::new() };
+        Server::in_process_host(host)
+    }
+
+    /// A client of `host`, running in this process.
+    #[cfg(feature = "in-process")]
+    pub(crate) fn in_process_host(host: bitbridge_server::Host) -> Server {
         let shared = Arc::new(Mutex::new(bitbridge_server::InProcess::new(host)));
         let mut recv: Box<dyn Transport> = Box::new(Shared(shared.clone()));
         let mut buf = Vec::new();
@@ -565,6 +573,28 @@ impl Server {
                 Err(Error::Load { path: p.to_owned(), message, missing })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Constructs the server's service object from encoded options (a custom server's constructor),
+    /// remembered to be replayed by a restart.
+    pub(crate) fn start_service(&self, options: Vec<u8>) -> Result<()> {
+        match self.request(Request::Start { options: options.clone() }, None)? {
+            Reply::Done => {
+                lock(&self.inner.registry).service = Some(options);
+                Ok(())
+            }
+            Reply::Raised { kind, message } => Err(Error::Raised { call: "the constructor".into(), kind, message }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A service request answered with an encoded value or a raised error; `call` names it in errors.
+    pub(crate) fn service_request(&self, request: Request, call: &str, timeout: Option<Duration>) -> Result<Vec<u8>> {
+        match self.request(request, timeout)? {
+            Reply::Bytes(b) => Ok(b),
+            Reply::Raised { kind, message } => Err(Error::Raised { call: call.to_string(), kind, message }),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -1262,7 +1292,8 @@ impl Server {
                 symbol: symbol.clone(),
                 sig: sig.clone(),
             });
-            libs.chain(funcs).collect()
+            let service = registry.service.iter().map(|options| Request::Start { options: options.clone() });
+            service.chain(libs).chain(funcs).collect()
         };
         link.recv.set_recv_timeout(Some(opts.startup_timeout)).map_err(Error::from_frame)?;
         let shared: Vec<(u32, Arc<OwnedFd>, u64)> =
@@ -1288,6 +1319,8 @@ impl Server {
             msg::encode(&Frame::Request { id, request }, &mut out);
             let replayed = link.send.send(&out).and_then(|()| link.recv.recv(&mut out));
             let reply = match (replayed, msg::decode::<Frame>(&out)) {
+                // A service constructor that fails the second time fails the restart.
+                (Ok(()), Ok(Frame::Reply { reply: Ok(Reply::Raised { .. }), .. })) => None,
                 (Ok(()), Ok(Frame::Reply { id: rid, reply: Ok(r) })) if rid == id => Some(r),
                 _ => None,
             };
@@ -1298,7 +1331,9 @@ impl Server {
                 if let Some(p) = link.process.as_mut() {
                     p.reap(Duration::ZERO);
                 }
-                return Err(Error::Handshake("the restarted server could not load the same libraries again".into()));
+                return Err(Error::Handshake(
+                    "the restarted server could not construct its service or load the same libraries again".into(),
+                ));
             }
         }
         link.recv.set_recv_timeout(None).map_err(Error::from_frame)?;
