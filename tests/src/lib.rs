@@ -50,7 +50,7 @@ pub fn out_dir() -> PathBuf {
 }
 
 fn build(src: &Path, out: &Path, bits: Bits, shared: bool, extra: &[&str]) {
-    let cpp = src.extension().is_some_and(|e| e == "cpp");
+    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
     let fresh = out.metadata().and_then(|o| o.modified()).ok().is_some_and(|o| {
         let deps = [src.to_path_buf(), src.with_extension("h"), root().join("fixtures/layout.h")];
         deps.iter().filter_map(|d| d.metadata().and_then(|m| m.modified()).ok()).all(|m| m <= o)
@@ -60,7 +60,18 @@ fn build(src: &Path, out: &Path, bits: Bits, shared: bool, extra: &[&str]) {
     }
     // Build to a name of our own, then rename: parallel test processes never see half a file.
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let mut cmd = Command::new(if cpp { "g++" } else { "gcc" });
+    let compiler = match ext {
+        "cpp" => "g++",
+        "f90" => "gfortran",
+        _ => "gcc",
+    };
+    let mut cmd = Command::new(compiler);
+    if ext == "f90" {
+        // Module files go beside the output, one folder per build, not into the working directory.
+        let modules = tmp.with_extension("mod.d");
+        std::fs::create_dir_all(&modules).expect("creating a Fortran module folder");
+        cmd.arg("-J").arg(modules);
+    }
     cmd.arg(bits.flag()).args(["-O1", "-g", "-Wall", "-Werror", "-o"]).arg(&tmp).arg(src).args(extra);
     if shared {
         cmd.args(["-shared", "-fPIC"]);
@@ -68,7 +79,7 @@ fn build(src: &Path, out: &Path, bits: Bits, shared: bool, extra: &[&str]) {
     let o = cmd.output().unwrap_or_else(|e| panic!("running the C compiler for {}: {e}", src.display()));
     assert!(
         o.status.success(),
-        "building {} with {} failed (is gcc-multilib installed? run ./x install):\n{}",
+        "building {} with {compiler} {} failed (are gcc/g++/gfortran-multilib installed? run ./x install):\n{}",
         src.display(),
         bits.flag(),
         String::from_utf8_lossy(&o.stderr)
@@ -92,10 +103,10 @@ fn once(key: String, f: impl FnOnce() -> PathBuf) -> PathBuf {
 pub fn fixture(name: &str, bits: Bits) -> PathBuf {
     once(format!("lib {name} {bits:?}"), || {
         let dir = root().join("fixtures");
-        let src = [dir.join(format!("{name}.c")), dir.join(format!("{name}.cpp"))]
+        let src = [dir.join(format!("{name}.c")), dir.join(format!("{name}.cpp")), dir.join(format!("{name}.f90"))]
             .into_iter()
             .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("no fixture source fixtures/{name}.c or .cpp"));
+            .unwrap_or_else(|| panic!("no fixture source fixtures/{name}.c, .cpp or .f90"));
         let out = out_dir().join(format!("lib{name}{}.so", bits.suffix()));
         build(&src, &out, bits, true, &[]);
         out
@@ -209,6 +220,18 @@ pub fn server_binary(bits: Bits) -> PathBuf {
         Bits::B64 => "x86_64-unknown-linux-gnu",
     };
     let p = target.join(triple).join("debug").join("bitbridge-server");
+    assert!(p.is_file(), "{} is missing: run ./x servers (or ./x test)", p.display());
+    p
+}
+
+/// An example custom server (`examples/services/src/bin/<name>.rs`) built for `bits` by `./x servers`.
+pub fn service_program(name: &str, bits: Bits) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let triple = match bits {
+        Bits::B32 => "i686-unknown-linux-gnu",
+        Bits::B64 => "x86_64-unknown-linux-gnu",
+    };
+    let p = target.join(triple).join("debug").join(name);
     assert!(p.is_file(), "{} is missing: run ./x servers (or ./x test)", p.display());
     p
 }

@@ -1,0 +1,4 @@
+//! The device-driver wrapper as a custom server program.
+fn main() -> std::process::ExitCode {
+    bitbridge_service::serve::<bitbridge_examples::device::Device>()
+}

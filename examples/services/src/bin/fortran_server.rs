@@ -1,0 +1,4 @@
+//! The Fortran library wrapper as a custom server program.
+fn main() -> std::process::ExitCode {
+    bitbridge_service::serve::<bitbridge_examples::fortran::Fortran>()
+}
