@@ -363,6 +363,48 @@ fn failures(budget: Duration) {
     );
 }
 
+/// An example custom server for i686: the release build `./x bench` makes, else the debug one.
+fn service_program(name: &str) -> std::path::PathBuf {
+    let release = bitbridge_tests::root().join("target/i686-unknown-linux-gnu/release").join(name);
+    if release.is_file() {
+        release
+    } else {
+        bitbridge_tests::service_program(name, Bits::B32)
+    }
+}
+
+fn services(budget: Duration) {
+    use bitbridge::ServiceClient;
+    use bitbridge_examples::cpp::{Cpp, CppOptions};
+    header("custom server (cpp_server wrapping cpp_lib), i686, shm, spin", ["median", "p10", "p90"]);
+    let args = [Value::Int(2), Value::Int(3)];
+    let lib = open(Bits::B32, "cpp_lib", ServerOptions::new());
+    let add = add_of(&lib);
+    row(
+        "baseline: generic server, add(int, int) as a C call",
+        &sample(budget, 5_000, || drop(black_box(add.call(&args).unwrap()))),
+    );
+    let options = CppOptions { library: fixture("cpp_lib", Bits::B32) };
+    let cpp = ServiceClient::spawn(service_program("cpp_server"), &options).unwrap();
+    let v = sample(budget, 5_000, || {
+        black_box(cpp.call::<_, i32>("add", (2, 3)).unwrap());
+    });
+    row("service method add(i32, i32) -> i32", &v);
+    let local = ServiceClient::in_process::<Cpp, _>(&CppOptions { library: fixture("cpp_lib", Bits::B64) }).unwrap();
+    let v = sample(budget, 10_000, || {
+        black_box(local.call::<_, i32>("add", (2, 3)).unwrap());
+    });
+    row("the same method in-process (encode + dispatch, no IPC)", &v);
+    let xs: Vec<f64> = (0..131_072).map(f64::from).collect();
+    let v = sample(budget, 10, || drop(black_box(cpp.call::<_, Vec<f64>>("scalar_multiply", (2.0, &xs)).unwrap())));
+    row("scalar_multiply of 1 MiB of f64 and back", &v);
+    let v = sample(budget, 2, || {
+        let c = ServiceClient::spawn(service_program("cpp_server"), &options).unwrap();
+        black_box(c.call::<_, i32>("add", (2, 3)).unwrap());
+    });
+    row("start-up: spawn, construct (dlopen), first method", &v);
+}
+
 fn open_at(path: &std::path::Path, opts: ServerOptions) -> Library {
     LibraryOptions::new(path).server(opts).open().unwrap()
 }
@@ -381,6 +423,7 @@ fn main() {
     round_trips(budget);
     callbacks(budget);
     startup(budget);
+    services(budget);
     bulk(budget);
     threads(budget);
     failures(budget);
