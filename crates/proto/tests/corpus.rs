@@ -55,3 +55,26 @@ fn stream_and_reply_seeds() {
         msg::decode::<Returned>(&input).unwrap();
     }
 }
+
+#[test]
+fn service_value_seeds() {
+    use bitbridge_proto::service::{decode, encode};
+    let mut decoded = 0;
+    for input in inputs("service_values") {
+        if let Ok(v) = decode::<ciborium::Value>(&input) {
+            decoded += 1;
+            let again = encode(&v).unwrap();
+            assert!(decode::<ciborium::Value>(&again).is_ok());
+        }
+        for cut in 0..input.len() {
+            let _ = decode::<ciborium::Value>(&input[..cut]);
+            let mut flipped = input.clone();
+            flipped[cut] ^= 0xff;
+            let _ = decode::<ciborium::Value>(&flipped);
+        }
+    }
+    assert_eq!(decoded, 5, "every seed is a CBOR value");
+    // 40 nested arrays decode; far deeper nesting is refused, not a stack overflow.
+    let deep = [vec![0x81u8; 100_000], vec![0xf6]].concat();
+    assert_eq!(decode::<ciborium::Value>(&deep).unwrap_err(), "nested too deeply");
+}
