@@ -398,6 +398,12 @@ fn services(budget: Duration) {
     let xs: Vec<f64> = (0..131_072).map(f64::from).collect();
     let v = sample(budget, 10, || drop(black_box(cpp.call::<_, Vec<f64>>("scalar_multiply", (2.0, &xs)).unwrap())));
     row("scalar_multiply of 1 MiB of f64 and back", &v);
+    let echo = ServiceClient::spawn(service_program("echo_server"), &()).unwrap();
+    let bytes = serde_bytes::ByteBuf::from(vec![7u8; 1 << 20]);
+    let v = sample(budget, 10, || {
+        black_box(echo.call::<_, serde_bytes::ByteBuf>("echo_one", (&bytes,)).unwrap());
+    });
+    row("echo of 1 MiB as a byte string (serde_bytes) and back", &v);
     let v = sample(budget, 2, || {
         let c = ServiceClient::spawn(service_program("cpp_server"), &options).unwrap();
         black_box(c.call::<_, i32>("add", (2, 3)).unwrap());
