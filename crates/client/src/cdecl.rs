@@ -264,9 +264,12 @@ impl Declarations {
             let (line, column) = map.line_col(e.offset);
             let mut expected: Vec<_> = e.expected.iter().copied().filter(|t| !t.starts_with('<')).collect();
             expected.sort_unstable();
-            let found = map.token_at(e.offset);
+            let (found, next) = map.tokens_at(e.offset);
             let message = if found.is_empty() {
                 "unexpected end of the declarations (a missing `;` or `}`?)".to_owned()
+            } else if is_identifier(&found) && (is_identifier(&next) || next == "*") && !is_keyword(&found) {
+                // `widget_t *w` or `widget_t w` where widget_t names no type.
+                format!("unknown type name `{found}`")
             } else if expected.len() <= 6 && !expected.is_empty() {
                 format!("syntax error at `{found}`: expected {}", expected.join(" or "))
             } else {
@@ -309,6 +312,8 @@ struct Preprocessor<'a> {
 }
 
 struct Cond {
+    line: usize,
+    directive: &'static str,
     parent_active: bool,
     active: bool,
     taken: bool,
@@ -418,8 +423,7 @@ impl<'a> Preprocessor<'a> {
         }
         out.pop(); // the split added one line too many
         if let Some(c) = self.conds.last() {
-            let _ = c;
-            return Err(fail(lines.len(), 1, "a conditional directive (`#if`/`#ifdef`) is not closed by `#endif`"));
+            return Err(fail(c.line, 1, format!("this `#{}` is not closed by `#endif`", c.directive)));
         }
         Ok(PreText { text: out, edits, packs: self.packs })
     }
@@ -526,7 +530,7 @@ impl<'a> Preprocessor<'a> {
             "ifdef" | "ifndef" => {
                 let defined = self.is_defined(rest.split_whitespace().next().unwrap_or(""));
                 let cond = if name == "ifdef" { defined } else { !defined };
-                self.push_cond(cond);
+                self.push_cond(cond, line, if name == "ifdef" { "ifdef" } else { "ifndef" });
             }
             "if" => {
                 let cond = if self.active() {
@@ -534,7 +538,7 @@ impl<'a> Preprocessor<'a> {
                 } else {
                     false
                 };
-                self.push_cond(cond);
+                self.push_cond(cond, line, "if");
             }
             "elif" | "else" => {
                 let active = self.conds.last().is_some_and(|c| c.parent_active && !c.taken);
@@ -584,10 +588,10 @@ impl<'a> Preprocessor<'a> {
         Ok(())
     }
 
-    fn push_cond(&mut self, cond: bool) {
+    fn push_cond(&mut self, cond: bool, line: usize, directive: &'static str) {
         let parent_active = self.active();
         let active = parent_active && cond;
-        self.conds.push(Cond { parent_active, active, taken: active, seen_else: false });
+        self.conds.push(Cond { line, directive, parent_active, active, taken: active, seen_else: false });
     }
 
     fn is_defined(&self, name: &str) -> bool {
@@ -847,7 +851,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok2>, (usize, String)> {
         } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             while i < b.len() {
                 let d = b[i];
-                let exp = matches!(b[i - 1], b'e' | b'E' | b'p' | b'P') && (d == b'+' || d == b'-');
+                let exp = i > start && matches!(b[i - 1], b'e' | b'E' | b'p' | b'P') && (d == b'+' || d == b'-');
                 if d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || exp {
                     i += 1;
                 } else {
@@ -1147,6 +1151,57 @@ impl Expr<'_, '_, '_> {
     }
 }
 
+fn is_identifier(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_keyword(s: &str) -> bool {
+    matches!(
+        s,
+        "auto"
+            | "break"
+            | "case"
+            | "char"
+            | "const"
+            | "continue"
+            | "default"
+            | "do"
+            | "double"
+            | "else"
+            | "enum"
+            | "extern"
+            | "float"
+            | "for"
+            | "goto"
+            | "if"
+            | "inline"
+            | "int"
+            | "long"
+            | "register"
+            | "restrict"
+            | "return"
+            | "short"
+            | "signed"
+            | "sizeof"
+            | "static"
+            | "struct"
+            | "switch"
+            | "typedef"
+            | "union"
+            | "unsigned"
+            | "void"
+            | "volatile"
+            | "while"
+            | "_Bool"
+            | "_Complex"
+            | "_Alignas"
+            | "_Atomic"
+            | "__attribute__"
+            | "__attribute"
+    )
+}
+
 fn is_type_word(n: &str) -> bool {
     matches!(n, "int" | "unsigned" | "signed" | "long" | "short" | "char" | "float" | "double" | "const")
 }
@@ -1236,13 +1291,12 @@ impl PosMap<'_> {
         (line, orig + 1)
     }
 
-    fn token_at(&self, offset: usize) -> String {
+    /// The token at an offset and the one after it (empty at the end).
+    fn tokens_at(&self, offset: usize) -> (String, String) {
         let off = offset.saturating_sub(self.prelude).min(self.pre.text.len());
-        let rest = &self.pre.text[off..];
-        tokenize(rest.lines().next().unwrap_or(""))
-            .ok()
-            .and_then(|t| t.first().map(|t| t.text().to_owned()))
-            .unwrap_or_default()
+        let toks = tokenize(&self.pre.text[off..]).unwrap_or_default();
+        let text = |i: usize| toks.get(i).map(|t| t.text().to_owned()).unwrap_or_default();
+        (text(0), text(1))
     }
 
     fn pack_at(&self, line: usize) -> Option<u32> {
@@ -1434,6 +1488,9 @@ impl Semantics<'_, '_> {
                 if specs.is_static || inline {
                     return Ok(()); // a header's inline helper: not exported, nothing to call
                 }
+                // A K&R definition is named as such.
+                let base = self.base_type(&specs, f.node.specifiers.first().map(|s| s.span))?;
+                self.declarator(&f.node.declarator.node, base, specs.conv)?;
                 Err(self.at(&f.span, "a function definition (with a body): declare the function without its body"))
             }
         }
