@@ -94,6 +94,7 @@ pub struct Declarations {
     public_types: HashMap<String, CType>,
     constants: HashMap<String, Constant>,
     macros: HashMap<String, Macro>,
+    last_declared: Option<usize>,
 }
 
 /// What the preprocessor remembers of a `#define`.
@@ -189,6 +190,25 @@ impl Declarations {
         self.add_from(&text, Some(path.display().to_string()))
     }
 
+    /// Parses one prototype (such as `"double sum(double *f, int n)"`; the `;` may be left out), which
+    /// may use the types and constants declared so far, adds it, and returns it. Errors are placed in
+    /// `prototype`.
+    pub fn add_prototype(&mut self, prototype: &str) -> Result<Prototype> {
+        let text = crate::library::with_semicolon(prototype);
+        self.last_declared = None;
+        self.add_from(&text, Some("prototype".into()))?;
+        match self.last_declared {
+            Some(i) => Ok(self.functions[i].clone()),
+            None => Err(Error::Declaration {
+                origin: Some("prototype".into()),
+                line: 1,
+                column: 1,
+                message: "this declares no function (write it as `RETURN NAME(PARAMETERS)`)".into(),
+                source_line: prototype.trim().to_owned(),
+            }),
+        }
+    }
+
     /// Defines a preprocessor name as `#define NAME VALUE` would (`define("_WIN32", "1")` selects a
     /// header's Windows branches).
     pub fn define(&mut self, name: &str, value: &str) -> Result<&mut Self> {
@@ -262,7 +282,12 @@ impl Declarations {
         let map = PosMap { prelude: prelude.len(), pre: &pre };
         let unit = parse_preprocessed(&cfg, source).map_err(|e| {
             let (line, column) = map.line_col(e.offset);
-            let mut expected: Vec<_> = e.expected.iter().copied().filter(|t| !t.starts_with('<')).collect();
+            let mut expected: Vec<_> = e
+                .expected
+                .iter()
+                .copied()
+                .filter(|t| !(t.starts_with('<') || (t.starts_with('[') && t.len() > 1)))
+                .collect();
             expected.sort_unstable();
             let (found, next) = map.tokens_at(e.offset);
             let message = if found.is_empty() {
@@ -1533,13 +1558,18 @@ impl Semantics<'_, '_> {
                 let line = self.line_of(&d.span);
                 let (signature, param_names) = self.signature(f, &d.span)?;
                 let proto = Prototype { name: name.clone(), signature, param_names, line };
-                match self.d.function_index.get(&name) {
-                    Some(&i) => self.d.functions[i] = proto,
+                let i = match self.d.function_index.get(&name) {
+                    Some(&i) => {
+                        self.d.functions[i] = proto;
+                        i
+                    }
                     None => {
                         self.d.function_index.insert(name, self.d.functions.len());
                         self.d.functions.push(proto);
+                        self.d.functions.len() - 1
                     }
-                }
+                };
+                self.d.last_declared = Some(i);
             }
             // Variables (`extern int vnd_errno;`) are not declared here: use Library::symbol.
         }

@@ -184,14 +184,8 @@ impl Library {
     /// optional; the types it uses must be built in or defined in the same text). For several functions
     /// and shared types, parse a header with [`Declarations`] and use [`Library::declare`].
     pub fn function_from_c(&self, prototype: &str) -> Result<Function> {
-        let decls = Declarations::parse(&with_semicolon(prototype))?;
-        let Some(last) = decls.functions().last() else {
-            return Err(Error::NotDeclared {
-                function: prototype.trim().into(),
-                hint: ": the text declares no function".into(),
-            });
-        };
-        let name = last.name.clone();
+        let mut decls = Declarations::new();
+        let name = decls.add_prototype(prototype)?.name;
         self.declare(&decls, &name)
     }
 
