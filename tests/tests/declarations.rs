@@ -427,6 +427,10 @@ fn errors_name_the_line_and_column() {
     assert_eq!(l, 1);
     assert!(m.contains("`#line` is not supported"), "{m}");
 
+    let deep = format!("int f(int x{});", "[1]".repeat(10) + &"(".repeat(100_000));
+    let (l, c, m) = error_of(&deep);
+    assert_eq!((l, c, m.as_str()), (1, 241, "brackets nest deeper than 200 levels"));
+
     // Files are named, compiler-style.
     let bad = bitbridge_tests::out_dir().join("decl-bad.h");
     std::fs::write(&bad, "int ok(void);\nint bad(;\n").unwrap();
@@ -467,4 +471,69 @@ fn broken_headers_are_errors_not_panics() {
         errors += usize::from(Declarations::parse(&t.join("\n")).is_err());
     }
     assert!(errors > 100, "most of these are broken: {errors}");
+}
+
+/// Random token soup (C keywords, punctuation, directives) is parsed or refused, never a panic.
+#[test]
+fn token_soup_never_panics() {
+    let words = [
+        "int",
+        "char",
+        "*",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ";",
+        ",",
+        "struct",
+        "union",
+        "enum",
+        "typedef",
+        "const",
+        "x",
+        "y",
+        "1",
+        "0x10",
+        ":",
+        "=",
+        "...",
+        "\n#define A 1\n",
+        "\n#if A\n",
+        "\n#endif\n",
+        "\n#pragma pack(2)\n",
+        "WINAPI",
+        "__stdcall",
+        "extern \"C\"",
+        "/*",
+        "*/",
+        "//",
+        "'",
+        "\"",
+        "\\\n",
+        "DWORD",
+        "unsigned",
+        "long",
+        "-",
+        "sizeof",
+        "__attribute__((packed))",
+        "\n#else\n",
+        "A",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut r = seed;
+        for _ in 0..(seed % 24) {
+            text.push_str(words[(r % words.len() as u64) as usize]);
+            text.push(' ');
+            r = r.rotate_left(7) ^ 0x5851_f42d_4c95_7f2d;
+        }
+        let _ = Declarations::parse(&text);
+    }
 }

@@ -51,7 +51,7 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses one whole argument.
 pub fn parse(text: &str) -> Result<Lit, SyntaxError> {
-    let mut p = Parser { s: text.as_bytes(), text, pos: 0 };
+    let mut p = Parser { s: text.as_bytes(), text, pos: 0, depth: 0 };
     let lit = p.literal()?;
     p.ws();
     if p.pos != p.s.len() {
@@ -64,7 +64,12 @@ struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     pos: usize,
+    /// Nesting of `{` and `[`, bounded so a hostile argument cannot overflow the stack.
+    depth: u32,
 }
+
+/// The deepest nesting of structs and arrays accepted (the type model's own limit is lower).
+const MAX_NESTING: u32 = 64;
 
 impl Parser<'_> {
     fn err(&self, message: impl Into<String>) -> SyntaxError {
@@ -92,6 +97,15 @@ impl Parser<'_> {
     }
 
     fn literal(&mut self) -> Result<Lit, SyntaxError> {
+        if matches!(self.peek(), Some(b'{' | b'[')) {
+            self.depth += 1;
+            if self.depth > MAX_NESTING {
+                return Err(self.err(format!("values nest deeper than {MAX_NESTING} levels")));
+            }
+            let r = if self.peek() == Some(b'{') { self.structure() } else { self.array() };
+            self.depth -= 1;
+            return r;
+        }
         match self.peek() {
             None => Err(self.err("a value is missing")),
             Some(b'{') => self.structure(),
@@ -614,6 +628,22 @@ mod tests {
         assert_eq!(parse("[]"), Ok(Lit::Array(vec![])));
     }
 
+    /// Random strings over the literal alphabet parse or fail, never panic.
+    #[test]
+    fn random_input_never_panics() {
+        let alphabet: Vec<char> = "0123456789xXbeE.+-_uUlLfF'\"\\{}[];,.=@#abcnulNUé \t".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 12) as usize;
+            let text: String =
+                (0..len).map(|k| alphabet[((seed >> (k * 5)) as usize + k * 7) % alphabet.len()]).collect();
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn bad_literals_say_where() {
         let e = |s: &str| parse(s).unwrap_err().to_string();
@@ -625,6 +655,7 @@ mod tests {
         assert_eq!(e("{.x 1}"), "column 5: expected `=` after `.x`");
         assert_eq!(e("1 2"), "column 3: unexpected `2` after the value");
         assert_eq!(e(""), "column 1: a value is missing");
+        assert_eq!(e(&"[".repeat(100_000)), "column 65: values nest deeper than 64 levels");
         assert_eq!(e("%"), "column 1: `%` cannot start a value (numbers, 'c', \"text\", {...}, [...], null)");
     }
 }

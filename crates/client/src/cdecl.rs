@@ -267,6 +267,20 @@ impl Declarations {
 
     fn parse_text(&mut self, text: &str) -> Result<(), Fail> {
         let pre = Preprocessor::new(self).run(text)?;
+        // lang-c's parser recurses per nesting level: refuse absurd nesting before it can overflow the stack.
+        let mut depth = 0usize;
+        for (i, c) in pre.text.bytes().enumerate() {
+            match c {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_NESTING {
+                let line = pre.text[..i].matches('\n').count() + 1;
+                let column = i - pre.text[..i].rfind('\n').map_or(0, |p| p + 1) + 1;
+                return Err(fail(line, column, format!("brackets nest deeper than {MAX_NESTING} levels")));
+            }
+        }
         // lang-c must know typedef names to parse; it starts empty each time. Earlier and built-in
         // typedef names used in this text are declared on one extra first line.
         let used: HashSet<&str> = identifiers(&pre.text).collect();
@@ -344,6 +358,9 @@ struct Cond {
     taken: bool,
     seen_else: bool,
 }
+
+/// The deepest bracket nesting accepted (real headers stay far below it).
+const MAX_NESTING: usize = 200;
 
 /// Headers whose declarations are built in (see [`builtin_typedef`]).
 const STANDARD_HEADERS: &[&str] = &[
@@ -1616,7 +1633,9 @@ impl Semantics<'_, '_> {
         let tag = r.node.identifier.as_ref().map(|i| i.node.name.clone());
         let key = tag.as_ref().map(|t| format!("{kind} {t}"));
         let Some(decls) = &r.node.declarations else {
-            let key = key.expect("the grammar requires a tag without members");
+            let Some(key) = key else {
+                return Err(self.at(&r.span, format!("a {kind} needs a tag or a member list")));
+            };
             return Ok(self.d.tags.get(&key).map(|q| q.ty.clone()).unwrap_or(Ty::Opaque(key)));
         };
         let mut fields = Vec::new();
