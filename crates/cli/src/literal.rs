@@ -9,7 +9,7 @@
 //! string   := '"' characters and escapes (\n \t \r \0 \\ \" \' \xHH \u{...}) '"'
 //! struct   := '{' [member (',' member)* [',']] '}'      member := ['.' name '='] literal
 //! array    := '[' [literal (',' literal)* [',']] ']' | '[' literal ';' count ']'
-//! address  := '@' number                                 (an address in the server: a handle)
+//! address  := '@' number                                 (a raw address in the server)
 //! name     := null | NULL | true | false | a constant from the headers (enum member or #define)
 //! ```
 

@@ -39,12 +39,13 @@ Arguments are C-like literals, checked against the parameter types:
   'c'  '\\n'                       characters;  \"text\\n\"  strings (C escapes, \\u{e9})
   {1.5, 2.5}  {.im = 2, .re = 1}  structs (positional or by member name; missing members are 0)
   [1, 2, 3]  [0; 64]              arrays, and n copies of a value (a 64-element output buffer)
-  null  true  false  @0x8041000    NULL, booleans, an address in the server (a handle)
+  null  true  false  @0x8041000    NULL, booleans, a raw address in the server
   VND_OK  #VND_OK                 a constant from a --header (enum member or #define)
 A value given for a pointer parameter is what it points to: `0` for `int *out` passes a pointer to
 an int holding 0, `[1, 2, 3]` for `double *f` an array, \"hello\" for `char *s` a buffer. Pointers to
 non-const data are read back after the call: each one the function changed is printed as
-`name = value` after the return value (--json lists them all, changed or not).
+`name = value` after the return value (--json lists them all, changed or not). Each run starts its
+own server: a handle printed by one run means nothing to the next.
 
 Examples:
   bitbridge call ./libctest32.so 'double sum(double *f, int n)' '[1,2,3]' 3

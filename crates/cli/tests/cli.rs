@@ -189,6 +189,9 @@ fn call_with_structs_arrays_and_a_header() {
     assert_eq!((code, out.as_str()), (0, "{min = -1, max = 5, mean = 2}\n"), "{err}");
     let (code, out, _) = call(&["--header", &vh, &v, "vnd_format_status", "VND_ERR_TIMEOUT", "[0; 16]", "16"]);
     assert_eq!((code, out.as_str()), (0, "7\nbuf = \"timeout\"\n"));
+    // The header's Windows branch (`__declspec`, `__stdcall`) selected with -D gives the same signatures.
+    let (code, out, err) = call(&["-D", "_WIN32", "--header", &vh, &v, "vnd_stats", "[1.5]", "1"]);
+    assert_eq!((code, out.as_str()), (0, "{min = 1.5, max = 1.5, mean = 1.5}\n"), "{err}");
     let (code, out, _) = call(&["--header", &vh, &v, "vnd_open", "\"VND-7\"", "null"]);
     assert_eq!((code, out.as_str()), (0, "-2\n"), "VND_ERR_BAD_ARG for a NULL handle pointer");
     let (code, out, _) = call(&["--header", &vh, &v, "vnd_open", "\"VND-7\"", "0"]);
