@@ -1,7 +1,7 @@
 //! Declarations from C text (cffi's `cdef`): paste a vendor header's structs, unions, enums, typedefs
 //! and prototypes, get [`Signature`]s and [`CType`]s.
 //!
-//! Two passes. A small preprocessor of our own ([`Preprocessor`]) evaluates conditionals, records
+//! Two passes. A small preprocessor of our own (`Preprocessor`) evaluates conditionals, records
 //! `#define` constants and `#pragma pack`, and turns calling-convention markers (`WINAPI`, `__stdcall`,
 //! user macros standing for them) into GNU attributes. It never adds or removes a line: every
 //! directive becomes an empty line and each edit inside a line is remembered, so positions in what
