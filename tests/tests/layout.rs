@@ -398,3 +398,54 @@ fn windows_model_facts() {
         assert_eq!(l(target, &CType::LongDouble), Layout { size: 8, align: 8 }, "{target}");
     }
 }
+
+/// `fixtures/layout.h` read by bitbridge's C declaration parser gives exactly the hand-written mirrors
+/// (so every parsed type also matches gcc's sizes and offsets, checked above and again here), and each
+/// scalar, pointer and array spelling the probe prints maps to the same type.
+#[test]
+fn parsed_layout_h_matches_the_mirrors_and_gcc() {
+    let decls = bitbridge::Declarations::parse_file(bitbridge_tests::root().join("fixtures/layout.h"))
+        .unwrap_or_else(|e| panic!("parsing fixtures/layout.h: {e}"));
+    let mut problems = Vec::new();
+    let mut parsed = BTreeMap::new();
+    for (name, mirror) in mirrors() {
+        let ty = if (name.starts_with("struct ") || name.starts_with("union ")) && !name.contains('[') {
+            decls.type_named(name).cloned()
+        } else {
+            // A type name becomes a typedef: `int (*)(double)` -> `typedef int (*T)(double);`.
+            let decl = if name.contains("(*)") {
+                name.replacen("(*)", "(*T)", 1)
+            } else if let Some(i) = name.find('[') {
+                format!("{} T{}", &name[..i], &name[i..])
+            } else {
+                format!("{name} T")
+            };
+            let mut d = decls.clone();
+            match d.add(&format!("typedef {decl};")) {
+                Ok(d) => d.type_named("T").cloned(),
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            }
+        };
+        match ty {
+            Some(ty) if ty == mirror => {
+                parsed.insert(name, ty);
+            }
+            Some(ty) => problems.push(format!("{name}: parsed as {ty:?}, the mirror is {mirror:?}")),
+            None => problems.push(format!("{name}: not found in the parsed declarations")),
+        }
+    }
+    for (bits, target) in [(Bits::B32, Target::I386_SYSV), (Bits::B64, Target::X86_64_SYSV)] {
+        let mut mismatches = Vec::new();
+        for line in probe(bits) {
+            if let Some(ty) = parsed.get(line.name.as_str()) {
+                compare(target, &line, ty, &mut mismatches);
+            }
+        }
+        problems.extend(mismatches.iter().map(|m| format!("{target}: {m}")));
+    }
+    assert_eq!(parsed.len(), mirrors().len(), "every mirror parsed: {problems:#?}");
+    assert!(problems.is_empty(), "{problems:#?}");
+}

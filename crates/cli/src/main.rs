@@ -8,6 +8,9 @@ use anyhow::Context;
 use bitbridge::{dependencies, exports, find_server, inspect, Error, LibraryOptions, ServerOptions};
 use clap::{Parser, Subcommand};
 
+mod call;
+mod literal;
+
 /// Call the C functions of a library that cannot be loaded into your process (a 32-bit .so from a
 /// 64-bit program), through a server of the library's own architecture.
 #[derive(Parser, Debug)]
@@ -20,9 +23,36 @@ struct Cli {
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the library cannot be loaded (a dependency is missing, its initialiser failed, ...)
-  2  bad usage
-  3  the file is missing, is not a shared library, or no server can host it";
+  1  the library cannot be loaded (a dependency is missing, its initialiser failed, ...), or does not
+     export the function called
+  2  bad usage: options, a header or prototype that does not parse, the wrong number of arguments, an
+     argument that does not parse or does not fit its parameter
+  3  the file is missing, is not a shared library, or no server can host it
+  4  the call failed: the library crashed, exited or hung (--timeout), or the server refused the call
+
+Errors are printed on one line, each cause after a colon.";
+
+const CALL_HELP: &str = "\
+Arguments are C-like literals, checked against the parameter types:
+  42  -7  0x1F  017  0b101        integers (the parameter's range is checked)
+  1.5  -2e-3  inf  nan            floating-point numbers
+  'c'  '\\n'                       characters;  \"text\\n\"  strings (C escapes, \\u{e9})
+  {1.5, 2.5}  {.im = 2, .re = 1}  structs (positional or by member name; missing members are 0)
+  [1, 2, 3]  [0; 64]              arrays, and n copies of a value (a 64-element output buffer)
+  null  true  false  @0x8041000    NULL, booleans, a raw address in the server
+  VND_OK  #VND_OK                 a constant from a --header (enum member or #define)
+A value given for a pointer parameter is what it points to: `0` for `int *out` passes a pointer to
+an int holding 0, `[1, 2, 3]` for `double *f` an array, \"hello\" for `char *s` a buffer. Pointers to
+non-const data are read back after the call: each one the function changed is printed as
+`name = value` after the return value (--json lists them all, changed or not). Each run starts its
+own server: a handle printed by one run means nothing to the next.
+
+Examples:
+  bitbridge call ./libctest32.so 'double sum(double *f, int n)' '[1,2,3]' 3
+  bitbridge call ./libctest32.so 'void titlecase(char *s)' '\"hello world\"'
+  bitbridge call --header ctest.h ./libctest32.so add '{1, 2}' '{3.5, -1}'
+  bitbridge call --json --header vendor_api.h ./libvendor32.so vnd_open '\"VND-0042\"' null
+  bitbridge call /usr/lib32/libc.so.6 'int snprintf(char *buf, size_t n, const char *fmt, ...)' '[0; 32]' 32 '\"%d-%s\"' 7 '\"x\"'";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -44,31 +74,86 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         server: Option<PathBuf>,
     },
+    /// Call one function of a library and print its return value and what it wrote through its
+    /// pointer arguments.
+    #[command(after_help = CALL_HELP)]
+    Call {
+        /// The library file.
+        library: PathBuf,
+        /// The function's C prototype, such as 'double sum(double *f, int n)', or just its name when a
+        /// --header declares it.
+        prototype: String,
+        /// The arguments, as C-like literals (see below).
+        #[arg(value_name = "ARG", allow_negative_numbers = true)]
+        args: Vec<String>,
+        /// A header with the declarations (types, constants, functions) the prototype uses (may be
+        /// repeated).
+        #[arg(long = "header", value_name = "FILE")]
+        headers: Vec<PathBuf>,
+        /// Define a preprocessor name for the headers, as #define NAME VALUE would (VALUE is 1 if left
+        /// out; may be repeated).
+        #[arg(short = 'D', long = "define", value_name = "NAME[=VALUE]")]
+        defines: Vec<String>,
+        /// Print one JSON object: {"function", "return", "out": {name: value}, "errno"}.
+        #[arg(long)]
+        json: bool,
+        /// A directory where the library's own dependencies are (may be repeated).
+        #[arg(long = "library-dir", value_name = "DIR")]
+        library_dirs: Vec<PathBuf>,
+        /// The server binary to use.
+        #[arg(long, value_name = "PATH")]
+        server: Option<PathBuf>,
+        /// Give the call at most this many seconds; a hung call kills the server (exit code 4).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("bitbridge: {e:#}");
-            if let Some(Error::Load { missing, .. }) = e.downcast_ref::<Error>() {
+        Err(call::Failure { code, error }) => {
+            eprintln!("bitbridge: {}", one_line(&format!("{error:#}")));
+            if let Some(Error::Load { missing, .. }) = error.downcast_ref::<Error>() {
                 if !missing.is_empty() {
                     eprintln!("hint: pass --library-dir DIR for the folder holding {}", missing.join(", "));
                 }
             }
-            let code = match e.downcast_ref::<Error>() {
-                Some(Error::Load { .. } | Error::ServerDied { .. }) => 1,
-                _ => 3,
-            };
             ExitCode::from(code)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// A message on one line: a server's stderr tail and multi-line causes are joined with ` | `.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
+fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
     match cli.command {
-        Command::Info { library, library_dirs, no_load, server } => info(&library, &library_dirs, no_load, server),
+        Command::Info { library, library_dirs, no_load, server } => info(&library, &library_dirs, no_load, server)
+            .map_err(|error| {
+                let code = match error.downcast_ref::<Error>() {
+                    Some(Error::Load { .. } | Error::ServerDied { .. }) => 1,
+                    _ => 3,
+                };
+                call::Failure { code, error }
+            }),
+        Command::Call { library, prototype, args, headers, defines, json, library_dirs, server, timeout } => {
+            call::run(call::CallArgs {
+                library,
+                prototype,
+                args,
+                headers,
+                defines,
+                json,
+                library_dirs,
+                server,
+                timeout,
+            })
+            .map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

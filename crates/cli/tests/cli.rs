@@ -1,12 +1,40 @@
 //! The `bitbridge` command run as a program against the 32-bit fixtures, including its failure paths.
 
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-use bitbridge_tests::{fixture, fixture_in, out_dir, Bits};
+use bitbridge_tests::{fixture, fixture_in, out_dir, root, Bits};
 
+/// Runs the command and checks that no server it started outlives it: each run is tagged with an
+/// environment variable of its own, which its servers inherit, and no process may still carry the tag
+/// a few seconds after the command exits.
 fn bitbridge(args: &[&str]) -> Output {
     bitbridge_tests::watchdog();
-    Command::new(env!("CARGO_BIN_EXE_bitbridge")).args(args).output().expect("running bitbridge")
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let tag = format!("{}-{}", std::process::id(), RUN.fetch_add(1, Ordering::SeqCst));
+    let out = Command::new(env!("CARGO_BIN_EXE_bitbridge"))
+        .args(args)
+        .env("BB_CLI_TEST_RUN", &tag)
+        .output()
+        .expect("running bitbridge");
+    let needle = format!("BB_CLI_TEST_RUN={tag}\0");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                bitbridge_tests::process_alive(*pid) && env.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .collect();
+        if left.is_empty() {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "bitbridge {args:?} left processes running: {left:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -77,5 +105,186 @@ fn help_shows_examples_and_exit_codes() {
     let o = bitbridge(&["info", "--help"]);
     assert!(text(&o).0.contains("bitbridge info ./libvendor32.so"));
     let o = bitbridge(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+fn header(name: &str) -> String {
+    path(&root().join("fixtures").join(name))
+}
+
+/// Runs `bitbridge call ...`; returns (exit code, stdout, stderr).
+fn call(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["call"];
+    all.extend_from_slice(args);
+    let o = bitbridge(&all);
+    let (out, err) = text(&o);
+    (o.status.code().unwrap_or(-1), out, err)
+}
+
+#[test]
+fn call_the_issue_example_prints_6() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let (code, out, err) = call(&[&lib, "double sum(double *f, int n)", "[1,2,3]", "3"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "6\n", ""));
+}
+
+#[test]
+fn call_prints_what_the_function_wrote() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let (code, out, err) = call(&[&lib, "void titlecase(char *s)", "\"hello big world\""]);
+    assert_eq!((code, out.as_str()), (0, "s = \"Hello Big World\"\n"), "{err}");
+
+    // A scalar for a pointer is a pointer to one value; each is printed after the call.
+    let edge = path(&fixture("edge", Bits::B32));
+    let (code, out, err) = call(&[&edge, "void get_two(int *a, double *b)", "0", "0"]);
+    assert_eq!((code, out.as_str()), (0, "a = 7\nb = 2.5\n"), "{err}");
+
+    // An output buffer of the 32-bit libc's snprintf, with variadic arguments typed from their literals.
+    let (code, out, err) = call(&[
+        "/usr/lib32/libc.so.6",
+        "int snprintf(char *buf, size_t n, const char *fmt, ...)",
+        "[0; 32]",
+        "32",
+        r#""%d|%s|%.1f|%c""#,
+        "-7",
+        r#""\u{e9}t\u{e9}""#,
+        "2.25",
+        "'x'",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "14\nbuf = \"-7|\u{e9}t\u{e9}|2.2|x\"\n"), "{err}");
+}
+
+#[test]
+fn call_with_structs_arrays_and_a_header() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let h = header("ctest.h");
+    let (code, out, err) = call(&["--header", &h, &lib, "add", "{1.5, 2}", "{.im = -1, .re = 3}"]);
+    assert_eq!((code, out.as_str()), (0, "{re = 4.5, im = 1}\n"), "{err}");
+    let (code, out, _) = call(&["--header", &h, &lib, "swap", "{1, 2}", "{3, 4}"]);
+    assert_eq!((code, out.as_str()), (0, "a = {re = 3, im = 4}\nb = {re = 1, im = 2}\n"));
+    let (code, out, _) = call(&["--header", &h, &lib, "tokenize", "','", "\"ab,c,,d\"", "[[0; 20]; 4]"]);
+    assert_eq!((code, out.as_str()), (0, "4\nt = [\"ab\", \"c\", \"\", \"d\"]\n"));
+    // A prototype using the header's types.
+    let (code, out, _) = call(&[
+        "--header",
+        &h,
+        &lib,
+        "struct Complex add(struct Complex x, struct Complex y)",
+        "{0, 1}",
+        "{0x10, -0.5}",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "{re = 16, im = 0.5}\n"));
+
+    // The vendor header: constants as arguments, a stdcall function returning a struct, a handle.
+    let v = path(&fixture("vendor_api", Bits::B32));
+    let vh = header("vendor_api.h");
+    let (code, out, err) = call(&["--header", &vh, &v, "vnd_stats", "[2, -1, 5, 2]", "4"]);
+    assert_eq!((code, out.as_str()), (0, "{min = -1, max = 5, mean = 2}\n"), "{err}");
+    let (code, out, _) = call(&["--header", &vh, &v, "vnd_format_status", "VND_ERR_TIMEOUT", "[0; 16]", "16"]);
+    assert_eq!((code, out.as_str()), (0, "7\nbuf = \"timeout\"\n"));
+    // The header's Windows branch (`__declspec`, `__stdcall`) selected with -D gives the same signatures.
+    let (code, out, err) = call(&["-D", "_WIN32", "--header", &vh, &v, "vnd_stats", "[1.5]", "1"]);
+    assert_eq!((code, out.as_str()), (0, "{min = 1.5, max = 1.5, mean = 1.5}\n"), "{err}");
+    let (code, out, _) = call(&["--header", &vh, &v, "vnd_open", "\"VND-7\"", "null"]);
+    assert_eq!((code, out.as_str()), (0, "-2\n"), "VND_ERR_BAD_ARG for a NULL handle pointer");
+    let (code, out, _) = call(&["--header", &vh, &v, "vnd_open", "\"VND-7\"", "0"]);
+    assert_eq!(code, 0);
+    let (ret, handle) = out.split_once('\n').unwrap();
+    assert_eq!(ret, "0");
+    assert!(handle.starts_with("handle = @0x"), "{out}");
+}
+
+#[test]
+fn call_json_is_one_object() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let proto = "void swap(struct Complex { double re, im; } *a, struct Complex *b)";
+    let (code, out, err) = call(&["--json", &lib, proto, "{1, 2}", "{3, 4}"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"function": "swap", "return": null, "out": {"a": {"re": 3.0, "im": 4.0}, "b": {"re": 1.0, "im": 2.0}}, "errno": 0})
+    );
+
+    let h = header("ctest.h");
+    let (code, out, err) = call(&["--json", "--header", &h, &lib, "tokenize", "' '", "\"x yz\"", "[[0;20];2]"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"function": "tokenize", "return": 2, "out": {"str": "x yz", "t": ["x", "yz"]}, "errno": 0})
+    );
+    let v = path(&fixture("vendor_api", Bits::B32));
+    let (code, out, _) = call(&["--json", "--header", &header("vendor_api.h"), &v, "vnd_version"]);
+    assert_eq!(code, 0);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["return"], "2.7.1");
+}
+
+/// Each failure: its exit code and one line on stderr naming the cause.
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let (got, out, err) = call(args);
+    assert_eq!(got, code, "{args:?}: {out}{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("bitbridge: ") && err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+    assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn call_failures_exit_with_their_code_and_one_line() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let sum = "double sum(double *f, int n)";
+    fails(&["/nonexistent/libx.so", sum, "[1]", "1"], 3, "cannot read library /nonexistent/libx.so");
+    fails(&[&lib, "double sum(double *f, int n", "[1]", "1"], 2, "prototype:1:28: syntax error at `;`");
+    fails(&[&lib, "double sum(double *f, widget n)", "[1]", "1"], 2, "prototype:1:23: unknown type name `widget`");
+    fails(&[&lib, "sum"], 2, "`sum` is not declared: give its prototype");
+    fails(&[&lib, sum, "[1, 2]"], 2, "`sum` takes 2 arguments (f: double *, n: int), 1 was given");
+    fails(&[&lib, sum, "[1]", "1", "2"], 2, "3 were given");
+    fails(
+        &[&lib, sum, "[1, 2", "2"],
+        2,
+        "argument 1 (f: double *): cannot read `[1, 2`: column 6: expected `,` or `]`",
+    );
+    fails(&[&lib, sum, "[1]", "3000000000"], 2, "argument 2 (n: int): 3000000000 does not fit in `int`");
+    fails(&[&lib, sum, "[1, \"x\"]", "2"], 2, "argument 1 (f: double *): [1]: the string \"x\" is not a number");
+    fails(&[&lib, sum, "[1]", "VND_OK"], 2, "`VND_OK` is not a value");
+    fails(&[&lib, "double summ(double *f, int n)", "[1]", "1"], 1, "undefined symbol: summ");
+    fails(&["--header", "/nonexistent/x.h", &lib, "sum"], 2, "/nonexistent/x.h: cannot read the file");
+
+    let edge = path(&fixture("edge", Bits::B32));
+    fails(&[&edge, "int crash_segv(void)"], 4, "killed by signal 11 (SIGSEGV)");
+    fails(&["--timeout", "0.3", &edge, "void hang(void)"], 4, "calling hang");
+    fails(&[&edge, "void crash_exit(int code)", "3"], 4, "exited with status 3");
+}
+
+#[test]
+fn call_help_documents_literals_and_exit_codes() {
+    let o = bitbridge(&["call", "--help"]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    for s in [
+        "[0; 64]",
+        "{.im = 2, .re = 1}",
+        "@0x",
+        "bitbridge call ./libctest32.so 'double sum(double *f, int n)' '[1,2,3]' 3",
+        "--header <FILE>",
+        "--json",
+        "--timeout <SECS>",
+    ] {
+        assert!(out.contains(s), "{s:?} in {out}");
+    }
+    let (out, _) = text(&bitbridge(&["--help"]));
+    assert!(out.contains("4  the call failed"), "{out}");
+    let o = bitbridge(&["call"]);
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
 }

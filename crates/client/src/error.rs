@@ -121,6 +121,29 @@ pub enum Error {
         /// The loader's message.
         message: String,
     },
+    /// C declarations could not be understood (a syntax error, an unsupported construct, an unknown
+    /// type): where, what, and the line's text.
+    #[error("{}", declaration_message(origin.as_deref(), *line, *column, message, source_line))]
+    Declaration {
+        /// The file, when the text came from one.
+        origin: Option<String>,
+        /// The line (from 1) in the text given; 0 when the file could not be read.
+        line: usize,
+        /// The column (from 1).
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// The text of that line, trimmed.
+        source_line: String,
+    },
+    /// A function was asked for by name but the declarations have no such function.
+    #[error("`{function}` is not declared{hint}")]
+    NotDeclared {
+        /// The name asked for.
+        function: String,
+        /// The functions that are declared, or how to declare it.
+        hint: String,
+    },
     /// The signature cannot be called (libffi refused it, or a type cannot be passed by value).
     #[error("bad signature for `{function}`: {message}")]
     Signature {
@@ -233,6 +256,19 @@ fn stderr_tail(s: &str) -> String {
         String::new()
     } else {
         format!("; its stderr ends with:\n{s}")
+    }
+}
+
+fn declaration_message(origin: Option<&str>, line: usize, column: usize, message: &str, source: &str) -> String {
+    let at = match (origin, line) {
+        (Some(o), 0) => format!("{o}: "),
+        (Some(o), _) => format!("{o}:{line}:{column}: "),
+        (None, _) => format!("line {line}, column {column}: "),
+    };
+    if source.is_empty() {
+        format!("{at}{message}")
+    } else {
+        format!("{at}{message} (in `{source}`)")
     }
 }
 

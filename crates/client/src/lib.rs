@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cdecl;
 mod detect;
 mod error;
 mod library;
@@ -14,6 +15,7 @@ pub mod shared;
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,
 };
+pub use cdecl::{Constant, Declarations, Prototype};
 pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitbridge_proto::{Arch, CType, ErrorKind, RemoteError, Reply, Request, Signature, Value};
+use bitbridge_proto::{Arch, CType, CallConv, ErrorKind, RemoteError, Reply, Request, Signature, Value};
 
+use crate::cdecl::Declarations;
 use crate::detect::{find_by_name, inspect};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
@@ -159,6 +160,35 @@ impl Library {
         }
     }
 
+    /// Prepares function `name` with the signature it has in `decls` (parsed from C declarations).
+    /// On a 64-bit server, `__stdcall`/`__fastcall`/`__thiscall` markers are ignored, as x86_64
+    /// compilers ignore them.
+    pub fn declare(&self, decls: &Declarations, name: &str) -> Result<Function> {
+        let Some(sig) = decls.function(name) else {
+            let names: Vec<&str> = decls.functions().map(|p| p.name.as_str()).take(20).collect();
+            let hint = if names.is_empty() {
+                " (the declarations have no functions)".to_owned()
+            } else {
+                format!(" (declared: {})", names.join(", "))
+            };
+            return Err(Error::NotDeclared { function: name.into(), hint });
+        };
+        let mut sig = sig.clone();
+        if self.inner.server.target().arch != Arch::X86 {
+            sig.conv = CallConv::Cdecl;
+        }
+        self.function(name, sig)
+    }
+
+    /// Prepares a function from its C prototype, such as `"double sum(double *f, int n)"` (the `;` is
+    /// optional; the types it uses must be built in or defined in the same text). For several functions
+    /// and shared types, parse a header with [`Declarations`] and use [`Library::declare`].
+    pub fn function_from_c(&self, prototype: &str) -> Result<Function> {
+        let mut decls = Declarations::new();
+        let name = decls.add_prototype(prototype)?.name;
+        self.declare(&decls, &name)
+    }
+
     /// The address of an exported symbol (a variable, or a function to pass as a pointer).
     pub fn symbol(&self, name: &str) -> Result<u64> {
         match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }, None) {
@@ -166,6 +196,16 @@ impl Library {
             Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
             Err(e) => Err(map_symbol_error(name, e)),
         }
+    }
+}
+
+/// `text` ending in `;` (a prototype typed on a command line usually has none).
+pub(crate) fn with_semicolon(text: &str) -> String {
+    let t = text.trim_end();
+    if t.ends_with(';') || t.ends_with('}') {
+        t.to_owned()
+    } else {
+        format!("{t};")
     }
 }
 
