@@ -70,7 +70,7 @@ fn a_prototype_string_makes_a_function() {
         Err(e @ Error::Declaration { line: 1, column: 28, .. }) => {
             assert_eq!(
                 e.to_string(),
-                "prototype:1:28: syntax error at `;`: expected ( or ) or , or [ (in `double sum(double *f, int n;`)"
+                "prototype:1:28: the prototype ends too early: expected ( or ) or , or [ (in `double sum(double *f, int n`)"
             )
         }
         other => panic!("expected a declaration error at 1:28, got {other:?}"),

@@ -245,7 +245,7 @@ fn call_failures_exit_with_their_code_and_one_line() {
     let lib = path(&fixture("ctest", Bits::B32));
     let sum = "double sum(double *f, int n)";
     fails(&["/nonexistent/libx.so", sum, "[1]", "1"], 3, "cannot read library /nonexistent/libx.so");
-    fails(&[&lib, "double sum(double *f, int n", "[1]", "1"], 2, "prototype:1:28: syntax error at `;`");
+    fails(&[&lib, "double sum(double *f, int n", "[1]", "1"], 2, "prototype:1:28: the prototype ends too early");
     fails(&[&lib, "double sum(double *f, widget n)", "[1]", "1"], 2, "prototype:1:23: unknown type name `widget`");
     fails(&[&lib, "sum"], 2, "`sum` is not declared: give its prototype");
     fails(&[&lib, sum, "[1, 2]"], 2, "`sum` takes 2 arguments (f: double *, n: int), 1 was given");

@@ -196,7 +196,16 @@ impl Declarations {
     pub fn add_prototype(&mut self, prototype: &str) -> Result<Prototype> {
         let text = crate::library::with_semicolon(prototype);
         self.last_declared = None;
-        self.add_from(&text, Some("prototype".into()))?;
+        self.add_from(&text, Some("prototype".into())).map_err(|e| match e {
+            // The `;` is ours, not the user's: an error there is at the end of what they wrote.
+            Error::Declaration { origin, line, column, message, source_line: _ }
+                if text.len() > prototype.len() && column > prototype.trim_end().len() =>
+            {
+                let message = message.replacen("syntax error at `;`", "the prototype ends too early", 1);
+                Error::Declaration { origin, line, column, message, source_line: prototype.trim().to_owned() }
+            }
+            other => other,
+        })?;
         match self.last_declared {
             Some(i) => Ok(self.functions[i].clone()),
             None => Err(Error::Declaration {
