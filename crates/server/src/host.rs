@@ -208,11 +208,7 @@ impl Host {
     /// a request that is never answered.
     pub fn handle(&self, request: Request) -> Result<Reply, RemoteError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_inner(request))).unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = panic_message(p.as_ref()).unwrap_or_default();
             fail(ErrorKind::BadArguments, format!("the server failed handling the request: {what}"))
         })
     }
@@ -690,7 +686,13 @@ fn unknown(what: &str, id: u32) -> RemoteError {
     RemoteError { kind: ErrorKind::UnknownHandle, message: format!("no {what} with handle {id}") }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// A panic's message, when it has one (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// An error's message followed by each of its sources, separated by `: `.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

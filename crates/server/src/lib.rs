@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 
 use bitbridge_proto::{msg, Frame, FrameError, Hello, Reply, Request, Transport};
 
-pub use host::{Handler, Host, Raised};
+pub use host::{panic_message, source_chain, Handler, Host, Raised};
 pub use run::run;
 
 /// The hello a host of this build sends.

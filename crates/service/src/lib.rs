@@ -112,14 +112,7 @@ impl Error {
 
 impl<E: std::error::Error> From<E> for Error {
     fn from(e: E) -> Error {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Error { kind: std::any::type_name::<E>().to_string(), message }
+        Error { kind: std::any::type_name::<E>().to_string(), message: bitbridge_server::source_chain(&e) }
     }
 }
 
@@ -237,11 +230,7 @@ impl<S: 'static> Methods<S> {
 /// Runs service code, turning a panic into a [`kinds::PANIC`] error.
 fn guarded<T>(f: impl FnOnce() -> Result<T, Raised>) -> Result<T, Raised> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
+        let what = bitbridge_server::panic_message(p.as_ref()).unwrap_or_else(|| "a panic".into());
         Err(raised(kinds::PANIC, what))
     })
 }
