@@ -390,7 +390,9 @@ fn services(budget: Duration) {
         black_box(cpp.call::<_, i32>("add", (2, 3)).unwrap());
     });
     row("service method add(i32, i32) -> i32", &v);
-    let local = ServiceClient::in_process::<Cpp, _>(&CppOptions { library: fixture("cpp_lib", Bits::B64) }).unwrap();
+    let in_process = CppOptions { library: fixture("cpp_lib", Bits::B64) };
+    // SAFETY: our own wrapper and fixture, written to run anywhere.
+    let local = unsafe { ServiceClient::in_process::<Cpp, _>(&in_process) }.unwrap();
     let v = sample(budget, 10_000, || {
         black_box(local.call::<_, i32>("add", (2, 3)).unwrap());
     });

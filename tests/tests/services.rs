@@ -40,7 +40,8 @@ impl Mode {
     ) -> Result<ServiceClient, Error> {
         let client = match self {
             Mode::Server32 => ServiceClient::spawn(service_program(program, Bits::B32), options)?,
-            Mode::InProcess => ServiceClient::in_process::<S, _>(options)?,
+            // SAFETY: the example services and the fixtures they load are ours, written to run anywhere.
+            Mode::InProcess => unsafe { ServiceClient::in_process::<S, _>(options)? },
         };
         track(client.server());
         Ok(client)
@@ -217,6 +218,13 @@ fn bad_calls_raise_typed_errors_and_leave_the_service_usable() {
             }
             other => panic!("{other:?}"),
         }
+        // No arguments for a method that takes some: the error is about what was sent.
+        let (kind, message) = raised(echo.call::<_, ()>("sleep", ()).unwrap_err());
+        assert_eq!(kind, kinds::BAD_ARGUMENTS);
+        assert!(message.ends_with("`sleep` takes (u64,): invalid length 0, expected a tuple of size 1"), "{message}");
+        // A lone `None` is a value, not "no arguments".
+        let (kind, _) = raised(echo.call::<_, Vec<u8>>("echo", None::<u8>).unwrap_err());
+        assert_eq!(kind, kinds::BAD_ARGUMENTS);
         let display = echo.call::<_, ()>("ecco", ()).unwrap_err().to_string();
         assert!(display.starts_with("method `ecco` raised bitbridge::UnknownMethod: "), "{display}");
         // Everything above left the service working.
@@ -234,7 +242,9 @@ fn cpp_wrapper() {
         let options = CppOptions { library: fixture("cpp_lib", mode.bits()) };
         let cpp = mode.start::<Cpp>("cpp_server", &options).unwrap();
         assert_eq!(cpp.call::<_, i32>("add", (1, 2)).unwrap(), 3);
-        assert_eq!(cpp.call::<_, i32>("add", (i32::MAX, 1)).unwrap(), i32::MIN, "C's int wraps");
+        // C's signed overflow is undefined: the wrapper refuses it rather than pass it on.
+        let (kind, message) = raised(cpp.call::<_, i32>("add", (i32::MAX, 1)).unwrap_err());
+        assert_eq!((kind.as_str(), message.as_str()), ("OverflowError", "2147483647 + 1 does not fit in a C int"));
         assert_eq!(cpp.call::<_, f32>("subtract", (7.5f32, 2.25f32)).unwrap(), 5.25);
         assert_eq!(cpp.call::<_, f64>("add_or_subtract", (1.0, 2.0, true)).unwrap(), 3.0);
         assert_eq!(cpp.call::<_, f64>("add_or_subtract", (1.0, 2.0, false)).unwrap(), -1.0);
@@ -343,6 +353,13 @@ fn fortran_wrapper() {
         assert_eq!(m, [[58.0, 64.0], [139.0, 154.0]]);
         let (kind, message) = raised(f.call::<_, Vec<Vec<f64>>>("matrix_multiply", (a.clone(), a)).unwrap_err());
         assert_eq!((kind.as_str(), message.as_str()), ("ValueError", "cannot multiply 2x3 by 2x3"));
+        // 65536 x 65537 cells: more than a C int, and on a 32-bit server a product that wraps to 65536.
+        let (column, row) = (vec![vec![1.0]; 65536], vec![vec![1.0; 65537]]);
+        let (kind, message) = raised(f.call::<_, Vec<Vec<f64>>>("matrix_multiply", (column, row)).unwrap_err());
+        assert_eq!(
+            (kind.as_str(), message.as_str()),
+            ("ValueError", "a 65536x65537 result is too large for the library")
+        );
     }
 }
 
@@ -369,8 +386,8 @@ fn a_custom_server_has_the_generic_servers_lifecycle() {
         Err(Error::ServerDied { status, .. }) => assert_eq!(status, bitbridge::ExitReason::Signal(6)),
         other => panic!("{other:?}"),
     }
-    // With restart_on_failure the service is constructed again from the same options, and the call
-    // that found the server dead runs on the new one.
+    // With restart_on_failure, once the crash has been reported, the next call starts a new server,
+    // which constructs the service again from the same options.
     let echo = ServiceClient::spawn_with(&program, &"third", ServerOptions::new().restart_on_failure(true)).unwrap();
     track(echo.server());
     let first = echo.server().pid();
@@ -385,12 +402,12 @@ fn a_custom_server_has_the_generic_servers_lifecycle() {
     echo.call::<_, ()>("print", ("printed by the service",)).unwrap();
     let out = echo.shutdown().unwrap();
     assert_eq!(out.status, bitbridge::ExitReason::Code(0));
-    assert_eq!(out.stdout, "printed by the service\n");
+    assert_eq!(out.stdout, "printed by the service\necho: dropped after 1 calls\n");
     assert!(matches!(echo.call::<_, ()>("echo", ()), Err(Error::ShutDown)));
 }
 
 #[test]
-fn a_custom_server_also_calls_c_functions_and_serves_threads() {
+fn a_custom_server_also_calls_c_functions_and_serves_client_threads() {
     let _check = no_server_left();
     let echo = ServiceClient::spawn(service_program("echo_server", Bits::B32), &()).unwrap();
     track(echo.server());
@@ -416,9 +433,7 @@ fn starting_something_that_is_not_a_custom_server_fails_clearly() {
     let _check = no_server_left();
     // The generic server hosts no service.
     let e = ServiceClient::spawn(server_binary(Bits::B32), &()).unwrap_err();
-    assert!(e.to_string().contains("the server refused the request"), "{e}");
-    let chain = format!("{:?}", std::error::Error::source(&e));
-    assert!(chain.contains("hosts no service"), "{chain}");
+    assert!(matches!(&e, Error::Unsupported(m) if m.contains("it hosts no service")), "{e:?}");
     // A missing program, with the command that builds it.
     match ServiceClient::spawn("/nonexistent/my_server", &()).unwrap_err() {
         Error::Spawn { path, source } => {
@@ -431,4 +446,65 @@ fn starting_something_that_is_not_a_custom_server_fails_clearly() {
     // A file that is not a program for a supported architecture.
     let e = ServiceClient::spawn(bitbridge_tests::root().join("README.md"), &()).unwrap_err();
     assert!(matches!(&e, Error::Spawn { source, .. } if source.kind() == std::io::ErrorKind::InvalidInput), "{e:?}");
+}
+
+#[test]
+fn concurrent_workers_share_one_object_and_drop_it_at_shutdown() {
+    let _check = no_server_left();
+    let opts = ServerOptions::new().concurrent(4);
+    let echo = ServiceClient::spawn_with(service_program("echo_server", Bits::B32), &(), opts).unwrap();
+    track(echo.server());
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let echo = &echo;
+            s.spawn(move || {
+                for i in 0..50u32 {
+                    match i % 10 {
+                        0 => echo.call::<_, ()>("sleep", (1u64,)).unwrap(),
+                        5 => assert_eq!(raised(echo.call::<_, ()>("panic", ("x",)).unwrap_err()).0, kinds::PANIC),
+                        _ => assert_eq!(echo.call::<_, (u32, u32)>("echo", (t, i)).unwrap(), (t, i)),
+                    }
+                    echo.get::<u64>("calls").unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(echo.get::<u64>("calls").unwrap(), 160);
+    // The other workers are still blocked reading when the process ends: the object is dropped anyway.
+    let out = echo.shutdown().unwrap();
+    assert_eq!(out.stdout, "echo: dropped after 160 calls\n");
+}
+
+#[test]
+fn a_constructor_that_fails_on_restart_says_why() {
+    let _check = no_server_left();
+    // The service's library disappears while its server runs; the server then dies.
+    let dir = bitbridge_tests::out_dir().join(format!("vanishing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = dir.join("libcpp_lib32.so");
+    std::fs::copy(fixture("cpp_lib", Bits::B32), &library).unwrap();
+    let opts = ServerOptions::new().restart_on_failure(true);
+    let cpp = ServiceClient::spawn_with(
+        service_program("cpp_server", Bits::B32),
+        &CppOptions { library: library.clone() },
+        opts,
+    )
+    .unwrap();
+    track(cpp.server());
+    assert_eq!(cpp.call::<_, i32>("add", (1, 2)).unwrap(), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let pid = cpp.server().pid();
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    while process_alive(pid) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(cpp.call::<_, i32>("add", (1, 2)), Err(Error::ServerDied { .. })));
+    match cpp.call::<_, i32>("add", (1, 2)).unwrap_err() {
+        Error::Raised { call, kind, message } => {
+            assert_eq!((call.as_str(), kind.as_str()), ("the constructor, run again by a restart", "LoadError"));
+            assert!(message.contains("libcpp_lib32.so"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

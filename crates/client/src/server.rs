@@ -579,7 +579,12 @@ impl Server {
     /// Constructs the server's service object from encoded options (a custom server's constructor),
     /// remembered to be replayed by a restart.
     pub(crate) fn start_service(&self, options: Vec<u8>) -> Result<()> {
-        match self.request(Request::Start { options: options.clone() }, None)? {
+        let reply = self.request(Request::Start { options: options.clone() }, None).map_err(|e| match e {
+            // The program is a bitbridge server, but not a custom one: say so in the error itself.
+            Error::Remote(RemoteError { kind: ErrorKind::NotServed, message }) => Error::Unsupported(message),
+            other => other,
+        })?;
+        match reply {
             Reply::Done => {
                 lock(&self.inner.registry).service = Some(options);
                 Ok(())
@@ -1319,8 +1324,14 @@ impl Server {
             msg::encode(&Frame::Request { id, request }, &mut out);
             let replayed = link.send.send(&out).and_then(|()| link.recv.recv(&mut out));
             let reply = match (replayed, msg::decode::<Frame>(&out)) {
-                // A service constructor that fails the second time fails the restart.
-                (Ok(()), Ok(Frame::Reply { reply: Ok(Reply::Raised { .. }), .. })) => None,
+                // A service constructor that fails the second time fails the restart, with its error.
+                (Ok(()), Ok(Frame::Reply { reply: Ok(Reply::Raised { kind, message }), .. })) => {
+                    if let Some(p) = link.process.as_mut() {
+                        p.reap(Duration::ZERO);
+                    }
+                    let call = "the constructor, run again by a restart".to_string();
+                    return Err(Error::Raised { call, kind, message });
+                }
                 (Ok(()), Ok(Frame::Reply { id: rid, reply: Ok(r) })) if rid == id => Some(r),
                 _ => None,
             };

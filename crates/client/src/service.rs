@@ -36,8 +36,9 @@ impl ServiceClient {
     /// directories, restart on failure, shared memory, workers). Its `server_path`, if any, is replaced
     /// by `program`.
     ///
-    /// With `restart_on_failure`, a restarted server constructs the service again from the same
-    /// options (its state starts afresh) before the failed call is retried.
+    /// With `restart_on_failure`, once a failure (a crash, a timeout) has been reported, the next call
+    /// starts a new server, which constructs the service again from the same options (its state starts
+    /// afresh) before that call runs. The call that met the failure is not retried: it returns the error.
     pub fn spawn_with<O: Serialize + ?Sized>(
         program: impl AsRef<Path>,
         options: &O,
@@ -72,13 +73,23 @@ impl ServiceClient {
 
     /// Runs service `S` inside this process (msl-loadlib's mock mode): for development, tests, and
     /// libraries of the client's own architecture. Calls go through the same encoding, dispatch and
-    /// errors as with a server process; there is just no process (so no call timeouts, and a crash in
-    /// the library is this process's crash).
+    /// errors as with a server process; there is just no process (so no call timeouts).
     #[cfg(feature = "in-process")]
     ///
     /// `options` is encoded and decoded as it would be for a server process, so options of another type
     /// than `S::Options` fail the same way ([`Error::Raised`] of kind `bitbridge::BadOptions`).
-    pub fn in_process<S: bitbridge_service::Service, O: Serialize + ?Sized>(options: &O) -> Result<ServiceClient> {
+    ///
+    /// # Safety
+    ///
+    /// The service's code runs in this process: a wrapper typically loads a native library (running its
+    /// initialisers) and calls it, trusting that a mistake can only take down its own server process.
+    /// Here it takes down, or corrupts, this one. Two in-process services of the same library also share
+    /// that library's global state, which separate server processes would not. Call this only for a
+    /// service and a library you trust to run here.
+    #[allow(unsafe_code)]
+    pub unsafe fn in_process<S: bitbridge_service::Service, O: Serialize + ?Sized>(
+        options: &O,
+    ) -> Result<ServiceClient> {
         let options = encode_options(options)?;
         let host = bitbridge_server::Host::service_only(bitbridge_service::handler::<S>());
         let server = Server::in_process_host(host);

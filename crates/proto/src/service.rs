@@ -35,8 +35,39 @@ pub const NO_ARGUMENTS: &[u8] = &[0x80];
 /// Encodes a method's arguments: always a sequence, so `()` (which serde sees as a unit value, not as
 /// an empty tuple) becomes the empty one.
 pub fn encode_args<T: Serialize + ?Sized>(args: &T) -> Result<Vec<u8>, String> {
-    let bytes = encode(args)?;
-    Ok(if bytes == encode(&()).expect("unit encodes") { NO_ARGUMENTS.to_vec() } else { bytes })
+    // Only `()` itself: `None` or a unit struct as the only argument encodes as null too, and is sent as
+    // given (then refused by a method that takes a sequence).
+    if std::any::type_name::<T>() == "()" {
+        return Ok(NO_ARGUMENTS.to_vec());
+    }
+    encode(args)
+}
+
+/// Encodes a value, refusing one larger than `max` bytes as soon as it passes the limit (so a huge
+/// result never allocates more than `max`).
+pub fn encode_bounded<T: Serialize + ?Sized>(value: &T, max: u64) -> Result<Vec<u8>, String> {
+    struct Bounded {
+        out: Vec<u8>,
+        max: u64,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.out.len() as u64 + buf.len() as u64 > self.max {
+                return Err(std::io::Error::other("too large"));
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = Bounded { out: Vec::new(), max };
+    match ciborium::into_writer(value, &mut w) {
+        Ok(()) => Ok(w.out),
+        Err(ciborium::ser::Error::Io(_)) => Err(format!("it is larger than the {max}-byte frame limit")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Encodes a value.
@@ -71,6 +102,20 @@ mod tests {
         assert!(err.contains("invalid type") && err.contains("string"), "{err}");
         assert_eq!(decode::<(String, u8)>(&bytes).unwrap(), ("text".to_string(), 1));
         assert!(decode::<(String, u8)>(&[bytes.as_slice(), &[0]].concat()).unwrap_err().contains("1 bytes after"));
+    }
+
+    #[test]
+    fn only_unit_means_no_arguments() {
+        assert_eq!(encode_args(&()).unwrap(), NO_ARGUMENTS);
+        assert_eq!(encode_args(&None::<u8>).unwrap(), encode(&None::<u8>).unwrap());
+        assert_eq!(encode_args(&(1u8,)).unwrap(), encode(&(1u8,)).unwrap());
+    }
+
+    #[test]
+    fn bounded_encoding_stops_at_the_limit() {
+        let big = vec![1.5f64; 1000];
+        assert!(encode_bounded(&big, 100).unwrap_err().contains("larger than the 100-byte frame limit"));
+        assert_eq!(encode_bounded(&big, 1 << 20).unwrap(), encode(&big).unwrap());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub trait Handler: Send + Sync {
     fn invoke(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, Raised>;
     /// Reads property `name`; returns it encoded.
     fn get(&self, name: &str) -> Result<Vec<u8>, Raised>;
+    /// Drops the service object (after any method in progress), so that its `Drop` runs even when
+    /// worker threads still hold the host as the process ends. Called when serving ends.
+    fn stop(&self) {}
 }
 
 /// An error a service raised: sent to the client as [`Reply::Raised`].

@@ -82,8 +82,8 @@ pub fn run(handler: Option<Arc<dyn Handler>>) -> ExitCode {
     // SAFETY: this process exists to host the client's library; a wrong signature can corrupt only this
     // process, whose death the client reports as an error.
     let mut host = unsafe { Host::new() };
-    if let Some(h) = handler {
-        host.set_handler(h);
+    if let Some(h) = &handler {
+        host.set_handler(h.clone());
     }
     if let Some(sock) = fd_socket {
         // Bounded: a descriptor announced by a request arrives right before it, or something is wrong.
@@ -91,6 +91,11 @@ pub fn run(handler: Option<Arc<dyn Handler>>) -> ExitCode {
         host.set_fd_source(Box::new(move |tag, id| bitbridge_shm::recv_fd(&sock, tag, id)));
     }
     let served = std::sync::Arc::new(host).serve(transport, sender, workers);
+    // Other workers may still hold the host, blocked in a read, as the process ends: the service object
+    // is dropped here so that its Drop (closing a device, flushing a file) always runs.
+    if let Some(h) = &handler {
+        h.stop();
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

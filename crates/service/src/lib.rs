@@ -110,6 +110,9 @@ impl Error {
     }
 }
 
+/// The kind is [`std::any::type_name`] of `E` (such as `core::num::error::ParseIntError`): good for
+/// messages and logs, but the compiler does not promise its exact text across versions, so give kinds a
+/// client matches on yourself with [`Error::new`] or [`Error::with_kind`].
 impl<E: std::error::Error> From<E> for Error {
     fn from(e: E) -> Error {
         Error { kind: std::any::type_name::<E>().to_string(), message: bitbridge_server::source_chain(&e) }
@@ -153,9 +156,16 @@ fn raised(kind: &str, message: impl fmt::Display) -> Raised {
     Raised { kind: kind.to_string(), message: message.to_string() }
 }
 
+/// Whether `T` is `()` (serde's unit, what a method of no parameters takes).
+fn is_unit<T>() -> bool {
+    std::any::type_name::<T>() == "()"
+}
+
 fn encode_result<R: Serialize>(what: &str, r: &R) -> Result<Vec<u8>, Raised> {
-    bitbridge_proto::service::encode(r)
-        .map_err(|e| raised(kinds::BAD_RESULT, format!("cannot encode the result of {what}: {e}")))
+    // Bounded: a result that cannot travel in one frame is refused here, the same in-process and in a
+    // server, rather than failing to allocate on a 32-bit server or crossing the frame limit in-process.
+    bitbridge_proto::service::encode_bounded(r, bitbridge_proto::msg::MAX_BLOCK)
+        .map_err(|e| raised(kinds::BAD_RESULT, format!("cannot send the result of {what}: {e}")))
 }
 
 impl<S: 'static> Methods<S> {
@@ -179,11 +189,11 @@ impl<S: 'static> Methods<S> {
         let owned = name.to_string();
         let call = move |s: &mut S, bytes: &[u8]| -> Result<Vec<u8>, Raised> {
             // Arguments are a sequence; no arguments is the empty one, which a method of no parameters
-            // (`()`, serde's unit) takes as unit.
-            let decoded = bitbridge_proto::service::decode::<A>(bytes);
-            let decoded = match decoded {
-                Err(_) if bytes == bitbridge_proto::service::NO_ARGUMENTS => {
+            // (`()`, serde's unit) takes as unit. Any other failure is reported as it was.
+            let decoded = match bitbridge_proto::service::decode::<A>(bytes) {
+                Err(first) if bytes == bitbridge_proto::service::NO_ARGUMENTS && is_unit::<A>() => {
                     bitbridge_proto::service::decode::<A>(&bitbridge_proto::service::encode(&()).expect("unit encodes"))
+                        .map_err(|_| first)
                 }
                 other => other,
             };
@@ -287,17 +297,32 @@ impl<S: Service> Dispatch<S> {
 
 impl<S: Service> Handler for Dispatch<S> {
     fn start(&self, options: &[u8]) -> Result<(), Raised> {
-        let options: S::Options = bitbridge_proto::service::decode(options).map_err(|e| {
-            raised(
-                kinds::BAD_OPTIONS,
-                format!("{} is started with {}: {e}", std::any::type_name::<S>(), std::any::type_name::<S::Options>()),
-            )
-        })?;
-        let made = guarded(|| S::start(options).map_err(|e| Raised { kind: e.kind, message: e.message }))?;
-        // The old object (a restart's replay, or a second start) is dropped outside any method.
-        let old = self.object.lock().unwrap_or_else(|e| e.into_inner()).replace(made);
-        drop(old);
-        Ok(())
+        // Guarded as a whole: the options' own Deserialize and the old object's Drop are service code too.
+        guarded(|| {
+            let options: S::Options = bitbridge_proto::service::decode(options).map_err(|e| {
+                raised(
+                    kinds::BAD_OPTIONS,
+                    format!(
+                        "{} is started with {}: {e}",
+                        std::any::type_name::<S>(),
+                        std::any::type_name::<S::Options>()
+                    ),
+                )
+            })?;
+            let made = S::start(options).map_err(|e| Raised { kind: e.kind, message: e.message })?;
+            // The old object (a second start) is dropped outside the lock.
+            let old = self.object.lock().unwrap_or_else(|e| e.into_inner()).replace(made);
+            drop(old);
+            Ok(())
+        })
+    }
+
+    fn stop(&self) {
+        let old = self.object.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = guarded(|| {
+            drop(old);
+            Ok(())
+        });
     }
 
     fn invoke(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, Raised> {

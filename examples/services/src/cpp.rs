@@ -41,7 +41,8 @@ struct NPoints {
 #[derive(Debug)]
 pub struct Cpp {
     path: PathBuf,
-    add: extern "C" fn(c_int, c_int) -> c_int,
+    // unsafe: C's signed overflow is undefined, so not every pair of ints may be passed.
+    add: unsafe extern "C" fn(c_int, c_int) -> c_int,
     subtract: extern "C" fn(f32, f32) -> f32,
     add_or_subtract: extern "C" fn(f64, f64, bool) -> f64,
     scalar_multiply: unsafe extern "C" fn(f64, *const f64, c_int, *mut f64),
@@ -82,7 +83,13 @@ impl Service for Cpp {
     }
 
     fn methods(m: &mut Methods<Self>) {
-        m.method("add", |c: &mut Cpp, (a, b): (i32, i32)| Ok((c.add)(a, b)));
+        m.method("add", |c: &mut Cpp, (a, b): (i32, i32)| {
+            if a.checked_add(b).is_none() {
+                return Err(Error::new("OverflowError", format!("{a} + {b} does not fit in a C int")));
+            }
+            // SAFETY: the sum fits in an int (checked above), so the C addition is defined.
+            Ok(unsafe { (c.add)(a, b) })
+        });
         m.method("subtract", |c: &mut Cpp, (a, b): (f32, f32)| Ok((c.subtract)(a, b)));
         m.method("add_or_subtract", |c: &mut Cpp, (a, b, add): (f64, f64, bool)| Ok((c.add_or_subtract)(a, b, add)));
         m.method("scalar_multiply", |c: &mut Cpp, (a, xs): (f64, Vec<f64>)| {

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use bitbridge_service::{Error, Methods, Result, Service};
 use serde::{Deserialize, Serialize};
 
+/// The most samples one `read` returns (8 MiB of doubles: one reply, on any server).
+pub const MAX_SAMPLES: u32 = 1 << 20;
+
 /// The constructor's options.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceOptions {
@@ -106,7 +109,10 @@ impl Service for Device {
     fn methods(m: &mut Methods<Self>) {
         m.method("read", |d: &mut Device, (n,): (u32,)| {
             let h = d.handle()?;
-            let n = c_int::try_from(n).map_err(|_| Error::new("ValueError", "too many samples"))?;
+            if n > MAX_SAMPLES {
+                return Err(Error::new("ValueError", format!("at most {MAX_SAMPLES} samples per read, not {n}")));
+            }
+            let n = n as c_int;
             let mut buf = vec![0.0; n as usize];
             // SAFETY: the buffer holds n doubles.
             let got = d.check(unsafe { (d.driver.read)(h, buf.as_mut_ptr(), n) })?;

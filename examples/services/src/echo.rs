@@ -14,6 +14,14 @@ pub struct Echo {
     calls: u64,
 }
 
+impl Drop for Echo {
+    /// Says so on stdout, which the client gets back from `shutdown`: the tests check that a service
+    /// object is dropped when its server shuts down, with any number of workers.
+    fn drop(&mut self) {
+        println!("echo: dropped after {} calls", self.calls);
+    }
+}
+
 impl Service for Echo {
     type Options = Value;
 

@@ -83,9 +83,14 @@ impl Service for Fortran {
             if c1 != r2 {
                 return Err(Error::new("ValueError", format!("cannot multiply {r1}x{c1} by {r2}x{c2}")));
             }
+            // The library indexes with C ints: every dimension and product must fit one (checked, so a
+            // product that wraps on a 32-bit server can never size a buffer too small).
+            let too_big = || Error::new("ValueError", format!("a {r1}x{c2} result is too large for the library"));
+            let cells = r1.checked_mul(c2).filter(|&n| c_int::try_from(n).is_ok()).ok_or_else(too_big)?;
             let (ca, cb) = (column_major(&a, r1, c1), column_major(&b, r2, c2));
-            let mut out = vec![0.0; r1 * c2];
-            // SAFETY: the buffers hold r1*c1, c1*c2 and r1*c2 doubles, as the shapes passed say.
+            let mut out = vec![0.0; cells];
+            // SAFETY: the buffers hold r1*c1, c1*c2 and r1*c2 doubles (the last product checked above;
+            // the first two are the lengths of the column-major copies), as the shapes passed say.
             unsafe { (f.matrix_multiply)(ca.as_ptr(), int(r1)?, int(c1)?, cb.as_ptr(), int(c2)?, out.as_mut_ptr()) };
             Ok((0..r1).map(|i| (0..c2).map(|j| out[j * r1 + i]).collect::<Vec<f64>>()).collect::<Vec<_>>())
         });

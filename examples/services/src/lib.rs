@@ -17,7 +17,8 @@ use bitbridge_service::Error;
 /// Opens a library for a wrapper, with the loader's message as a `LoadError`.
 pub(crate) fn open(path: &Path) -> Result<libloading::Library, Error> {
     // SAFETY: loading runs the library's initialisers; these wrappers exist to host exactly the library
-    // they are given, inside a server process whose crash the client reports.
+    // they are given, inside a server process whose crash the client reports (in-process, the client
+    // took this on by calling the unsafe `ServiceClient::in_process`).
     unsafe { libloading::Library::new(path) }.map_err(|e| Error::from(e).with_kind("LoadError"))
 }
 
