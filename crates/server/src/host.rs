@@ -217,29 +217,13 @@ impl Host {
     }
 
     fn handle_inner(&self, request: Request) -> Result<Reply, RemoteError> {
-        let raised = |r: Result<Vec<u8>, Raised>| match r {
-            Ok(bytes) => Ok(Reply::Bytes(bytes)),
-            Err(Raised { kind, message }) => Ok(Reply::Raised { kind, message }),
-        };
+        // A service's error is a reply like any other: the connection and the object stay usable.
+        let raised =
+            |r: Result<Reply, Raised>| r.or_else(|Raised { kind, message }| Ok(Reply::Raised { kind, message }));
         match request {
-            Request::Start { .. } | Request::Invoke { .. } | Request::Get { .. } => {
-                let Some(h) = &self.handler else {
-                    return fail(
-                        ErrorKind::NotServed,
-                        "this is the generic bitbridge-server: it hosts no service (start the custom server program that \
-                         serves one)",
-                    );
-                };
-                match request {
-                    Request::Start { options } => match h.start(&options) {
-                        Ok(()) => Ok(Reply::Done),
-                        Err(Raised { kind, message }) => Ok(Reply::Raised { kind, message }),
-                    },
-                    Request::Invoke { method, args } => raised(h.invoke(&method, &args)),
-                    Request::Get { name } => raised(h.get(&name)),
-                    _ => unreachable!("matched above"),
-                }
-            }
+            Request::Start { options } => raised(self.service()?.start(&options).map(|()| Reply::Done)),
+            Request::Invoke { method, args } => raised(self.service()?.invoke(&method, &args).map(Reply::Bytes)),
+            Request::Get { name } => raised(self.service()?.get(&name).map(Reply::Bytes)),
             Request::Shutdown => Ok(Reply::Done),
             _ if !self.native => {
                 fail(ErrorKind::NotServed, "this in-process host serves only its service: it loads no library")
@@ -305,6 +289,16 @@ impl Host {
             }
             _ => fail(ErrorKind::Protocol, "request not understood by this server"),
         }
+    }
+
+    /// The service that answers service requests, or the error saying this host has none.
+    fn service(&self) -> Result<&Arc<dyn Handler>, RemoteError> {
+        self.handler.as_ref().ok_or_else(|| RemoteError {
+            kind: ErrorKind::NotServed,
+            message: "this is the generic bitbridge-server: it hosts no service (start the custom server program \
+                      that serves one)"
+                .into(),
+        })
     }
 
     /// Maps a region whose file descriptor the client sends over the socket with `tag`.
