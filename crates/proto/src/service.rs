@@ -37,11 +37,20 @@ pub const NO_ARGUMENTS: &[u8] = &[0x80];
 pub fn encode_args<T: Serialize + ?Sized>(args: &T) -> Result<Vec<u8>, String> {
     // Only `()` itself: `None` or a unit struct as the only argument encodes as null too, and is sent as
     // given (then refused by a method that takes a sequence).
-    if std::any::type_name::<T>() == "()" {
+    if is_unit::<T>() {
         return Ok(NO_ARGUMENTS.to_vec());
     }
     encode(args)
 }
+
+/// Whether `T` is `()`: what a call without arguments passes, and what a method without parameters
+/// takes. (`TypeId` would need `T: 'static`, which borrowed arguments are not.)
+pub fn is_unit<T: ?Sized>() -> bool {
+    std::any::type_name::<T>() == "()"
+}
+
+/// `()` (serde's unit) as encoded: what a method without parameters decodes its arguments from.
+pub const UNIT: &[u8] = &[0xf6];
 
 /// Encodes a value, refusing one larger than `max` bytes as soon as it passes the limit (so a huge
 /// result never allocates more than `max`).
@@ -72,9 +81,7 @@ pub fn encode_bounded<T: Serialize + ?Sized>(value: &T, max: u64) -> Result<Vec<
 
 /// Encodes a value.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).map_err(|e| e.to_string())?;
-    Ok(out)
+    encode_bounded(value, u64::MAX)
 }
 
 /// Decodes a value of type `T` from all of `bytes`.
@@ -106,6 +113,7 @@ mod tests {
 
     #[test]
     fn only_unit_means_no_arguments() {
+        assert_eq!(encode(&()).unwrap(), UNIT);
         assert_eq!(encode_args(&()).unwrap(), NO_ARGUMENTS);
         assert_eq!(encode_args(&None::<u8>).unwrap(), encode(&None::<u8>).unwrap());
         assert_eq!(encode_args(&(1u8,)).unwrap(), encode(&(1u8,)).unwrap());

@@ -50,6 +50,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use bitbridge_proto::service as codec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -119,6 +120,12 @@ impl<E: std::error::Error> From<E> for Error {
     }
 }
 
+impl From<Error> for Raised {
+    fn from(e: Error) -> Raised {
+        Raised { kind: e.kind, message: e.message }
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)
@@ -156,15 +163,10 @@ fn raised(kind: &str, message: impl fmt::Display) -> Raised {
     Raised { kind: kind.to_string(), message: message.to_string() }
 }
 
-/// Whether `T` is `()` (serde's unit, what a method of no parameters takes).
-fn is_unit<T>() -> bool {
-    std::any::type_name::<T>() == "()"
-}
-
 fn encode_result<R: Serialize>(what: &str, r: &R) -> Result<Vec<u8>, Raised> {
     // Bounded: a result that cannot travel in one frame is refused here, the same in-process and in a
     // server, rather than failing to allocate on a 32-bit server or crossing the frame limit in-process.
-    bitbridge_proto::service::encode_bounded(r, bitbridge_proto::msg::MAX_BLOCK)
+    codec::encode_bounded(r, bitbridge_proto::msg::MAX_BLOCK)
         .map_err(|e| raised(kinds::BAD_RESULT, format!("cannot send the result of {what}: {e}")))
 }
 
@@ -190,17 +192,16 @@ impl<S: 'static> Methods<S> {
         let call = move |s: &mut S, bytes: &[u8]| -> Result<Vec<u8>, Raised> {
             // Arguments are a sequence; no arguments is the empty one, which a method of no parameters
             // (`()`, serde's unit) takes as unit. Any other failure is reported as it was.
-            let decoded = match bitbridge_proto::service::decode::<A>(bytes) {
-                Err(first) if bytes == bitbridge_proto::service::NO_ARGUMENTS && is_unit::<A>() => {
-                    bitbridge_proto::service::decode::<A>(&bitbridge_proto::service::encode(&()).expect("unit encodes"))
-                        .map_err(|_| first)
+            let decoded = match codec::decode::<A>(bytes) {
+                Err(first) if bytes == codec::NO_ARGUMENTS && codec::is_unit::<A>() => {
+                    codec::decode::<A>(codec::UNIT).map_err(|_| first)
                 }
                 other => other,
             };
             let args: A = decoded.map_err(|e| {
                 raised(kinds::BAD_ARGUMENTS, format!("`{owned}` takes {}: {e}", std::any::type_name::<A>()))
             })?;
-            let r = f(s, args).map_err(|e| Raised { kind: e.kind, message: e.message })?;
+            let r = f(s, args)?;
             encode_result(&format!("`{owned}`"), &r)
         };
         assert!(self.methods.insert(name.to_string(), Box::new(call)).is_none(), "method `{name}` registered twice");
@@ -285,13 +286,17 @@ impl<S: Service> Dispatch<S> {
         }
     }
 
-    fn names(names: impl Iterator<Item = impl AsRef<str>>) -> String {
-        let all: Vec<String> = names.map(|n| format!("`{}`", n.as_ref())).collect();
-        if all.is_empty() {
-            "none".into()
-        } else {
-            all.join(", ")
-        }
+    /// The error for a name nothing is registered under, listing what is (`what`: "method" or
+    /// "property", `whats` its plural).
+    fn unknown<'a>(
+        kind: &str,
+        [what, whats]: [&str; 2],
+        name: &str,
+        registered: impl Iterator<Item = &'a str>,
+    ) -> Raised {
+        let all: Vec<String> = registered.map(|n| format!("`{n}`")).collect();
+        let all = if all.is_empty() { "none".into() } else { all.join(", ") };
+        raised(kind, format!("{} has no {what} `{name}`; its {whats}: {all}", std::any::type_name::<S>()))
     }
 }
 
@@ -299,7 +304,7 @@ impl<S: Service> Handler for Dispatch<S> {
     fn start(&self, options: &[u8]) -> Result<(), Raised> {
         // Guarded as a whole: the options' own Deserialize and the old object's Drop are service code too.
         guarded(|| {
-            let options: S::Options = bitbridge_proto::service::decode(options).map_err(|e| {
+            let options: S::Options = codec::decode(options).map_err(|e| {
                 raised(
                     kinds::BAD_OPTIONS,
                     format!(
@@ -309,7 +314,7 @@ impl<S: Service> Handler for Dispatch<S> {
                     ),
                 )
             })?;
-            let made = S::start(options).map_err(|e| Raised { kind: e.kind, message: e.message })?;
+            let made = S::start(options)?;
             // The old object (a second start) is dropped outside the lock.
             let old = self.object.lock().unwrap_or_else(|e| e.into_inner()).replace(made);
             drop(old);
@@ -326,30 +331,16 @@ impl<S: Service> Handler for Dispatch<S> {
     }
 
     fn invoke(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, Raised> {
-        let Some(m) = self.methods.methods.get(method) else {
-            return Err(raised(
-                kinds::UNKNOWN_METHOD,
-                format!(
-                    "{} has no method `{method}`; its methods: {}",
-                    std::any::type_name::<S>(),
-                    Self::names(self.methods.method_names())
-                ),
-            ));
-        };
+        let m = self.methods.methods.get(method).ok_or_else(|| {
+            Self::unknown(kinds::UNKNOWN_METHOD, ["method", "methods"], method, self.methods.method_names())
+        })?;
         self.with_object(|s| m(s, args))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Raised> {
-        let Some(p) = self.methods.properties.get(name) else {
-            return Err(raised(
-                kinds::UNKNOWN_PROPERTY,
-                format!(
-                    "{} has no property `{name}`; its properties: {}",
-                    std::any::type_name::<S>(),
-                    Self::names(self.methods.property_names())
-                ),
-            ));
-        };
+        let p = self.methods.properties.get(name).ok_or_else(|| {
+            Self::unknown(kinds::UNKNOWN_PROPERTY, ["property", "properties"], name, self.methods.property_names())
+        })?;
         self.with_object(|s| p(s))
     }
 }
@@ -424,7 +415,9 @@ mod tests {
         let e = d.invoke("sub", &[]).unwrap_err();
         assert_eq!(e.kind, kinds::UNKNOWN_METHOD);
         assert!(e.message.ends_with("its methods: `add`, `boom`, `parse`"), "{}", e.message);
-        assert_eq!(d.get("nope").unwrap_err().kind, kinds::UNKNOWN_PROPERTY);
+        let e = d.get("nope").unwrap_err();
+        assert_eq!(e.kind, kinds::UNKNOWN_PROPERTY);
+        assert!(e.message.ends_with("has no property `nope`; its properties: `name`"), "{}", e.message);
         let e = d.invoke("boom", &encode(&()).unwrap()).unwrap_err();
         assert_eq!((e.kind.as_str(), e.message.as_str()), (kinds::PANIC, "kaboom"));
         // Still usable after the panic.
