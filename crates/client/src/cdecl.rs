@@ -194,7 +194,7 @@ impl Declarations {
     /// may use the types and constants declared so far, adds it, and returns it. Errors are placed in
     /// `prototype`.
     pub fn add_prototype(&mut self, prototype: &str) -> Result<Prototype> {
-        let text = crate::library::with_semicolon(prototype);
+        let text = with_semicolon(prototype);
         self.last_declared = None;
         self.add_from(&text, Some("prototype".into())).map_err(|e| match e {
             // The `;` is ours, not the user's: an error there is at the end of what they wrote.
@@ -2022,4 +2022,14 @@ fn scalar(words: &[&str]) -> Option<CType> {
         }
         _ => return None,
     })
+}
+
+/// `text` ending in `;` (a prototype typed on a command line usually has none).
+fn with_semicolon(text: &str) -> String {
+    let t = text.trim_end();
+    if t.ends_with(';') || t.ends_with('}') {
+        t.to_owned()
+    } else {
+        format!("{t};")
+    }
 }

@@ -199,16 +199,6 @@ impl Library {
     }
 }
 
-/// `text` ending in `;` (a prototype typed on a command line usually has none).
-pub(crate) fn with_semicolon(text: &str) -> String {
-    let t = text.trim_end();
-    if t.ends_with(';') || t.ends_with('}') {
-        t.to_owned()
-    } else {
-        format!("{t};")
-    }
-}
-
 fn map_symbol_error(name: &str, e: Error) -> Error {
     match e {
         Error::Remote(RemoteError { kind: ErrorKind::SymbolNotFound, message }) => {
