@@ -381,7 +381,7 @@ impl Converter<'_> {
                 }
                 other => return Err(format!("{} is not an integer, which `{ty}` needs", describe(other))),
             };
-            let (min, max) = self.int_range(ty);
+            let (min, max) = self.target.int_range(ty).ok_or_else(|| format!("`{ty}` has no layout on this target"))?;
             if n < min || n > max {
                 return Err(format!("{n} does not fit in `{ty}` ({min}..={max})"));
             }
@@ -508,22 +508,6 @@ impl Converter<'_> {
 
     fn elements(&self, items: &[Lit], of: &CType) -> Result<Vec<Value>, String> {
         items.iter().enumerate().map(|(i, x)| self.value(x, of).map_err(|e| format!("[{i}]: {e}"))).collect()
-    }
-
-    fn int_range(&self, ty: &CType) -> (i128, i128) {
-        use CType::*;
-        let bits = self.target.layout(ty).map(|l| l.size * 8).unwrap_or(64) as u32;
-        let signed = match ty {
-            WChar => self.target.wchar_signed(),
-            Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT => true,
-            _ => false,
-        };
-        match ty {
-            Bool => (0, 1),
-            Char => (-128, 255), // a plain char takes the bytes 128..=255 too
-            _ if signed => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
-            _ => (0, (1i128 << bits) - 1),
-        }
     }
 
     /// The type a variadic argument is passed as, from its literal (C's default promotions).

@@ -291,8 +291,6 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
     }
 
     fn write_int(&self, ty: &CType, v: &Value, out: &mut [u8]) -> Result<(), MarshalError> {
-        let size = out.len() as u32;
-        let signed = int_signed(self.target, ty);
         let n: i128 = match v {
             Value::Int(i) => i128::from(*i),
             Value::UInt(u) => i128::from(*u),
@@ -304,19 +302,11 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             }
             _ => return Err(self.mismatch(format!("an integer for `{ty}`"), v)),
         };
-        let bits = size * 8;
-        let (mut min, max) =
-            if signed { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, (1i128 << bits) - 1) };
-        if *ty == CType::Bool {
-            min = 0;
-        }
-        let max = if *ty == CType::Bool { 1 } else { max };
-        // A plain `char` takes the bytes 128..=255 too, as C code writes them.
-        let max = if *ty == CType::Char { 255 } else { max };
+        let (min, max) = self.target.int_range(ty).expect("write_int is called for integer types");
         if n < min || n > max {
             return Err(self.err(MarshalErrorKind::OutOfRange { value: n, ty: ty.to_string(), min, max }));
         }
-        out.copy_from_slice(&(n as u128).to_le_bytes()[..size as usize]);
+        out.copy_from_slice(&(n as u128).to_le_bytes()[..out.len()]);
         Ok(())
     }
 
@@ -518,15 +508,6 @@ fn has_nested_pointer(ty: &CType) -> bool {
         CType::Pointer(to) => to.contains_pointer(),
         CType::CStr | CType::WStr | CType::FnPtr(_) => false,
         other => other.contains_pointer(),
-    }
-}
-
-fn int_signed(target: &Target, ty: &CType) -> bool {
-    use CType::*;
-    match ty {
-        WChar => target.wchar_signed(),
-        Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT => true,
-        _ => false,
     }
 }
 
@@ -829,7 +810,7 @@ impl<'s> Reader<'_, 's> {
             let bits = b.len() as u32 * 8;
             return Ok(if *ty == CType::Bool {
                 Value::Bool(raw != 0)
-            } else if int_signed(self.target, ty) {
+            } else if self.target.int_signed(ty) {
                 let shift = 128 - bits;
                 Value::Int((((raw << shift) as i128) >> shift) as i64)
             } else {

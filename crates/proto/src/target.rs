@@ -159,6 +159,31 @@ impl Target {
         self.os == Os::Linux
     }
 
+    /// Whether integer type `ty` is signed on this target (`wchar_t` is on Linux, not on Windows).
+    pub fn int_signed(&self, ty: &CType) -> bool {
+        use CType::*;
+        match ty {
+            WChar => self.wchar_signed(),
+            Char | SChar | Short | Int | Long | LongLong | I8 | I16 | I32 | I64 | SSizeT => true,
+            _ => false,
+        }
+    }
+
+    /// The values integer type `ty` takes on this target, inclusive (`None` for other types). `bool` is
+    /// 0..=1; a plain `char` also takes the bytes 128..=255, as C code writes them.
+    pub fn int_range(&self, ty: &CType) -> Option<(i128, i128)> {
+        if !ty.is_integer() {
+            return None;
+        }
+        let bits = self.layout(ty).ok()?.size as u32 * 8;
+        Some(match ty {
+            CType::Bool => (0, 1),
+            CType::Char => (-(1i128 << (bits - 1)), (1i128 << bits) - 1),
+            _ if self.int_signed(ty) => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
+            _ => (0, (1i128 << bits) - 1),
+        })
+    }
+
     /// Size and alignment of any type.
     pub fn layout(&self, ty: &CType) -> Result<Layout, LayoutError> {
         self.layout_at(ty, 0)
