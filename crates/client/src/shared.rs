@@ -212,6 +212,36 @@ impl SharedArray {
         Ok(Value::Shared { region, offset: DATA_OFFSET, len: self.mem.data_len() })
     }
 
+    /// The address of the first element in this process, for views that read and write the memory in
+    /// place (the Python package's ctypes views and buffers). Other processes may change it at any time.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mem.data_ptr()
+    }
+
+    /// The data's size in bytes.
+    pub fn byte_len(&self) -> u64 {
+        self.mem.data_len()
+    }
+
+    /// The path of a named or file-backed object (`/dev/shm/bitbridge-<name>`).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.mem.path()
+    }
+
+    /// Takes the object's lock (or the one given to [`SharedArray::synchronized`]) and keeps it until
+    /// [`SharedArray::release`] on the same thread; gives up after `timeout` (`Ok(false)`). For callers
+    /// that cannot hold a [`LockGuard`] (Python's `acquire()`/`release()`).
+    pub fn acquire(&self, timeout: Option<std::time::Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        self.lock_mem().lock_until(deadline).map_err(Error::Io)
+    }
+
+    /// Releases a lock taken with [`SharedArray::acquire`]; [`Error::Unsupported`] if this thread does
+    /// not hold it.
+    pub fn release(&self) -> Result<()> {
+        self.lock_mem().unlock().map_err(|e| Error::Unsupported(format!("release: {e}")))
+    }
+
     fn lock_mem(&self) -> &Arc<SharedMem> {
         self.lock_from.as_ref().unwrap_or(&self.mem)
     }

@@ -262,6 +262,60 @@ impl SharedMem {
         Some(LockGuard { lock: l, _not_send: std::marker::PhantomData })
     }
 
+    /// Takes the lock like [`SharedMem::lock`] but gives up at `deadline` (`None` if it passed first),
+    /// and keeps it past the guard: release it with [`SharedMem::unlock`] on the same thread. For
+    /// callers that cannot hold a guard across calls (Python's `acquire()`/`release()`).
+    pub fn lock_until(&self, deadline: Option<std::time::Instant>) -> io::Result<bool> {
+        let l = &self.header().lock;
+        loop {
+            if let Some(g) = self.try_lock() {
+                std::mem::forget(g);
+                return Ok(true);
+            }
+            let wait = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+            };
+            // Mark contended, then sleep until a release wakes us (or the time is up).
+            if l.state.swap(2, Ordering::Acquire) == 0 {
+                let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                l.owner.store(me, Ordering::Relaxed);
+                l.count.store(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+            let ts = wait
+                .map(|w| rustix::time::Timespec { tv_sec: w.as_secs() as i64, tv_nsec: i64::from(w.subsec_nanos()) });
+            match futex::wait(&l.state, futex::Flags::empty(), 2, ts.as_ref()) {
+                Ok(())
+                | Err(rustix::io::Errno::AGAIN)
+                | Err(rustix::io::Errno::INTR)
+                | Err(rustix::io::Errno::TIMEDOUT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Releases a lock taken with [`SharedMem::lock_until`]; an error if this thread does not hold it.
+    pub fn unlock(&self) -> io::Result<()> {
+        let l = &self.header().lock;
+        let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        if l.owner.load(Ordering::Relaxed) != me || l.state.load(Ordering::Relaxed) == 0 {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the lock is not held by this thread"));
+        }
+        drop(LockGuard { lock: l, _not_send: std::marker::PhantomData });
+        Ok(())
+    }
+
+    /// The address of the data in this process (for views such as a Python buffer). Others may write
+    /// the memory at any time: access it only through raw pointers or volatile-free byte copies.
+    pub fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: DATA_OFFSET is inside the mapping (the mapping is DATA_OFFSET + data_len bytes).
+        unsafe { self.map.as_mut_ptr().add(DATA_OFFSET as usize) }
+    }
+
     /// The path of a named or file-backed object.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

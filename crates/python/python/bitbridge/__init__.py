@@ -1,0 +1,32 @@
+"""bitbridge: call a native library that cannot be loaded into this process, ctypes-style.
+
+The classic case is a 32-bit ``.so`` from 64-bit Python: ``bitbridge.CDLL("./lib32.so")`` starts a
+32-bit bitbridge server (shipped in this package), loads the library there and forwards each call over
+shared memory. ``from bitbridge import ctypes`` is a drop-in for the ``ctypes`` module;
+``bitbridge.sharedctypes`` is ``multiprocessing.sharedctypes`` across 32- and 64-bit processes.
+"""
+
+from __future__ import annotations
+
+from . import _native
+from ._errors import *  # noqa: F403 - the exception classes
+from ._errors import __all__ as _errors_all
+from ._library import CDLL, FuncPtr, Header, RemotePointer, WinDLL, cdll, get_errno, set_errno
+
+Server = _native.Server
+CType = _native.CType
+__version__ = _native.version()
+
+__all__ = [
+    "CDLL",
+    "CType",
+    "FuncPtr",
+    "Header",
+    "RemotePointer",
+    "Server",
+    "WinDLL",
+    "cdll",
+    "get_errno",
+    "set_errno",
+    *_errors_all,
+]

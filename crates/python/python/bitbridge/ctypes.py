@@ -1,0 +1,101 @@
+"""A drop-in for ``ctypes`` whose libraries run in a bitbridge server: ``from bitbridge import ctypes``.
+
+Everything ``ctypes`` has is here. What differs:
+
+- ``CDLL``/``WinDLL``/``cdll`` load the library into a server of *its* architecture (a 32-bit ``.so``
+  from 64-bit Python), and take server options (``call_timeout=...``, ``arch="i686"`` for a bare name).
+- Distinct classes for the C types ctypes aliases on 64-bit Linux: ``c_long``, ``c_ulong``,
+  ``c_longlong``, ``c_ulonglong``, ``c_int64``, ``c_uint64``, ``c_size_t``, ``c_ssize_t``. With them a
+  declaration means the same on every server (``c_long`` is 4 bytes on i686). The plain ctypes classes
+  are accepted too; where one is ambiguous for the server a ``bitbridge.AmbiguousTypeWarning`` says how
+  it was read and what to use.
+- ``Structure``/``Union`` are laid out for the server's target when they cross (i386 aligns ``double``
+  to 4); ``sizeof(x)`` is this process's size, ``sizeof(x, target="i686")`` the server's.
+- ``POINTER``/``CFUNCTYPE``/``WINFUNCTYPE`` know the distinct classes; a callback runs in this process
+  when the library calls it.
+- Functions returning pointers give a ``RemotePointer`` into the server (``p[0]`` reads there).
+- What cannot cross between processes is an error: an address of this process (``addressof``,
+  ``c_void_p(addressof(x))``), a plain ctypes function pointer, bit-fields.
+"""
+
+from __future__ import annotations
+
+import ctypes as _ct
+from ctypes import *  # noqa: F401,F403 - the drop-in: everything ctypes has, overridden below where it differs
+from typing import Any
+
+from ._library import CDLL, LibraryLoader, RemotePointer, WinDLL, cdll, get_errno, set_errno
+from ._types import (
+    CFUNCTYPE,
+    POINTER,
+    WINFUNCTYPE,
+    Structure,
+    Union,
+    c_int64,
+    c_long,
+    c_longlong,
+    c_size_t,
+    c_ssize_t,
+    c_uint64,
+    c_ulong,
+    c_ulonglong,
+    ctype_of,
+)
+
+ArgumentError = __import__("bitbridge._errors", fromlist=["ArgumentError"]).ArgumentError
+windll = LibraryLoader(WinDLL)
+PyDLL = CDLL
+pydll = cdll
+
+
+def sizeof(obj_or_type: Any, target: str | None = None) -> int:
+    """``sizeof`` in this process (as ctypes), or on ``target`` (``"i686"``, ``"x86_64"``, ``"win32"``,
+    ``"win64"``) when given."""
+    if target is None:
+        return _ct.sizeof(obj_or_type)
+    t = obj_or_type if isinstance(obj_or_type, type) else type(obj_or_type)
+    return ctype_of(t).size(target)
+
+
+def alignment(obj_or_type: Any, target: str | None = None) -> int:
+    """``alignment`` in this process, or on ``target``."""
+    if target is None:
+        return _ct.alignment(obj_or_type)
+    t = obj_or_type if isinstance(obj_or_type, type) else type(obj_or_type)
+    return ctype_of(t).align(target)
+
+
+class HostAddress(int):
+    """An address in *this* process (from ``addressof``): usable with ctypes here, refused as an
+    argument to a server, where it would point at nothing."""
+
+    _bb_host_address_ = True
+
+
+def addressof(obj: Any) -> HostAddress:
+    """ctypes' ``addressof``: an address in this process, which a server cannot use."""
+    return HostAddress(_ct.addressof(obj))
+
+
+def cast(obj: Any, typ: Any) -> Any:
+    """ctypes' ``cast``. A ``RemotePointer`` (from the server) is cast to another pointer type in the
+    server; ctypes objects of this process are cast as ctypes does."""
+    if isinstance(obj, RemotePointer):
+        to = getattr(typ, "_type_", None)
+        if typ is _ct.c_void_p:
+            return obj.value
+        return RemotePointer(obj._server, obj.value, to)
+    return _ct.cast(obj, typ)
+
+
+def LoadLibrary(name: str, **options: Any) -> CDLL:  # noqa: N802 - ctypes' name
+    """Opens ``name`` in a server (``CDLL(name, **options)``)."""
+    return CDLL(name, **options)
+
+
+__all__ = [n for n in dir(_ct) if not n.startswith("_")] + [
+    "HostAddress",
+    "RemotePointer",
+    "get_errno",
+    "set_errno",
+]
