@@ -76,10 +76,7 @@ pub fn ctypes(py: Python<'_>) -> PyResult<&CTypes> {
         let c_int = m.getattr("c_int")?.call0()?;
         let carg = m.getattr("byref")?.call1((c_int,))?.get_type().unbind();
         Ok(CTypes {
-            simple: Ok::<_, PyErr>(
-                m.getattr("c_int")?.get_type().getattr("__mro__")?.get_item(1)?.cast_into::<PyType>()?.unbind(),
-            )
-            .or_else(|_| t("_SimpleCData"))?,
+            simple: t("_SimpleCData")?,
             structure: t("Structure")?,
             union: t("Union")?,
             array: t("Array")?,
@@ -354,7 +351,9 @@ fn host_bytes_to_value(bytes: Vec<u8>, ty: &CType, cx: &Cx<'_>) -> CResult<Value
     if cx.same_layout(ty) {
         return Ok(Value::Bytes(bytes));
     }
-    decode_value(&cx.host, ty, &bytes).map_err(|e| Conv::Msg(e.to_string()))
+    let v = decode_value(&cx.host, ty, &bytes).map_err(|e| Conv::Msg(e.to_string()))?;
+    // Unions read back as every member's view: send the one covering all of this process's bytes.
+    Ok(for_encoding(&v, ty, &cx.host))
 }
 
 fn string(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResult<Value> {
@@ -410,6 +409,16 @@ fn server_of(cx: &Cx<'_>) -> CResult<crate::PyServer> {
     }
 }
 
+/// What a ctypes pointer object points at: the whole array it was made from (`cast(arr, POINTER(T))`,
+/// `pointer(arr)`), so every element travels, or else its `contents` (one element).
+fn pointed_object<'py>(ptr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    static HELPER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = ptr.py();
+    let f =
+        HELPER.get_or_try_init(py, || py.import("bitbridge._types")?.getattr("pointed_object").map(Bound::unbind))?;
+    f.bind(py).call1((ptr,))
+}
+
 /// A bitbridge.sharedctypes object: mapped into the server (once), nothing copied.
 fn shared_value(share_with: &Bound<'_, PyAny>, cx: &Cx<'_>) -> CResult<Value> {
     let token = share_with.call1((server_of(cx)?,))?;
@@ -437,7 +446,7 @@ fn pointer(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
         if !obj.is_truthy()? {
             return Ok(Value::NULL);
         }
-        return pointee(&obj.getattr("contents")?, to, ty, cx, c);
+        return pointee(&pointed_object(obj)?, to, ty, cx, c);
     }
     if is_instance(obj, &c.void_p) {
         return match obj.getattr("value")?.extract::<Option<u64>>()? {
@@ -454,6 +463,12 @@ fn pointer(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
         if to.is_byte() || *to == CType::WChar || *to == CType::Void {
             return Ok(Value::Str(s.to_cow()?.into_owned()));
         }
+    }
+    if let (Ok(b), true) = (obj.cast::<PyBytes>(), to.is_byte()) {
+        // bytes for `char *`: a C string, as ctypes passes it (NUL-terminated).
+        let mut v = b.as_bytes().to_vec();
+        v.push(0);
+        return Ok(Value::Bytes(v));
     }
     if let Ok(l) = obj.cast::<PyList>() {
         return elements(l.iter(), to, cx);
@@ -581,7 +596,7 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
     }
     if is_instance(obj, &c.pointer) {
         if obj.is_truthy()? {
-            return write_into(&obj.getattr("contents")?, to, v, cx, c);
+            return write_into(&pointed_object(obj)?, to, v, cx, c);
         }
         return Ok(());
     }

@@ -206,11 +206,11 @@ class FuncPtr:
         raise SignatureError(f"restype of `{self.__name__}` must be a ctypes type, None or a callable")
 
     def _directions(self, argtypes: list) -> list[str]:
-        dirs = [_types._default_direction(t) for t in argtypes]
+        dirs = [_types.param_direction(t) for t in argtypes]
         if self._paramflags:
             for i, pf in enumerate(self._paramflags):
                 flag = pf[0] & 3
-                if i < len(dirs) and _types._is_pointer_class(argtypes[i]):
+                if i < len(dirs) and dirs[i] != "in":
                     dirs[i] = {1: "in", 2: "out", 3: "inout", 0: "inout"}[flag]
         return dirs
 
@@ -224,7 +224,7 @@ class FuncPtr:
         params = []
         for i, (t, d) in enumerate(zip(argtypes, self._directions(argtypes), strict=True)):
             try:
-                params.append((ctype_of(t, amb), d))
+                params.append((_types.param_ctype(t, amb), d))
             except SignatureError as e:
                 raise SignatureError(f"argument {i + 1} of `{self.__name__}`: {e}") from None
         ret, _ = self._restype_ctype()

@@ -181,6 +181,8 @@ class CFuncPtr:
     _bb_ctype_: Any
 
     def __new__(cls, *args: Any) -> Any:
+        if not args:  # ctypes: the prototype called without arguments is a NULL function pointer
+            return super().__new__(cls)
         if len(args) in (1, 2) and isinstance(args[0], tuple):
             from ._library import FuncPtr
 
@@ -197,16 +199,23 @@ class CFuncPtr:
             "an address of this process cannot be called in a server"
         )
 
-    def __init__(self, func: Any) -> None:
+    def __init__(self, func: Any = None) -> None:
         self._func = func
         self._registered: dict[int, Any] = {}
 
     def __call__(self, *args: Any) -> Any:
         """Calls the Python function directly."""
+        if self._func is None:
+            raise ValueError("NULL function pointer called")
         return self._func(*args)
+
+    def __bool__(self) -> bool:
+        return self._func is not None
 
     def _bb_callback_for_(self, server: Any) -> int:
         """Registers the callback with ``server`` (once) and returns its address there."""
+        if self._func is None:
+            return 0
         cb = self._registered.get(server.pid)
         if cb is None:
             cb = server.callback(ctype_of(type(self)), self._invoke)
@@ -344,7 +353,53 @@ def _compute(t: type, amb: list, building: set) -> Any:
 
 def _default_direction(t: Any) -> str:
     """ctypes gives no directions: a pointer's memory is read and may be written (in/out)."""
-    return "inout" if _is_pointer_class(t) else "in"
+    return "inout" if _is_pointer_class(t) or t is _ct.c_void_p else "in"
+
+
+def param_ctype(t: Any, amb: list | None = None) -> Any:
+    """A parameter's ``CType``: as ``ctype_of``, except that ``c_char_p``/``c_wchar_p`` parameters are
+    pointers to characters, so a buffer passed for one (``create_string_buffer``) is copied back as
+    ctypes lets the function change it; ``bytes`` and ``str`` still go in NUL-terminated."""
+    if t is _ct.c_char_p:
+        return CType.pointer(CType.scalar("char"))
+    if t is _ct.c_wchar_p:
+        return CType.pointer(CType.scalar("wchar_t"))
+    return ctype_of(t, amb)
+
+
+def param_direction(t: Any) -> str:
+    if t is _ct.c_char_p or t is _ct.c_wchar_p:
+        return "inout"
+    return _default_direction(t)
+
+
+def pointed_object(p: Any) -> Any:
+    """What a ctypes pointer object points at: the array (or other object) it was made from, found
+    among the objects it keeps alive, when that object starts at the pointed-to address; else its
+    ``contents``."""
+    address = _ct.cast(p, _ct.c_void_p).value
+    best = None
+    seen: set[int] = set()
+
+    def visit(o: Any) -> None:
+        nonlocal best
+        if o is None or id(o) in seen:
+            return
+        seen.add(id(o))
+        if isinstance(o, dict):
+            for v in o.values():
+                visit(v)
+        elif isinstance(o, _ct._SimpleCData | _ct.Structure | _ct.Union | _ct.Array):
+            if _ct.addressof(o) == address and (best is None or _ct.sizeof(o) > _ct.sizeof(best)):
+                best = o
+            visit(getattr(o, "_objects", None))
+
+    visit(getattr(p, "_objects", None))
+    # A pointer read from a struct member keeps nothing itself: its struct keeps what was assigned.
+    visit(getattr(getattr(p, "_b_base_", None), "_objects", None))
+    if best is not None and isinstance(best, _ct.Array):
+        return best
+    return p.contents
 
 
 def warn_ambiguous(amb: list, target: str, where: str) -> None:
