@@ -49,9 +49,10 @@ class Backend:
         self.name, self.ct, self.bits = name, ct, bits
         self._libs: dict[str, Any] = {}
 
-    def load(self, name: str, **options: Any) -> Any:
-        """The fixture library ``name`` (cached per backend), or a fresh one with options."""
-        if options:
+    def load(self, name: str, fresh: bool = False, **options: Any) -> Any:
+        """The fixture library ``name`` (cached per backend), or a fresh one (in a server of its own)
+        with options, for tests that crash or stop their server."""
+        if options or fresh:
             return self.ct.CDLL(build(name, self.bits), **options)
         if name not in self._libs:
             self._libs[name] = self.ct.CDLL(build(name, self.bits))

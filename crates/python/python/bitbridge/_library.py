@@ -151,8 +151,10 @@ class FuncPtr:
             self._address = lib._lib.symbol(name)  # SymbolNotFound (an AttributeError) as ctypes raises
         else:
             self._address = native.address
-            self._fast = native
-            self._nargs = len(native.params)
+            self._restype = None  # the declaration says: results take the declared type's shape
+            if native.restype.kind in ("scalar", "void", "cstr", "wstr"):
+                self._fast = native
+                self._nargs = len(native.params)
 
     # The ctypes attributes; changing one drops what was prepared.
     @property

@@ -443,6 +443,33 @@ _HOST_NAMES = {
     "float": _ct.c_float,
     "double": _ct.c_double,
 }
+def _view_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Positional arguments go to the declared members, never to the padding."""
+    names = type(self)._bb_names_
+    if len(args) > len(names):
+        raise TypeError(f"too many initializers for {type(self).__name__}")
+    types = dict(type(self)._fields_)
+    values = {n: convert(types[n], v) for n, v in zip(names, args, strict=False)}
+    values.update({k: convert(types[k], v) for k, v in kwargs.items()})
+    super(type(self), self).__init__(**values)
+
+
+def convert(cls: Any, v: Any) -> Any:
+    """``v`` (a tuple, a ctypes object of another layout, a number) as a value for ``cls``, a view class
+    or a plain ctypes class."""
+    if isinstance(v, cls) or not isinstance(cls, type):
+        return v
+    names = getattr(cls, "_bb_names_", None)
+    if names is not None:
+        if isinstance(v, tuple | list):
+            return cls(*v)
+        if isinstance(v, _ct.Structure | _ct.Union):
+            return cls(**{n: getattr(v, n) for n in names})
+    if issubclass(cls, _ct.Array) and isinstance(v, tuple | list | _ct.Array):
+        return cls(*[convert(cls._type_, x) for x in v])
+    return v
+
+
 _BY_SIZE = {
     (4, True): _ct.c_int32,
     (8, True): _ct.c_int64,
@@ -493,7 +520,9 @@ def view_class(ct: Any, target: str = "host") -> type:
         if kind == "union":
             fields.append(("_bb_whole", _ct.c_ubyte * size))
         base = _ct.Union if kind == "union" else _ct.Structure
-        cls = type(base)(ct.name or "anonymous", (base,), {"_pack_": 1, "_fields_": fields})
+        names = [n for n, _ in ct.fields]
+        ns = {"_pack_": 1, "_fields_": fields, "_bb_names_": names, "__init__": _view_init}
+        cls = type(base)(ct.name or "anonymous", (base,), ns)
     else:
         raise SignatureError(f"`{ct}` has no ctypes view")
     _VIEWS[key] = cls

@@ -15,7 +15,7 @@ import ctypes as _ct
 from typing import Any
 
 from . import _native
-from ._types import c_long, c_longlong, c_ulong, c_ulonglong, ctype_of, view_class
+from ._types import c_long, c_longlong, c_ulong, c_ulonglong, convert, ctype_of, view_class
 
 typecode_to_type: dict[str, Any] = {
     "c": _ct.c_char,
@@ -66,7 +66,9 @@ def RawValue(typecode_or_type: Any, *args: Any, target: str | None = None, name:
     t = _type(typecode_or_type)
     obj = _create(t, 1, target, name, array=False)
     if args:
-        init = type(obj)(*args)
+        cls = type(obj)
+        one_object = len(args) == 1 and isinstance(args[0], _ct.Structure | _ct.Union | _ct.Array)
+        init = convert(cls, args[0]) if one_object else cls(*args)
         _ct.memmove(_ct.addressof(obj), _ct.addressof(init), _ct.sizeof(obj))
     return obj
 
@@ -79,8 +81,9 @@ def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, target: str | N
         return _create(t, size_or_initializer, target, name, array=True)
     items = list(size_or_initializer)
     obj = _create(t, len(items), target, name, array=True)
+    elem = type(obj)._type_
     for i, v in enumerate(items):
-        obj[i] = v
+        obj[i] = convert(elem, v)
     return obj
 
 
