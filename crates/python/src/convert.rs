@@ -273,10 +273,10 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>) -> CResult<Valu
             bad("a number", ty, obj)
         }
         CType::Void => Err(Conv::Msg("`void` is not a value type".into())),
-        CType::CStr | CType::WStr => string(obj, ty, cx, c),
-        CType::FnPtr(_) => function_pointer(obj, ty, cx, c),
+        CType::CStr | CType::WStr => string(obj, ty, c),
+        CType::FnPtr(_) => function_pointer(obj, ty, cx),
         CType::Pointer(to) => pointer(obj, to, ty, cx, c),
-        CType::Array(of, n) => array(obj, of, *n, ty, cx, c),
+        CType::Array(of, _) => array(obj, of, ty, cx, c),
         CType::Struct(d) | CType::Union(d) => {
             if is_instance(obj, &c.structure) || is_instance(obj, &c.union) {
                 return aggregate_object(obj, ty, cx);
@@ -356,7 +356,7 @@ fn host_bytes_to_value(bytes: Vec<u8>, ty: &CType, cx: &Cx<'_>) -> CResult<Value
     Ok(for_encoding(&v, ty, &cx.host))
 }
 
-fn string(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResult<Value> {
+fn string(obj: &Bound<'_, PyAny>, ty: &CType, c: &CTypes) -> CResult<Value> {
     if obj.is_none() {
         return Ok(Value::NULL);
     }
@@ -374,7 +374,7 @@ fn string(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResul
     }
     if is_instance(obj, &c.array) || is_instance(obj, &c.char_p) || is_instance(obj, &c.wchar_p) {
         // create_string_buffer / create_unicode_buffer, or a c_char_p: the text it holds.
-        return string(&obj.getattr("value")?, ty, cx, c);
+        return string(&obj.getattr("value")?, ty, c);
     }
     if obj.is_instance_of::<pyo3::types::PyByteArray>() {
         let (b, _) = buffer_bytes(obj).expect("a bytearray is a buffer");
@@ -383,7 +383,7 @@ fn string(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResul
     bad("bytes, str, None or a server address", ty, obj)
 }
 
-fn function_pointer(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResult<Value> {
+fn function_pointer(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>) -> CResult<Value> {
     if obj.is_none() {
         return Ok(Value::NULL);
     }
@@ -398,7 +398,6 @@ fn function_pointer(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>, c: &CTypes)
     if let Ok(addr) = obj.getattr("_bb_address_") {
         return Ok(Value::Pointer(addr.extract()?));
     }
-    let _ = c;
     bad("a CFUNCTYPE callback, a function of the same server, None or an address", ty, obj)
 }
 
@@ -550,7 +549,7 @@ fn pointee(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
     to_value(obj, to, cx)
 }
 
-fn array(obj: &Bound<'_, PyAny>, of: &CType, n: u32, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResult<Value> {
+fn array(obj: &Bound<'_, PyAny>, of: &CType, ty: &CType, cx: &Cx<'_>, c: &CTypes) -> CResult<Value> {
     if is_instance(obj, &c.array) {
         if !of.contains_pointer() {
             let Some((bytes, _)) = buffer_bytes(obj) else { return bad("a ctypes array", ty, obj) };
@@ -579,9 +578,7 @@ fn array(obj: &Bound<'_, PyAny>, of: &CType, n: u32, ty: &CType, cx: &Cx<'_>, c:
         return elements(t.iter(), of, cx);
     }
     if let Some((bytes, item)) = buffer_bytes(obj) {
-        let v = buffer_value(bytes, item, of, ty, cx)?;
-        let _ = n;
-        return Ok(v);
+        return buffer_value(bytes, item, of, ty, cx);
     }
     bad("a ctypes array, a list, bytes or a buffer", ty, obj)
 }

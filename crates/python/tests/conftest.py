@@ -13,19 +13,21 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
+from typing import Any
 
 import bitbridge
 import bitbridge.ctypes as bctypes
+import pytest
 
 ROOT = Path(os.environ.get("BITBRIDGE_ROOT", Path(__file__).resolve().parents[3]))
 FIXTURES = ROOT / "fixtures"
 BUILD = Path(tempfile.mkdtemp(prefix="bitbridge-pytest-"))
 
-assert "site-packages" in bitbridge.__file__, f"the suite must test the installed package, not {bitbridge.__file__}"
+assert "site-packages" in bitbridge.__file__, (
+    f"the suite must test the installed package, not {bitbridge.__file__}"
+)
 
 
 def build(name: str, bits: int) -> str:

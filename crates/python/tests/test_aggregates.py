@@ -5,11 +5,9 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-import pytest
-
 import bitbridge
+import pytest
 from bitbridge import ctypes as bct
-
 from conftest import BRIDGED
 
 
@@ -38,7 +36,15 @@ def test_unions_by_value_both_ways() -> None:
         mine.d = 7.25
         mine2 = U()
         mine2.c = b"abc"
-        got = (u0.i, u1.d, u2.c, lib.u_read(mine, 1), lib.u_read(mine2, 2), lib.fd_make(1.5).d, lib.fd_twice(lib.fd_make(-3.0)))
+        got = (
+            u0.i,
+            u1.d,
+            u2.c,
+            lib.u_read(mine, 1),
+            lib.u_read(mine2, 2),
+            lib.fd_make(1.5).d,
+            lib.fd_twice(lib.fd_make(-3.0)),
+        )
         assert got == (-42, 2.5, b"hello union", 7.25, 3.0, 1.5, -6.0), b
 
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import array
 from typing import Any
 
+import bitbridge
 import numpy as np
 import pytest
-
-import bitbridge
 from bitbridge import ctypes as bct
-
 from conftest import BRIDGED
 
 

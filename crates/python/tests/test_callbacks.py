@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 import bitbridge
-
+import pytest
 from conftest import BRIDGED
 
 

@@ -23,10 +23,23 @@ def test_strtol_sets_errno(agree: Any) -> None:
 def test_snprintf_with_mixed_variadic_arguments(agree: Any) -> None:
     def case(b: Any) -> Any:
         ct, libc = b.ct, b.libc()
-        libc.snprintf.argtypes = [ct.c_char_p, ct.c_size_t if b.ct.__name__ == "ctypes" else b.ct.c_size_t, ct.c_char_p]
+        libc.snprintf.argtypes = [
+            ct.c_char_p,
+            ct.c_size_t if b.ct.__name__ == "ctypes" else b.ct.c_size_t,
+            ct.c_char_p,
+        ]
         libc.snprintf.restype = ct.c_int
         buf = ct.create_string_buffer(100)
-        n = libc.snprintf(buf, 100, b"%d %s %.3f %c %lld", 42, b"str", ct.c_double(2.5), ct.c_int(ord("x")), ct.c_longlong(-(2**40)))
+        n = libc.snprintf(
+            buf,
+            100,
+            b"%d %s %.3f %c %lld",
+            42,
+            b"str",
+            ct.c_double(2.5),
+            ct.c_int(ord("x")),
+            ct.c_longlong(-(2**40)),
+        )
         return n, buf.value
 
     assert agree(case)[1] == b"42 str 2.500 x -1099511627776"

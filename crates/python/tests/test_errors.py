@@ -7,11 +7,9 @@ import ctypes
 import os
 from typing import Any
 
-import pytest
-
 import bitbridge
+import pytest
 from bitbridge import ctypes as bct
-
 from conftest import BRIDGED, build
 
 
@@ -31,7 +29,7 @@ def test_a_text_file_is_not_a_library(tmp_path: Any) -> None:
 def test_missing_symbol_is_an_attribute_error() -> None:
     lib = BRIDGED[0].load("edge")
     with pytest.raises(bitbridge.SymbolNotFound) as e:
-        lib.no_such_function
+        _ = lib.no_such_function
     assert isinstance(e.value, AttributeError) and e.value.symbol == "no_such_function"
     assert not hasattr(lib, "still_no_such_function")
 
@@ -39,7 +37,9 @@ def test_missing_symbol_is_an_attribute_error() -> None:
 def test_bad_arguments_name_the_argument_and_are_ctypes_argument_errors() -> None:
     f = BRIDGED[0].load("edge")["id_uchar"]
     f.argtypes, f.restype = [bct.c_ubyte], bct.c_ubyte
-    with pytest.raises(bitbridge.ArgumentError, match=r"argument 1: 300 does not fit in `unsigned char`") as e:
+    with pytest.raises(
+        bitbridge.ArgumentError, match=r"argument 1: 300 does not fit in `unsigned char`"
+    ) as e:
         f(300)
     assert isinstance(e.value, ctypes.ArgumentError) and isinstance(e.value, TypeError)
     with pytest.raises(bitbridge.ArgumentError, match="expected an integer for `unsigned char`, got str"):

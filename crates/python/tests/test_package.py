@@ -8,7 +8,6 @@ from pathlib import Path
 
 import bitbridge
 from bitbridge import ctypes as bct
-
 from conftest import build
 
 

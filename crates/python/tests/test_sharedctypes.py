@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pytest
 
 import bitbridge
+import numpy as np
+import pytest
 from bitbridge import ctypes as bct
 from bitbridge import sharedctypes as sc
-
 from conftest import BRIDGED, ROOT
 
 

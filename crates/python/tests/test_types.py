@@ -9,11 +9,9 @@ import subprocess
 import warnings
 from typing import Any
 
-import pytest
-
 import bitbridge
+import pytest
 from bitbridge import ctypes as bct
-
 from conftest import BRIDGED, build
 
 # (ctypes class name, fixture suffix, values at the limits of the type on the *server's* target)
@@ -55,16 +53,25 @@ def test_type_table_row(agree: Any, name: str, suffix: str, values: tuple) -> No
     agree(case)
 
 
-@pytest.mark.parametrize("name,suffix", [("c_long", "long"), ("c_ulong", "ulong"), ("c_size_t", "ulong"), ("c_ssize_t", "long")])
+@pytest.mark.parametrize(
+    "name,suffix", [("c_long", "long"), ("c_ulong", "ulong"), ("c_size_t", "ulong"), ("c_ssize_t", "long")]
+)
 def test_long_and_size_t_have_the_servers_width(name: str, suffix: str) -> None:
     for b in BRIDGED:
         t = getattr(bct, name)
         f = b.load("edge")[f"id_{suffix}"]
         f.argtypes, f.restype = [t], t
-        lo, hi = LIMITS_32[suffix] if b.bits == 32 else ((-(2**63), 2**63 - 1) if suffix == "long" else (0, 2**64 - 1))
+        lo, hi = (
+            LIMITS_32[suffix]
+            if b.bits == 32
+            else ((-(2**63), 2**63 - 1) if suffix == "long" else (0, 2**64 - 1))
+        )
         assert (f(lo), f(hi)) == (lo, hi)
         if b.bits == 32:
-            with pytest.raises(bitbridge.ArgumentError, match="does not fit in `long`|does not fit in `unsigned long`|does not fit in `size_t`|does not fit in `ssize_t`"):
+            with pytest.raises(
+                bitbridge.ArgumentError,
+                match="does not fit in `long`|does not fit in `unsigned long`|does not fit in `size_t`|does not fit in `ssize_t`",
+            ):
                 f(hi + 1)
         assert bct.sizeof(t, target="i686" if b.bits == 32 else "x86_64") == b.bits // 8
 
@@ -107,7 +114,13 @@ def test_restype_long_on_i686_is_the_4_byte_long_not_garbage() -> None:
 
 def test_sizes_and_offsets_match_gcc() -> None:
     class Mixed(bct.Structure):
-        _fields_ = [("c", bct.c_char), ("d", bct.c_double), ("l", bct.c_long), ("ll", bct.c_longlong), ("s", bct.c_short)]
+        _fields_ = [
+            ("c", bct.c_char),
+            ("d", bct.c_double),
+            ("l", bct.c_long),
+            ("ll", bct.c_longlong),
+            ("s", bct.c_short),
+        ]
 
     src = build.__globals__["BUILD"] / "offsets.c"
     src.write_text(
@@ -119,7 +132,10 @@ def test_sizes_and_offsets_match_gcc() -> None:
     for bits, target in ((32, "i686"), (64, "x86_64")):
         exe = src.with_suffix(f".{bits}")
         subprocess.run(["gcc", f"-m{bits}", "-o", str(exe), str(src)], check=True)
-        want = [int(x) for x in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()]
+        want = [
+            int(x)
+            for x in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+        ]
         ct = bct.ctype_of(Mixed)
         got = [ct.size(target), *ct.offsets(target)[1:], ct.align(target)]
         assert got == want, target

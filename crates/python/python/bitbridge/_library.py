@@ -37,7 +37,10 @@ def _packaged_servers() -> str | None:
 def _options(options: dict) -> dict:
     """Server options, with the servers shipped in the wheel unless the user chose a server."""
     chosen = options.get("server_path") or options.get("server_dir")
-    env_chosen = any(os.environ.get(k) for k in ("BITBRIDGE_SERVER_DIR", "BITBRIDGE_SERVER_I686", "BITBRIDGE_SERVER_X86_64"))
+    env_chosen = any(
+        os.environ.get(k)
+        for k in ("BITBRIDGE_SERVER_DIR", "BITBRIDGE_SERVER_I686", "BITBRIDGE_SERVER_X86_64")
+    )
     if not chosen and not env_chosen:
         packaged = _packaged_servers()
         if packaged:
@@ -286,10 +289,11 @@ class FuncPtr:
     def _apply_paramflags(self, args: tuple, kwargs: dict) -> tuple[tuple, list[int]]:
         """ctypes' paramflags: 1 in, 2 out (made here and returned), 4 in with a default of 0."""
         argtypes = self._argtypes or []
-        if len(self._paramflags) != len(argtypes):
+        paramflags = self._paramflags or ()
+        if len(paramflags) != len(argtypes):
             raise ValueError(f"`{self.__name__}`: paramflags must have one entry per argtype")
         full, outs, it = [], [], iter(args)
-        for i, (pf, t) in enumerate(zip(self._paramflags, argtypes, strict=True)):
+        for i, (pf, t) in enumerate(zip(paramflags, argtypes, strict=True)):
             flag = pf[0]
             name = pf[1] if len(pf) > 1 else None
             if flag & 2 and not flag & 1:
@@ -308,7 +312,9 @@ class FuncPtr:
                 elif flag & 4:
                     full.append(0)
                 else:
-                    raise TypeError(f"`{self.__name__}`: required argument {name or i + 1!r} missing") from None
+                    raise TypeError(
+                        f"`{self.__name__}`: required argument {name or i + 1!r} missing"
+                    ) from None
             if flag & 2:
                 outs.append(i)
         if kwargs:
@@ -341,7 +347,11 @@ def _make_result(result: Any, ret: Any, restype: Any, lib: CDLL) -> Any:
     if kind == "pointer":
         if ret.name == "void *":
             return result or None
-        pointee = restype._type_ if isinstance(restype, type) and hasattr(restype, "_type_") else _class_for(ret.element)
+        pointee = (
+            restype._type_
+            if isinstance(restype, type) and hasattr(restype, "_type_")
+            else _class_for(ret.element)
+        )
         return RemotePointer(lib._lib.server, result, pointee)
     if restype is not None and not isinstance(restype, type) and callable(restype):
         return restype(result)

@@ -79,6 +79,7 @@ _FUNDAMENTAL: dict[type, str] = {
 # Plain ctypes classes that stand for several C types on this host: read as the fixed-width one, with a
 # warning when the server's sizes differ.
 _AMBIGUOUS: dict[type, tuple[str, str]] = {}
+_alias: Any
 for _alias, _fixed, _names in (
     (_ct.c_long, "int64_t", "c_long / c_longlong / c_int64 / c_ssize_t"),
     (_ct.c_ulong, "uint64_t", "c_ulong / c_ulonglong / c_uint64 / c_size_t"),
@@ -145,7 +146,9 @@ def array_type(t: type, n: int) -> type:
     key = (t, n)
     if key not in _ARRAYS:
         base = storage(t) * n
-        _ARRAYS[key] = type(base)(f"{t.__name__}_Array_{n}", (base,), {"_bb_ctype_": CType.array(ctype_of(t), n)})
+        _ARRAYS[key] = type(base)(
+            f"{t.__name__}_Array_{n}", (base,), {"_bb_ctype_": CType.array(ctype_of(t), n)}
+        )
     return _ARRAYS[key]
 
 
@@ -238,7 +241,7 @@ class CFuncPtr:
         result = self._func(*args)
         outs = [bytes(memoryview(o).cast("B")) if o is not None else None for o in objs]
         if isinstance(result, _SIMPLE_BASE):
-            result = result.value
+            result = result.value  # type: ignore[attr-defined]
         return result, outs
 
 
@@ -287,20 +290,16 @@ def ctype_of(t: Any, ambiguous: list | None = None) -> Any:
     if not isinstance(t, type):
         raise SignatureError(f"{t!r} is not a ctypes type")
     hit = _CACHE.get(t)
-    if hit is not None:
-        ct, amb = hit
-        if ambiguous is not None:
-            ambiguous.extend(amb)
-        return ct
-    amb: list = []
-    ct = _compute(t, amb, set())
-    _CACHE[t] = (ct, tuple(amb))
+    if hit is None:
+        found: list = []
+        hit = (_compute(t, found, set()), tuple(found))
+        _CACHE[t] = hit
     if ambiguous is not None:
-        ambiguous.extend(amb)
-    return ct
+        ambiguous.extend(hit[1])
+    return hit[0]
 
 
-def _compute(t: type, amb: list, building: set) -> Any:
+def _compute(t: Any, amb: list, building: set) -> Any:
     own = t.__dict__.get("_bb_ctype_")
     if own is not None:
         return own
@@ -443,6 +442,8 @@ _HOST_NAMES = {
     "float": _ct.c_float,
     "double": _ct.c_double,
 }
+
+
 def _view_init(self: Any, *args: Any, **kwargs: Any) -> None:
     """Positional arguments go to the declared members, never to the padding."""
     names = type(self)._bb_names_
@@ -490,6 +491,7 @@ def view_class(ct: Any, target: str = "host") -> type:
     if hit is not None:
         return hit
     kind = ct.kind
+    cls: Any
     if kind == "scalar":
         name = ct.name
         if name in _HOST_NAMES:
@@ -497,7 +499,11 @@ def view_class(ct: Any, target: str = "host") -> type:
         elif name == "wchar_t":
             cls = _ct.c_wchar if ct.size(target) == _ct.sizeof(_ct.c_wchar) else _ct.c_uint16
         elif name == "long double":
-            cls = _ct.c_longdouble if ct.size(target) == _ct.sizeof(_ct.c_longdouble) else _ct.c_ubyte * ct.size(target)
+            cls = (
+                _ct.c_longdouble
+                if ct.size(target) == _ct.sizeof(_ct.c_longdouble)
+                else _ct.c_ubyte * ct.size(target)
+            )
         else:  # long, size_t and their kin: the target's width
             signed = name in ("long", "ssize_t")
             cls = _BY_SIZE[(ct.size(target), signed)]
@@ -522,7 +528,8 @@ def view_class(ct: Any, target: str = "host") -> type:
         base = _ct.Union if kind == "union" else _ct.Structure
         names = [n for n, _ in ct.fields]
         ns = {"_pack_": 1, "_fields_": fields, "_bb_names_": names, "__init__": _view_init}
-        cls = type(base)(ct.name or "anonymous", (base,), ns)
+        meta: Any = type(base)
+        cls = meta(ct.name or "anonymous", (base,), ns)
     else:
         raise SignatureError(f"`{ct}` has no ctypes view")
     _VIEWS[key] = cls

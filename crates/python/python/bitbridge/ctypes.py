@@ -18,6 +18,9 @@ Everything ``ctypes`` has is here. What differs:
   ``c_void_p(addressof(x))``), a plain ctypes function pointer, bit-fields.
 """
 
+# A drop-in re-exports ctypes and then redefines part of it on purpose (CDLL, POINTER, sizeof, ...):
+# mypy's checks against ctypes' own stubs for those names do not apply here.
+# mypy: disable-error-code="assignment,misc,no-redef,type-var"
 from __future__ import annotations
 
 import ctypes as _ct
@@ -26,19 +29,6 @@ from typing import Any
 
 from ._library import CDLL, LibraryLoader, RemotePointer, WinDLL, cdll, get_errno, set_errno
 from ._types import (
-    CFUNCTYPE,
-    POINTER,
-    WINFUNCTYPE,
-    Structure,
-    Union,
-    c_int64,
-    c_long,
-    c_longlong,
-    c_size_t,
-    c_ssize_t,
-    c_uint64,
-    c_ulong,
-    c_ulonglong,
     ctype_of,
 )
 

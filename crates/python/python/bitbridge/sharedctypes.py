@@ -53,7 +53,7 @@ def _create(t: Any, length: int, target: str | None, name: str | None, array: bo
 def _view(native: Any, array: bool) -> Any:
     """A ctypes object over the shared memory, keeping the mapping alive."""
     elem = view_class(native.ctype, native.target)
-    cls = elem * native.length if array else elem
+    cls: Any = elem * native.length if array else elem
     obj = cls.from_address(native.address)
     obj._bb_shared = native
     obj._bb_share_with_ = native.share_with
@@ -73,7 +73,9 @@ def RawValue(typecode_or_type: Any, *args: Any, target: str | None = None, name:
     return obj
 
 
-def RawArray(typecode_or_type: Any, size_or_initializer: Any, *, target: str | None = None, name: str | None = None) -> Any:  # noqa: N802
+def RawArray(
+    typecode_or_type: Any, size_or_initializer: Any, *, target: str | None = None, name: str | None = None
+) -> Any:  # noqa: N802
     """A ctypes array in shared memory: ``size`` zeroed elements, or a copy of an initializer
     sequence."""
     t = _type(typecode_or_type)
@@ -200,7 +202,9 @@ def synchronized(obj: Any, lock: Any = None) -> Synchronized:
     return Synchronized(obj, lock)
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True, target: str | None = None, name: str | None = None) -> Any:  # noqa: N802
+def Value(
+    typecode_or_type: Any, *args: Any, lock: Any = True, target: str | None = None, name: str | None = None
+) -> Any:  # noqa: N802
     """``RawValue`` behind a lock (its own, or ``lock``); ``lock=False`` gives the raw object."""
     obj = RawValue(typecode_or_type, *args, target=target, name=name)
     if lock is False:
@@ -208,7 +212,14 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, target: str | Non
     return synchronized(obj, None if lock is True else lock)
 
 
-def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True, target: str | None = None, name: str | None = None) -> Any:  # noqa: N802
+def Array(
+    typecode_or_type: Any,
+    size_or_initializer: Any,
+    *,
+    lock: Any = True,
+    target: str | None = None,
+    name: str | None = None,
+) -> Any:  # noqa: N802
     """``RawArray`` behind a lock (its own, or ``lock``); ``lock=False`` gives the raw object."""
     obj = RawArray(typecode_or_type, size_or_initializer, target=target, name=name)
     if lock is False:
@@ -220,7 +231,9 @@ def copy(obj: Any) -> Any:
     """A new raw shared object (anonymous, same type and target) holding a copy of ``obj``."""
     raw = obj.get_obj() if isinstance(obj, Synchronized) else obj
     native = raw._bb_shared
-    new = _view(_native.SharedArray(native.ctype, native.length, native.target, None), isinstance(raw, _ct.Array))
+    new = _view(
+        _native.SharedArray(native.ctype, native.length, native.target, None), isinstance(raw, _ct.Array)
+    )
     _ct.memmove(_ct.addressof(new), _ct.addressof(raw), _ct.sizeof(raw))
     return new
 
@@ -234,4 +247,15 @@ def open(name: str, lock: bool = True) -> Any:  # noqa: A001 - the natural name,
     return synchronized(obj) if lock else obj
 
 
-__all__ = ["Array", "RawArray", "RawValue", "SharedLock", "Synchronized", "SynchronizedArray", "Value", "copy", "open", "synchronized"]
+__all__ = [
+    "Array",
+    "RawArray",
+    "RawValue",
+    "SharedLock",
+    "Synchronized",
+    "SynchronizedArray",
+    "Value",
+    "copy",
+    "open",
+    "synchronized",
+]
