@@ -30,3 +30,34 @@ def test_the_packaged_server_is_the_one_used() -> None:
 
 def test_version() -> None:
     assert bitbridge.__version__.count(".") == 2
+
+
+def test_the_drop_in_module_overrides_what_differs_and_keeps_the_rest() -> None:
+    import ctypes
+
+    for name in (
+        "CDLL",
+        "CFUNCTYPE",
+        "WINFUNCTYPE",
+        "POINTER",
+        "Structure",
+        "Union",
+        "sizeof",
+        "cast",
+        "c_long",
+        "c_size_t",
+    ):
+        assert getattr(bct, name) is not getattr(ctypes, name), name
+    for name in (
+        "c_int",
+        "c_double",
+        "byref",
+        "pointer",
+        "create_string_buffer",
+        "create_unicode_buffer",
+        "c_char_p",
+        "memmove",
+    ):
+        assert getattr(bct, name) is getattr(ctypes, name), name
+    assert bct.CDLL is bitbridge.CDLL
+    assert set(bct.__all__) >= {n for n in dir(ctypes) if not n.startswith("_")}

@@ -27,8 +27,24 @@ import ctypes as _ct
 from ctypes import *  # noqa: F401,F403 - the drop-in: everything ctypes has, overridden below where it differs
 from typing import Any
 
+# The names this module redefines: imported after `from ctypes import *` so that they win. (Listed in
+# __all__ below, so linters keep them.)
 from ._library import CDLL, LibraryLoader, RemotePointer, WinDLL, cdll, get_errno, set_errno
 from ._types import (
+    CFUNCTYPE,
+    POINTER,
+    WINFUNCTYPE,
+    CFuncPtr,
+    Structure,
+    Union,
+    c_int64,
+    c_long,
+    c_longlong,
+    c_size_t,
+    c_ssize_t,
+    c_uint64,
+    c_ulong,
+    c_ulonglong,
     ctype_of,
 )
 
@@ -83,9 +99,33 @@ def LoadLibrary(name: str, **options: Any) -> CDLL:  # noqa: N802 - ctypes' name
     return CDLL(name, **options)
 
 
-__all__ = [n for n in dir(_ct) if not n.startswith("_")] + [
+_OURS = [
+    "CDLL",
+    "CFUNCTYPE",
+    "CFuncPtr",
     "HostAddress",
+    "LibraryLoader",
+    "POINTER",
     "RemotePointer",
+    "Structure",
+    "Union",
+    "WINFUNCTYPE",
+    "WinDLL",
+    "addressof",
+    "alignment",
+    "c_int64",
+    "c_long",
+    "c_longlong",
+    "c_size_t",
+    "c_ssize_t",
+    "c_uint64",
+    "c_ulong",
+    "c_ulonglong",
+    "cast",
+    "cdll",
+    "ctype_of",
     "get_errno",
     "set_errno",
+    "sizeof",
 ]
+__all__ = sorted({n for n in dir(_ct) if not n.startswith("_")} | set(_OURS))
