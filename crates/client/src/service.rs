@@ -44,8 +44,13 @@ impl ServiceClient {
         options: &O,
         server: ServerOptions,
     ) -> Result<ServiceClient> {
+        ServiceClient::spawn_encoded(program, encode_options(options)?, server)
+    }
+
+    /// As [`ServiceClient::spawn_with`], with the constructor options already encoded (CBOR): for servers
+    /// whose values are not Rust types, such as the Python package's 32-bit Python server.
+    pub fn spawn_encoded(program: impl AsRef<Path>, options: Vec<u8>, server: ServerOptions) -> Result<ServiceClient> {
         let program = program.as_ref();
-        let options = encode_options(options)?;
         let spawn_error = |kind, message: String| Error::Spawn {
             path: program.to_path_buf(),
             source: std::io::Error::new(kind, message),
@@ -127,6 +132,13 @@ impl ServiceClient {
         let args = encode_args(&args).map_err(|message| Error::Value { call: call.clone(), message })?;
         let bytes = self.server.service_request(Request::Invoke { method: method.into(), args }, &call, timeout)?;
         decode_as::<R>(&bytes, &call)
+    }
+
+    /// Calls method `method` with arguments already encoded (CBOR) and returns the encoded result, for
+    /// servers whose values are not Rust types. Errors as [`ServiceClient::call`].
+    pub fn call_encoded(&self, method: &str, args: Vec<u8>, timeout: Option<Duration>) -> Result<Vec<u8>> {
+        let call = format!("method `{method}`");
+        self.server.service_request(Request::Invoke { method: method.into(), args }, &call, timeout)
     }
 
     /// Reads property `name` of the service object as `R`.

@@ -89,7 +89,21 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Argument { .. } => ("ArgumentError", vec![]),
         Error::Result { .. } => ("ResultError", vec![]),
         Error::Callback { .. } => ("CallbackError", vec![]),
-        Error::Protocol(_) | Error::Remote(_) | Error::Raised { .. } | Error::Value { .. } => ("ProtocolError", vec![]),
+        Error::Raised { kind, message, .. } => {
+            // A Python server's message is the exception's value, then its traceback.
+            let (value, traceback) = match message.split_once("\nTraceback (most recent call last):") {
+                Some((v, tb)) => (v.to_owned(), format!("Traceback (most recent call last):{tb}")),
+                None => (message.clone(), String::new()),
+            };
+            let short = format!("{kind}: {value}");
+            return raise(
+                py,
+                "Server32Error",
+                if traceback.is_empty() { short } else { format!("{short}\n{traceback}") },
+                &[("name", o(py, kind.clone())), ("value", o(py, value)), ("traceback", o(py, traceback))],
+            );
+        }
+        Error::Protocol(_) | Error::Remote(_) | Error::Value { .. } => ("ProtocolError", vec![]),
         Error::Io(_) => ("ConnectionError", vec![]),
         _ => ("Error", vec![]),
     };

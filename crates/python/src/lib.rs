@@ -18,6 +18,7 @@ use pyo3::IntoPyObjectExt;
 mod convert;
 mod ctype;
 mod errors;
+mod service;
 mod shared;
 
 use convert::{to_py, to_value, write_back, Cx};
@@ -27,7 +28,7 @@ use errors::py_err;
 /// Server options from keyword arguments (`bitbridge.CDLL(path, **options)`); an unknown key is a
 /// `TypeError` naming it. `server_dir` (a folder holding `bitbridge-server-<arch>`, as the wheel ships
 /// them) is returned apart: which file it means depends on the library's architecture.
-fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(ServerOptions, Option<PathBuf>)> {
+pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(ServerOptions, Option<PathBuf>)> {
     let mut o = ServerOptions::new();
     let mut dir = None;
     let Some(kw) = kw else { return Ok((o, dir)) };
@@ -209,7 +210,7 @@ impl PyServer {
 
     /// Shuts the server down; returns `(exit_code, signal, stdout, stderr)` (one of the first two is
     /// `None`).
-    fn shutdown(&self, py: Python<'_>) -> PyResult<(Option<i32>, Option<i32>, String, String)> {
+    pub(crate) fn shutdown(&self, py: Python<'_>) -> PyResult<(Option<i32>, Option<i32>, String, String)> {
         let out = py.detach(|| self.server.shutdown()).map_err(py_err(py))?;
         let (code, signal) = match out.status {
             bitbridge::ExitReason::Code(c) => (Some(c), None),
@@ -652,6 +653,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDeclarations>()?;
     m.add_class::<shared::PySharedArray>()?;
     m.add_class::<shared::PyShared>()?;
+    m.add_class::<service::PyService>()?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(bench_rust_add, m)?)?;
     m.add_function(wrap_pyfunction!(bench_rust_sum, m)?)?;

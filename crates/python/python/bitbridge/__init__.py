@@ -11,7 +11,9 @@ from __future__ import annotations
 from . import _native
 from ._errors import *  # noqa: F403 - the exception classes
 from ._errors import __all__ as _errors_all
+from ._client64 import Client64
 from ._library import CDLL, FuncPtr, Header, RemotePointer, WinDLL, cdll, get_errno, set_errno
+from ._server32 import Server32
 
 Server = _native.Server
 CType = _native.CType
@@ -20,6 +22,8 @@ __version__ = _native.version()
 __all__ = [
     "CDLL",
     "CType",
+    "Client64",
+    "Server32",
     "FuncPtr",
     "Header",
     "RemotePointer",

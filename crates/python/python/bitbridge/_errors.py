@@ -137,6 +137,27 @@ class ConnectionError(Error):  # noqa: A001 - mirrors the Rust variant `Io`
     """An I/O error talking to the server."""
 
 
+class Server32Error(Error):
+    """The ``Server32`` object raised (msl-loadlib's ``Server32Error``). Attributes: ``name`` (the
+    exception's type name), ``value`` (its message) and ``traceback`` (the server-side traceback)."""
+
+    name: str = ""
+    value: str = ""
+    traceback: str = ""
+
+
+class ConnectionTimeoutError(Error, TimeoutError):
+    """The 32-bit server did not start, or its module failed to import or construct (msl-loadlib's
+    ``ConnectionTimeoutError``). Attribute: ``reason``, what the server said (a traceback, its stderr)."""
+
+    reason: str = ""
+
+
+class ResponseTimeoutError(Error, TimeoutError):
+    """A ``request32`` took longer than ``rpc_timeout``; the server was killed (msl-loadlib's
+    ``ResponseTimeoutError``)."""
+
+
 class AmbiguousTypeWarning(UserWarning):
     """A plain ``ctypes`` class that names several C types on this host (``ctypes.c_long is
     ctypes.c_int64`` on 64-bit Linux) was used for a server whose sizes differ; the warning says how
@@ -148,6 +169,9 @@ __all__ = [
     "ArgumentError",
     "CallbackError",
     "ConnectionError",
+    "ConnectionTimeoutError",
+    "ResponseTimeoutError",
+    "Server32Error",
     "DeclarationError",
     "Error",
     "HandshakeError",
