@@ -266,10 +266,19 @@ impl SharedMem {
     /// and keeps it past the guard: release it with [`SharedMem::unlock`] on the same thread. For
     /// callers that cannot hold a guard across calls (Python's `acquire()`/`release()`).
     pub fn lock_until(&self, deadline: Option<std::time::Instant>) -> io::Result<bool> {
+        if let Some(g) = self.try_lock() {
+            std::mem::forget(g);
+            return Ok(true);
+        }
+        // Contended: as in `lock`, from now on the lock is only taken by swapping in 2 ("locked, maybe
+        // waiters"), so that our release wakes whoever still sleeps (taking it with a plain 0 -> 1 after
+        // a wake-up would lose the other sleepers' wake-up).
         let l = &self.header().lock;
         loop {
-            if let Some(g) = self.try_lock() {
-                std::mem::forget(g);
+            if l.state.swap(2, Ordering::Acquire) == 0 {
+                let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                l.owner.store(me, Ordering::Relaxed);
+                l.count.store(1, Ordering::Relaxed);
                 return Ok(true);
             }
             let wait = match deadline {
@@ -279,13 +288,6 @@ impl SharedMem {
                     _ => return Ok(false),
                 },
             };
-            // Mark contended, then sleep until a release wakes us (or the time is up).
-            if l.state.swap(2, Ordering::Acquire) == 0 {
-                let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-                l.owner.store(me, Ordering::Relaxed);
-                l.count.store(1, Ordering::Relaxed);
-                return Ok(true);
-            }
             let ts = wait
                 .map(|w| rustix::time::Timespec { tv_sec: w.as_secs() as i64, tv_nsec: i64::from(w.subsec_nanos()) });
             match futex::wait(&l.state, futex::Flags::empty(), 2, ts.as_ref()) {
