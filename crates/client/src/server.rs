@@ -579,7 +579,9 @@ impl Server {
     /// Constructs the server's service object from encoded options (a custom server's constructor),
     /// remembered to be replayed by a restart.
     pub(crate) fn start_service(&self, options: Vec<u8>) -> Result<()> {
-        let reply = self.request(Request::Start { options: options.clone() }, None).map_err(|e| match e {
+        // The constructor is part of starting: bounded by the start-up timeout, as loading is.
+        let timeout = self.inner.respawn.as_ref().map(|(o, _)| o.startup_timeout);
+        let reply = self.request(Request::Start { options: options.clone() }, timeout).map_err(|e| match e {
             // The program is a bitbridge server, but not a custom one: say so in the error itself.
             Error::Remote(RemoteError { kind: ErrorKind::NotServed, message }) => Error::Unsupported(message),
             other => other,

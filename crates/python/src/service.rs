@@ -55,8 +55,7 @@ impl PyService {
         kwargs: Option<&Bound<'_, PyDict>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let kwargs = kwargs.cloned().unwrap_or_else(|| PyDict::new(py));
-        let payload = bitbridge_pyvalue::encode(PyTuple::new(py, [args.as_any(), kwargs.as_any()])?.as_any())?;
+        let payload = bitbridge_pyvalue::encode_call(args, kwargs)?;
         let timeout = seconds(timeout)?;
         let bytes = py.detach(|| self.client.call_encoded(name, payload, timeout)).map_err(py_err(py))?;
         Ok(bitbridge_pyvalue::decode(py, &bytes)?.unbind())

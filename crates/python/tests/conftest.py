@@ -34,12 +34,15 @@ def build(name: str, bits: int) -> str:
     """``fixtures/<name>.c`` (or ``tests/<name>.c``) compiled as a shared library for ``bits``."""
     out = BUILD / f"lib{name}{bits}.so"
     if not out.exists():
-        src = FIXTURES / f"{name}.c"
-        if not src.exists():
-            src = Path(__file__).with_name(f"{name}.c")
+        src = next(
+            FIXTURES / f"{name}{ext}"
+            for ext in (".c", ".cpp", ".f90")
+            if (FIXTURES / f"{name}{ext}").exists()
+        )
+        compiler = {".c": "gcc", ".cpp": "g++", ".f90": "gfortran"}[src.suffix]
+        libs = ["-lm", "-lpthread"] if src.suffix == ".c" else []
         subprocess.run(
-            ["gcc", f"-m{bits}", "-shared", "-fPIC", "-O1", "-o", str(out), str(src), "-lm", "-lpthread"],
-            check=True,
+            [compiler, f"-m{bits}", "-shared", "-fPIC", "-O1", "-o", str(out), str(src), *libs], check=True
         )
     return str(out)
 

@@ -29,7 +29,8 @@ fn raised(py: Python<'_>, e: PyErr) -> Raised {
     let kind = e.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
     let text = (|| -> PyResult<String> {
         let tb = py.import("traceback")?;
-        let lines: Vec<String> = tb.getattr("format_exception")?.call1((e.value(py),))?.extract()?;
+        let args = (e.get_type(py), e.value(py), e.traceback(py));
+        let lines: Vec<String> = tb.getattr("format_exception")?.call1(args)?.extract()?;
         Ok(lines.concat())
     })()
     .unwrap_or_else(|_| e.to_string());

@@ -46,6 +46,27 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(out)
 }
 
+/// Encodes a call's `(args, kwargs)` as the tuple the Python server unpacks; an error names the
+/// argument (`argument 2 [0]`, `keyword argument 'key'`).
+pub fn encode_call(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<u8>> {
+    let mut a = Vec::with_capacity(args.len());
+    for (i, x) in args.iter().enumerate() {
+        a.push(to_cbor(&x, 1, &mut format!("argument {}", i + 1))?);
+    }
+    let mut k = Vec::new();
+    if let Some(kw) = kwargs {
+        for (key, v) in kw.iter() {
+            let name = key.str().map(|s| s.to_string()).unwrap_or_default();
+            k.push((to_cbor(&key, 1, &mut String::new())?, to_cbor(&v, 1, &mut format!("keyword argument '{name}'"))?));
+        }
+    }
+    let call =
+        Cbor::Tag(TAG_TUPLE, Box::new(Cbor::Array(vec![Cbor::Tag(TAG_TUPLE, Box::new(Cbor::Array(a))), Cbor::Map(k)])));
+    let mut out = Vec::new();
+    ciborium::into_writer(&call, &mut out).map_err(|e| PyValueError::new_err(format!("encoding: {e}")))?;
+    Ok(out)
+}
+
 /// Decodes what [`encode`] wrote. Raises `ValueError` for malformed input.
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let v: Cbor = ciborium::from_reader(bytes).map_err(|e| PyValueError::new_err(format!("decoding: {e}")))?;
@@ -77,7 +98,7 @@ fn to_cbor(obj: &Bound<'_, PyAny>, depth: usize, path: &mut String) -> PyResult<
         // Beyond 64 bits: a bignum (tag 2 or 3, big-endian magnitude; for negatives, -1 - n).
         let negative = obj.lt(0)?;
         let magnitude = if negative { obj.neg()?.add(-1)? } else { obj.clone() };
-        let nbytes: usize = (magnitude.call_method0("bit_length")?.extract::<usize>()? + 7) / 8;
+        let nbytes: usize = magnitude.call_method0("bit_length")?.extract::<usize>()?.div_ceil(8);
         let bytes: Vec<u8> = magnitude.call_method1("to_bytes", (nbytes, "big"))?.extract()?;
         let tag = if negative { TAG_NEG_BIGNUM } else { TAG_POS_BIGNUM };
         return Ok(Cbor::Tag(tag, Box::new(Cbor::Bytes(bytes))));

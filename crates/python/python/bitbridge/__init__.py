@@ -9,9 +9,9 @@ shared memory. ``from bitbridge import ctypes`` is a drop-in for the ``ctypes`` 
 from __future__ import annotations
 
 from . import _native
+from ._client64 import Client64
 from ._errors import *  # noqa: F403 - the exception classes
 from ._errors import __all__ as _errors_all
-from ._client64 import Client64
 from ._library import CDLL, FuncPtr, Header, RemotePointer, WinDLL, cdll, get_errno, set_errno
 from ._server32 import Server32
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +187,7 @@ class Client64:
             err = ConnectionTimeoutError(f"{self._module32}: {e.name}: {e.value}\n{e.traceback}".rstrip())
             err.reason = e.traceback or e.value
             raise err from None
-        except (ServerDied, StartupTimeout) as e:
+        except (ServerDied, StartupTimeout, Timeout) as e:
             err = ConnectionTimeoutError(f"the 32-bit server for {self._module32!r} did not start: {e}")
             err.reason = getattr(e, "stderr", "") or str(e)
             raise err from None
