@@ -180,20 +180,23 @@ impl ServerOptions {
             e
         };
         let io = |e| Error::Io(e);
-        // A zero timeout would mean "none" to the OS.
-        let startup = self.startup_timeout.max(Duration::from_micros(1));
-        let halves =
-            stream.set_read_timeout(Some(startup)).and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
+        let halves = stream.try_clone().and_then(|r| Ok((r, stream.try_clone()?)));
         let (r, w) = match halves {
             Ok(h) => h,
             Err(e) => return Err(fail(&mut proc_, io(e))),
         };
-        let mut recv: Box<dyn Transport> = Box::new(SocketTransport(StreamTransport::new(r)));
-        let mut send: Box<dyn Transport> = Box::new(SocketTransport(StreamTransport::new(w)));
+        let pidfd = proc_.pidfd.clone();
+        // The greeting is small: a larger one is refused before anything is allocated for it.
+        let mut greeting = StreamTransport::with_max_frame(process::Watched::new(r, pidfd.clone()), GREETING_MAX);
+        greeting.get_mut().deadline = Some(Instant::now() + self.startup_timeout);
         let mut buf = Vec::new();
-        let hello = match recv.recv(&mut buf) {
+        let hello = match greeting.recv(&mut buf) {
             Ok(()) => check_hello(&buf, &path),
             Err(FrameError::TimedOut) => Err(Error::StartupTimeout { pid, after: self.startup_timeout }),
+            Err(FrameError::TooLarge { len, max }) => Err(Error::Handshake(format!(
+                "{} is not a bitbridge server: its greeting announces {len} bytes, a greeting is at most {max}",
+                path.display()
+            ))),
             Err(_) => {
                 let status = proc_.reap(Duration::from_secs(2));
                 let stderr = proc_.stderr.text(Duration::from_millis(200));
@@ -208,13 +211,14 @@ impl ServerOptions {
             Ok(h) => h,
             Err(e) => return Err(fail(&mut proc_, e)),
         };
-        if let Err(e) = stream.set_read_timeout(None) {
-            return Err(fail(&mut proc_, io(e)));
-        }
+        greeting.set_max_frame(DEFAULT_MAX_FRAME);
+        let mut recv: Box<dyn Transport> = Box::new(SocketTransport(greeting));
+        let mut send: Box<dyn Transport> =
+            Box::new(SocketTransport(StreamTransport::new(process::Watched::new(w, pidfd.clone()))));
         if self.shared_memory {
             let shm = bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new).and_then(|seg| {
                 bitbridge_shm::send_segment(&stream, &seg)?;
-                let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone())?;
+                let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone(), pidfd.clone())?;
                 Ok((seg, watch, stream.try_clone()?, stream.try_clone()?))
             });
             match shm {
@@ -361,6 +365,14 @@ impl fmt::Debug for Callback {
 const ARENA_THRESHOLD: u64 = 256 * 1024;
 /// The largest arena: what a 32-bit server can reasonably map.
 const ARENA_MAX: u64 = 1 << 30;
+/// The largest greeting accepted (a real one is under 100 bytes).
+pub(crate) const GREETING_MAX: u32 = 4096;
+/// A frame that has begun must be complete within this time, whatever the call's own deadline: a
+/// server sends each frame in one go (1 GiB takes about a second), so a frame stopped part-way means
+/// a broken or hostile server.
+pub const FRAME_STALL: Duration = Duration::from_secs(10);
+/// How often a reader with no deadline checks whether a frame has stalled.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 struct SendHalf {
     transport: Box<dyn Transport>,
@@ -370,11 +382,12 @@ struct SendHalf {
 struct RecvHalf {
     transport: Box<dyn Transport>,
     buf: Vec<u8>,
-    timeout: Option<Duration>,
+    /// When the frame being received was first seen unfinished.
+    begun: Option<Instant>,
 }
 
-/// The socket transport, with read timeouts.
-struct SocketTransport(StreamTransport<UnixStream>);
+/// The socket transport: frames over the watched socket, whose deadline is the transport's timeout.
+struct SocketTransport(StreamTransport<process::Watched>);
 
 impl Transport for SocketTransport {
     fn send(&mut self, frame: &[u8]) -> std::result::Result<(), FrameError> {
@@ -383,14 +396,16 @@ impl Transport for SocketTransport {
     fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), FrameError> {
         self.0.recv(buf)
     }
+    fn in_frame(&self) -> bool {
+        self.0.in_frame()
+    }
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
-        // A zero timeout means "none" to the OS: never ask for one.
-        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.0.get_ref().set_read_timeout(t).map_err(FrameError::Io)
+        self.0.get_mut().deadline = timeout.map(|t| Instant::now() + t);
+        Ok(())
     }
     fn set_send_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
-        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.0.get_ref().set_write_timeout(t).map_err(FrameError::Io)
+        self.0.get_mut().deadline = timeout.map(|t| Instant::now() + t);
+        Ok(())
     }
 }
 
@@ -506,7 +521,7 @@ impl Server {
                 pid: AtomicU32::new(link.pid),
                 next_id: AtomicU64::new(1),
                 send: Mutex::new(SendHalf { transport: link.send, out: Vec::new() }),
-                recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), timeout: None }),
+                recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), begun: None }),
                 state: Mutex::new(State {
                     pending: HashSet::new(),
                     replies: HashMap::new(),
@@ -1066,15 +1081,40 @@ impl Server {
         result
     }
 
+    /// Reads one frame, waiting at most `timeout` (`None`: as long as it takes). A frame that has begun
+    /// but is not complete within [`FRAME_STALL`] is a protocol error, whatever the timeout.
     fn read_frame(&self, timeout: Option<Duration>) -> std::result::Result<Frame, ReadError> {
         let mut r = lock(&self.inner.recv);
-        let RecvHalf { transport, buf, timeout: current } = &mut *r;
-        if timeout != *current {
-            transport.set_recv_timeout(timeout).map_err(ReadError::Frame)?;
-            *current = timeout;
+        let RecvHalf { transport, buf, begun } = &mut *r;
+        let end = timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let slice = end.map_or(STALL_CHECK, |e| e.saturating_duration_since(now).min(STALL_CHECK));
+            transport.set_recv_timeout(Some(slice)).map_err(ReadError::Frame)?;
+            match transport.recv(buf) {
+                Ok(()) => {
+                    *begun = None;
+                    return msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()));
+                }
+                Err(FrameError::TimedOut) => {
+                    if transport.in_frame() {
+                        let since = *begun.get_or_insert(now);
+                        if since.elapsed() >= FRAME_STALL {
+                            return Err(ReadError::Protocol(format!(
+                                "a frame from the server stopped part-way and was not completed within {FRAME_STALL:?}"
+                            )));
+                        }
+                    }
+                    if end.is_some_and(|e| Instant::now() >= e) {
+                        return Err(ReadError::Frame(FrameError::TimedOut));
+                    }
+                }
+                Err(e) => {
+                    *begun = None;
+                    return Err(ReadError::Frame(e));
+                }
+            }
         }
-        transport.recv(buf).map_err(ReadError::Frame)?;
-        msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()))
     }
 
     /// Answers a request from the server: none are served yet (callbacks will be).
@@ -1359,7 +1399,7 @@ impl Server {
         }
         send.transport = link.send;
         recv.transport = link.recv;
-        recv.timeout = None;
+        recv.begun = None;
         *lock(&inner.fd_sock) = link.fd_sock;
         let mut st = lock(&inner.state);
         st.process = link.process;
