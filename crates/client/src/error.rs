@@ -79,6 +79,17 @@ pub enum Error {
         /// The killed server's process id.
         pid: u32,
     },
+    /// Loading a library (its initialisers included) took longer than the load timeout
+    /// (`ServerOptions::load_timeout`, 30 s by default); the server was killed.
+    #[error("loading {path} did not finish within {after:?}; the server (pid {pid}) was killed")]
+    LoadTimeout {
+        /// The library.
+        path: String,
+        /// The killed server's process id.
+        pid: u32,
+        /// The load timeout.
+        after: std::time::Duration,
+    },
     /// The server did not greet the client within the start-up timeout; it was killed.
     #[error("the server (pid {pid}) did not start within {after:?}; it was killed")]
     StartupTimeout {

@@ -34,6 +34,7 @@ pub struct ServerOptions {
     env: Vec<(OsString, OsString)>,
     library_dirs: Vec<PathBuf>,
     startup_timeout: Duration,
+    load_timeout: Duration,
     call_timeout: Option<Duration>,
     restart: bool,
     workers: u32,
@@ -48,6 +49,7 @@ impl Default for ServerOptions {
             env: Vec::new(),
             library_dirs: Vec::new(),
             startup_timeout: Duration::from_secs(30),
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
             call_timeout: None,
             restart: false,
             workers: 1,
@@ -85,6 +87,14 @@ impl ServerOptions {
     /// How long the server may take to start and greet the client (default 30 s).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// How long loading one library may take, its initialisers included (default
+    /// [`DEFAULT_LOAD_TIMEOUT`], 30 s, whatever `call_timeout` says: a constructor is not the caller's
+    /// work). When it passes, the server is killed and [`Server::load`] fails with [`Error::LoadTimeout`].
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
         self
     }
 
@@ -365,6 +375,8 @@ impl fmt::Debug for Callback {
 const ARENA_THRESHOLD: u64 = 256 * 1024;
 /// The largest arena: what a 32-bit server can reasonably map.
 const ARENA_MAX: u64 = 1 << 30;
+/// How long loading a library may take by default (see [`ServerOptions::load_timeout`]).
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest greeting accepted (a real one is under 100 bytes).
 pub(crate) const GREETING_MAX: u32 = 4096;
 /// A frame that has begun must be complete within this time, whatever the call's own deadline: a
@@ -572,7 +584,8 @@ impl Server {
             .to_str()
             .ok_or_else(|| Error::NotALibrary { path: path.into(), reason: "the path is not valid UTF-8".into() })?;
         let lib = self.next_handle();
-        match self.request(Request::Load { lib, path: p.to_owned() }, None) {
+        let after = self.inner.respawn.as_ref().map_or(DEFAULT_LOAD_TIMEOUT, |(o, _)| o.load_timeout);
+        match self.request(Request::Load { lib, path: p.to_owned() }, Some(after)) {
             Ok(Reply::Done) => {
                 lock(&self.inner.registry).libs.insert(lib, p.to_owned());
                 Ok(Library::new(self.clone(), lib, p.to_owned()))
@@ -587,6 +600,7 @@ impl Server {
                 };
                 Err(Error::Load { path: p.to_owned(), message, missing })
             }
+            Err(Error::Timeout { pid }) => Err(Error::LoadTimeout { path: p.to_owned(), pid, after }),
             Err(e) => Err(e),
         }
     }
