@@ -155,7 +155,7 @@ impl Library {
                 server.register_function(func, self.inner.id, name, &sig);
                 Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address })
             }
-            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(server.broken(crate::server::unexpected(&other))),
             Err(e) => Err(map_symbol_error(name, e)),
         }
     }
@@ -193,7 +193,7 @@ impl Library {
     pub fn symbol(&self, name: &str) -> Result<u64> {
         match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }, None) {
             Ok(Reply::Address(a)) => Ok(a),
-            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(self.inner.server.broken(crate::server::unexpected(&other))),
             Err(e) => Err(map_symbol_error(name, e)),
         }
     }

@@ -6,7 +6,7 @@
 //! with no hand-off, and a reply for another thread is stored for it and the thread woken. A server that
 //! runs calls concurrently (see [`ServerOptions::concurrent`]) can thus answer out of order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bitbridge_proto::{decode_results, decode_returned, encode_call_bulk};
+use bitbridge_proto::{decode_results, encode_call_bulk};
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
@@ -411,6 +411,9 @@ impl Transport for SocketTransport {
     fn in_frame(&self) -> bool {
         self.0.in_frame()
     }
+    fn set_max_frame(&mut self, max: u32) {
+        self.0.set_max_frame(max);
+    }
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
         self.0.get_mut().deadline = timeout.map(|t| Instant::now() + t);
         Ok(())
@@ -422,7 +425,8 @@ impl Transport for SocketTransport {
 }
 
 struct State {
-    pending: HashSet<u64>,
+    /// Requests awaiting a reply, each with the largest reply frame it allows.
+    pending: HashMap<u64, u32>,
     replies: HashMap<u64, Result<Reply, RemoteError>>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
@@ -535,7 +539,7 @@ impl Server {
                 send: Mutex::new(SendHalf { transport: link.send, out: Vec::new() }),
                 recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), begun: None }),
                 state: Mutex::new(State {
-                    pending: HashSet::new(),
+                    pending: HashMap::new(),
                     replies: HashMap::new(),
                     generation: 0,
                     waiters: 0,
@@ -590,7 +594,7 @@ impl Server {
                 lock(&self.inner.registry).libs.insert(lib, p.to_owned());
                 Ok(Library::new(self.clone(), lib, p.to_owned()))
             }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(other) => Err(self.broken(unexpected(&other))),
             Err(Error::Remote(RemoteError { kind: ErrorKind::LoadFailed, message })) => {
                 let dirs = self.inner.respawn.as_ref().map(|(o, _)| o.search_dirs()).unwrap_or_default();
                 let missing = if path.is_file() {
@@ -618,8 +622,10 @@ impl Server {
                 lock(&self.inner.registry).service = Some(options);
                 Ok(())
             }
-            Reply::Raised { kind, message } => Err(Error::Raised { call: "the constructor".into(), kind, message }),
-            other => Err(unexpected(&other)),
+            Reply::Raised { kind, message } => {
+                Err(Error::Raised { call: "the constructor".into(), kind: bounded(kind), message: bounded(message) })
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -627,8 +633,10 @@ impl Server {
     pub(crate) fn service_request(&self, request: Request, call: &str, timeout: Option<Duration>) -> Result<Vec<u8>> {
         match self.request(request, timeout)? {
             Reply::Bytes(b) => Ok(b),
-            Reply::Raised { kind, message } => Err(Error::Raised { call: call.to_string(), kind, message }),
-            other => Err(unexpected(&other)),
+            Reply::Raised { kind, message } => {
+                Err(Error::Raised { call: call.to_string(), kind: bounded(kind), message: bounded(message) })
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -663,7 +671,7 @@ impl Server {
     pub fn alloc(&self, size: u64, align: u32) -> Result<u64> {
         match self.request(Request::Alloc { size, align }, None)? {
             Reply::Address(a) => Ok(a),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -680,8 +688,12 @@ impl Server {
     /// Reads `len` bytes at an address of the server. An unmapped address is an error, not a crash.
     pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
         match self.request(Request::Read { addr, len }, None)? {
-            Reply::Bytes(b) => Ok(b),
-            other => Err(unexpected(&other)),
+            Reply::Bytes(b) if b.len() as u64 == len => Ok(b),
+            Reply::Bytes(b) => {
+                let e = Error::Protocol(format!("the server answered a read of {len} bytes with {} bytes", b.len()));
+                Err(self.broken(e))
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -689,7 +701,7 @@ impl Server {
     pub fn read_cstring(&self, addr: u64) -> Result<Vec<u8>> {
         match self.request(Request::ReadString { addr, wide: false, max_len: u64::MAX }, None)? {
             Reply::Bytes(b) => Ok(b),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -758,9 +770,9 @@ impl Server {
                 return Err(self.fail(&mut st, FrameError::Io(e)));
             }
         }
-        match self.request_on(request, None, false)? {
+        match self.request_on(request, None, false, SMALL_REPLY)? {
             Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -788,10 +800,20 @@ impl Server {
         }
     }
 
+    /// The server broke the protocol (a reply of the wrong kind or size): it can no longer be trusted,
+    /// so it is ended, and every later request fails at once (or restarts it, when allowed).
+    pub(crate) fn broken(&self, e: Error) -> Error {
+        let mut st = lock(&self.inner.state);
+        if st.dead.is_none() {
+            self.bury(&mut st, Duration::ZERO);
+        }
+        e
+    }
+
     fn done(&self, req: Request) -> Result<()> {
         match self.request(req, None)? {
             Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -868,63 +890,63 @@ impl Server {
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
         let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
         call.variadic = variadic;
+        // What the reply may hold: the return value, the blocks that come back in it, a returned string.
+        let ret_size = match &sig.ret {
+            CType::Void => Some(0),
+            ty => target.layout(ty).ok().map(|l| l.size),
+        };
         let big: Vec<usize> = (0..call.blocks.len())
             .filter(|&i| call.blocks[i].len >= threshold && call.blocks[i].arena.is_none())
             .collect();
-        if big.is_empty() {
-            let returned = match self.request(Request::Call { func, call }, timeout)? {
-                Reply::Returned(r) => r,
-                other => return Err(unexpected(&other)),
-            };
-            let errno = returned.errno;
-            let (ret, outs) = decode_returned(&target, sig, args, &plan, returned).map_err(res_err)?;
-            return Ok(Outcome { ret, outs, errno });
-        }
-        // Restart first if needed, so the arena is attached to the server the call goes to.
-        self.ensure_running()?;
-        let mut guard = lock(&self.inner.arena);
+        let mut guard = None;
         let mut offsets = Vec::with_capacity(big.len());
-        let mut end = 0u64;
-        for &i in &big {
-            let off = end.next_multiple_of(u64::from(call.blocks[i].align.max(64)));
-            offsets.push(off);
-            end = off + call.blocks[i].len;
-        }
-        let arena = self.ensure_arena(&mut guard, end)?;
-        let mut deferred = deferred.into_iter().peekable();
-        for (&i, &off) in big.iter().zip(&offsets) {
-            let b = &mut call.blocks[i];
-            let dst = arena.bytes_mut(off, b.len);
-            while deferred.peek().is_some_and(|(bi, _)| (*bi as usize) < i) {
-                deferred.next();
+        if !big.is_empty() {
+            // Restart first if needed, so the arena is attached to the server the call goes to.
+            self.ensure_running()?;
+            let g = guard.insert(lock(&self.inner.arena));
+            let mut end = 0u64;
+            for &i in &big {
+                let off = end.next_multiple_of(u64::from(call.blocks[i].align.max(64)));
+                offsets.push(off);
+                end = off + call.blocks[i].len;
             }
-            match deferred.peek() {
-                Some((bi, src)) if *bi as usize == i => dst.copy_from_slice(src),
-                _ if !b.data.is_empty() => dst.copy_from_slice(&b.data),
-                _ => dst.fill(0),
+            let arena = self.ensure_arena(g, end)?;
+            let mut deferred = deferred.into_iter().peekable();
+            for (&i, &off) in big.iter().zip(&offsets) {
+                let b = &mut call.blocks[i];
+                let dst = arena.bytes_mut(off, b.len);
+                while deferred.peek().is_some_and(|(bi, _)| (*bi as usize) < i) {
+                    deferred.next();
+                }
+                match deferred.peek() {
+                    Some((bi, src)) if *bi as usize == i => dst.copy_from_slice(src),
+                    _ if !b.data.is_empty() => dst.copy_from_slice(&b.data),
+                    _ => dst.fill(0),
+                }
+                b.data = Vec::new();
+                b.arena = Some(off);
             }
-            b.data = Vec::new();
-            b.arena = Some(off);
         }
         let meta: Vec<(bool, Option<u64>, u64)> = call.blocks.iter().map(|b| (b.copy_back, b.arena, b.len)).collect();
-        let returned = match self.request(Request::Call { func, call }, timeout)? {
-            Reply::Returned(r) => r,
-            other => return Err(unexpected(&other)),
+        let back_sizes: Vec<u64> = meta.iter().filter(|(c, a, _)| *c && a.is_none()).map(|m| m.2).collect();
+        let allow = match (&sig.ret, ret_size) {
+            (CType::CStr | CType::WStr, _) | (_, None) => u64::from(DEFAULT_MAX_FRAME),
+            (_, Some(r)) => back_sizes.iter().fold(SMALL_REPLY + r, |a, b| a.saturating_add(*b)),
         };
-        let expected = meta.iter().filter(|(c, a, _)| *c && a.is_none()).count();
-        if returned.blocks.len() != expected {
-            return Err(Error::Protocol(format!(
-                "{} blocks came back, {expected} were expected",
-                returned.blocks.len()
-            )));
-        }
+        let returned = match self.request_on(Request::Call { func, call }, timeout, true, allow)? {
+            Reply::Returned(r) => r,
+            other => return Err(self.broken(unexpected(&other))),
+        };
+        check_returned(name, &sig.ret, ret_size, &back_sizes, &returned).map_err(|e| self.broken(e))?;
         let mut back = returned.blocks.iter();
+        let arena = guard.as_ref().and_then(|g| g.as_ref()).map(|(_, a)| a);
         let views: Vec<Option<&[u8]>> = meta
             .iter()
-            .map(|&(copy_back, at, len)| match (copy_back, at) {
-                (false, _) => None,
-                (true, Some(off)) => Some(arena.bytes(off, len)),
-                (true, None) => back.next().map(Vec::as_slice),
+            .map(|&(copy_back, at, len)| match (copy_back, at, arena) {
+                (false, _, _) => None,
+                (true, Some(off), Some(arena)) => Some(arena.bytes(off, len)),
+                (true, Some(_), None) => None,
+                (true, None, _) => back.next().map(Vec::as_slice),
             })
             .collect();
         let (ret, outs) = decode_results(&target, sig, args, &plan, &returned.value, returned.string.clone(), &views)
@@ -951,12 +973,13 @@ impl Server {
 
     /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
     pub(crate) fn request(&self, req: Request, timeout: Option<Duration>) -> Result<Reply> {
-        self.request_on(req, timeout, true)
+        let allow = reply_allowance(&req);
+        self.request_on(req, timeout, true, allow)
     }
 
     /// Sends a request; `restart`: a dead server may be restarted first (when allowed) rather than
-    /// failing the request.
-    fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool) -> Result<Reply> {
+    /// failing the request. `allow`: the largest reply frame the request can legitimately produce.
+    fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool, allow: u64) -> Result<Reply> {
         let inner = &*self.inner;
         if restart {
             self.ensure_running()?;
@@ -970,7 +993,7 @@ impl Server {
         let parent = CALLBACK_PARENT.with(|p| p.borrow().last().copied());
         let generation = {
             let mut st = lock(&inner.state);
-            st.pending.insert(id);
+            st.pending.insert(id, u32::try_from(allow).unwrap_or(u32::MAX).min(DEFAULT_MAX_FRAME));
             st.generation
         };
         let sent = {
@@ -1018,7 +1041,10 @@ impl Server {
                 continue;
             }
             if let Some(r) = st.replies.remove(&id) {
-                break r.map_err(Error::Remote);
+                break r.map_err(|mut e| {
+                    e.message = bounded(e.message);
+                    Error::Remote(e)
+                });
             }
             if st.generation != generation {
                 // Sent to a server that died and was replaced meanwhile.
@@ -1043,21 +1069,22 @@ impl Server {
                 continue;
             }
             st.reading = true;
+            let max = self.frame_limit(&st);
             drop(st);
-            let frame = self.read_frame(left);
+            let frame = self.read_frame(left, max);
             st = lock(&inner.state);
             st.reading = false;
             if st.waiters > 0 {
                 inner.wake.notify_all();
             }
             match frame {
-                Ok(Frame::Reply { id: rid, reply }) if st.pending.contains(&rid) => {
+                Ok(Frame::Reply { id: rid, reply }) if st.pending.contains_key(&rid) => {
                     st.replies.insert(rid, reply);
                 }
                 Ok(Frame::Reply { id: 0, reply: Err(e) }) if e.kind == ErrorKind::Protocol => {
                     // The server rejected a frame and closes the connection.
                     self.bury(&mut st, Duration::from_millis(500));
-                    break Err(Error::Protocol(format!("the server rejected a request: {}", e.message)));
+                    break Err(Error::Protocol(format!("the server rejected a request: {}", bounded(e.message))));
                 }
                 Ok(Frame::Reply { id: rid, .. }) => {
                     self.bury(&mut st, Duration::ZERO);
@@ -1095,11 +1122,21 @@ impl Server {
         result
     }
 
+    /// The largest frame a reader may accept now: what the pending requests allow, or anything once
+    /// callbacks exist (the server may call one at any time, with arguments of any size).
+    fn frame_limit(&self, st: &State) -> u32 {
+        if self.inner.listening.load(Ordering::Relaxed) {
+            return DEFAULT_MAX_FRAME;
+        }
+        st.pending.values().copied().max().unwrap_or(SMALL_REPLY as u32)
+    }
+
     /// Reads one frame, waiting at most `timeout` (`None`: as long as it takes). A frame that has begun
     /// but is not complete within [`FRAME_STALL`] is a protocol error, whatever the timeout.
-    fn read_frame(&self, timeout: Option<Duration>) -> std::result::Result<Frame, ReadError> {
+    fn read_frame(&self, timeout: Option<Duration>, max: u32) -> std::result::Result<Frame, ReadError> {
         let mut r = lock(&self.inner.recv);
         let RecvHalf { transport, buf, begun } = &mut *r;
+        transport.set_max_frame(max);
         let end = timeout.map(|t| Instant::now() + t);
         loop {
             let now = Instant::now();
@@ -1122,6 +1159,12 @@ impl Server {
                     if end.is_some_and(|e| Instant::now() >= e) {
                         return Err(ReadError::Frame(FrameError::TimedOut));
                     }
+                }
+                Err(FrameError::TooLarge { len, max }) => {
+                    *begun = None;
+                    return Err(ReadError::Protocol(format!(
+                        "the server sent a frame of {len} bytes where the requests waiting allow at most {max}"
+                    )));
                 }
                 Err(e) => {
                     *begun = None;
@@ -1206,7 +1249,7 @@ impl Server {
         lock(&self.inner.callbacks).insert(cb, entry.clone());
         let address = match self.request(Request::MakeCallback { cb, sig: sig.clone() }, None) {
             Ok(Reply::Address(a)) => a,
-            Ok(other) => return Err(unexpected(&other)),
+            Ok(other) => return Err(self.broken(unexpected(&other))),
             Err(e) => {
                 lock(&self.inner.callbacks).remove(&cb);
                 return Err(match e {
@@ -1239,6 +1282,7 @@ impl Server {
     /// the connection is over.
     fn listen_once(&self) -> bool {
         let inner = &*self.inner;
+        let max;
         {
             let mut st = lock(&inner.state);
             if st.dead.is_some() {
@@ -1264,15 +1308,16 @@ impl Server {
                 return true;
             }
             st.reading = true;
+            max = self.frame_limit(&st);
         }
-        let frame = self.read_frame(Some(Duration::from_millis(20)));
+        let frame = self.read_frame(Some(Duration::from_millis(20)), max);
         let mut st = lock(&inner.state);
         st.reading = false;
         if st.waiters > 0 {
             inner.wake.notify_all();
         }
         match frame {
-            Ok(Frame::Reply { id, reply }) if st.pending.contains(&id) => {
+            Ok(Frame::Reply { id, reply }) if st.pending.contains_key(&id) => {
                 st.replies.insert(id, reply);
                 true
             }
@@ -1528,8 +1573,105 @@ impl Drop for Inner {
     }
 }
 
-fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected reply {reply:?}"))
+pub(crate) fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!("unexpected reply {}", quote(reply)))
+}
+
+/// The most of the peer's data an error message quotes.
+pub(crate) const QUOTE_MAX: usize = 200;
+/// The most of a message written by the server (a loader's error, a service's exception) an error keeps.
+pub(crate) const MESSAGE_MAX: usize = 4096;
+
+/// At most [`QUOTE_MAX`] bytes of `v`'s debug form, formatted no further than that (a 100 MB reply costs
+/// nothing to quote).
+pub(crate) fn quote(v: &impl fmt::Debug) -> String {
+    struct Bounded(String, bool);
+    impl fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = QUOTE_MAX - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.0.push_str(&s[..cut]);
+            self.1 = true;
+            Err(fmt::Error)
+        }
+    }
+    let mut b = Bounded(String::new(), false);
+    let _ = fmt::write(&mut b, format_args!("{v:?}"));
+    if b.1 {
+        b.0.push_str("...");
+    }
+    b.0
+}
+
+/// Cuts a message from the server to [`MESSAGE_MAX`] bytes, saying how long it was.
+pub(crate) fn bounded(mut message: String) -> String {
+    if message.len() > MESSAGE_MAX {
+        let total = message.len();
+        let mut cut = MESSAGE_MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("... ({total} bytes in all)"));
+    }
+    message
+}
+
+/// A call's reply must hold exactly what the request allows: the return type's bytes and each block
+/// sent to come back at the size it was sent; anything else is a protocol error naming both sizes.
+fn check_returned(
+    name: &str,
+    ret: &CType,
+    ret_size: Option<u64>,
+    back_sizes: &[u64],
+    returned: &bitbridge_proto::Returned,
+) -> Result<()> {
+    if let Some(want) = ret_size {
+        if returned.value.len() as u64 != want {
+            return Err(Error::Protocol(format!(
+                "`{name}` returns `{ret}`, {want} bytes, but the server sent {} bytes",
+                returned.value.len()
+            )));
+        }
+    }
+    if returned.blocks.len() != back_sizes.len() {
+        return Err(Error::Protocol(format!(
+            "{} blocks came back from `{name}`, {} were sent to come back",
+            returned.blocks.len(),
+            back_sizes.len()
+        )));
+    }
+    for (i, (b, want)) in returned.blocks.iter().zip(back_sizes).enumerate() {
+        if b.len() as u64 != *want {
+            return Err(Error::Protocol(format!(
+                "block {i} of `{name}` came back with {} bytes, {want} were sent",
+                b.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Room in a reply frame for its framing, an error message or a small answer.
+const SMALL_REPLY: u64 = 64 * 1024;
+
+/// The largest reply frame `req` can legitimately produce (calls compute theirs from the signature).
+fn reply_allowance(req: &Request) -> u64 {
+    match req {
+        Request::Read { len, .. } => SMALL_REPLY.saturating_add(*len),
+        // A string of any length, a service's result or a call whose return size is not known here.
+        Request::ReadString { .. } | Request::Call { .. } | Request::Invoke { .. } | Request::Get { .. } => {
+            u64::from(DEFAULT_MAX_FRAME)
+        }
+        _ => SMALL_REPLY,
+    }
 }
 
 impl fmt::Debug for Server {

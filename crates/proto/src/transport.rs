@@ -54,6 +54,12 @@ pub trait Transport: Send {
         let _ = timeout;
         Ok(())
     }
+    /// Limits the size of the frames [`Transport::recv`] accepts from now on (a larger one is
+    /// [`FrameError::TooLarge`], refused before its body is read where the length is announced).
+    /// Transports that cannot refuse frames ignore it.
+    fn set_max_frame(&mut self, max: u32) {
+        let _ = max;
+    }
     /// Whether a frame has begun arriving and is not complete: a [`Transport::recv`] that timed out
     /// part-way keeps what it read, and the next one continues the same frame.
     fn in_frame(&self) -> bool {
@@ -175,6 +181,10 @@ impl<S: Read + Write + Send> Transport for StreamTransport<S> {
 
     fn in_frame(&self) -> bool {
         self.header_got > 0
+    }
+
+    fn set_max_frame(&mut self, max: u32) {
+        self.max_frame = max;
     }
 }
 

@@ -402,6 +402,8 @@ pub struct ShmTransport {
     /// The frame being received, kept when a receive times out part-way (the next one continues it).
     partial: Vec<u8>,
     in_frame: bool,
+    /// The largest frame accepted (chunks beyond it are refused as they arrive).
+    max_frame: u32,
 }
 
 impl ShmTransport {
@@ -419,6 +421,7 @@ impl ShmTransport {
             send_timeout: None,
             partial: Vec::new(),
             in_frame: false,
+            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -435,6 +438,7 @@ impl ShmTransport {
             send_timeout: None,
             partial: Vec::new(),
             in_frame: false,
+            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -550,10 +554,12 @@ impl Transport for ShmTransport {
             let len = (ctl.len.load(Ordering::Relaxed) as usize).min(self.seg.capacity);
             let more = ctl.more.load(Ordering::Relaxed) != 0;
             let total = self.partial.len() + len;
-            if total > bitbridge_proto::DEFAULT_MAX_FRAME as usize {
+            if total > self.max_frame as usize {
+                // Taken off the mailbox, so the stream stays in step for whoever reads next.
+                Self::publish(ctl, EMPTY);
                 self.partial = Vec::new();
                 self.in_frame = false;
-                return Err(FrameError::TooLarge { len: total as u64, max: bitbridge_proto::DEFAULT_MAX_FRAME });
+                return Err(FrameError::TooLarge { len: total as u64, max: self.max_frame });
             }
             let at = self.partial.len();
             // Grows with the chunks actually received.
@@ -577,6 +583,10 @@ impl Transport for ShmTransport {
 
     fn in_frame(&self) -> bool {
         self.in_frame
+    }
+
+    fn set_max_frame(&mut self, max: u32) {
+        self.max_frame = max;
     }
 
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> Result<(), FrameError> {
