@@ -124,6 +124,22 @@ pub enum Error {
         /// for the library's architecture: add their folders with `ServerOptions::library_dir`.
         missing: Vec<String>,
     },
+    /// The library is a second copy of a system library the server already runs on (same SONAME,
+    /// another file): two C libraries in one process crash at the first `printf("%f")`. Open it by
+    /// name (`libc.so.6`) to get the server's own.
+    #[error(
+        "{} is another copy of {soname}: the server already runs on {}; open it by name (\"{soname}\") to use the server's own",
+        path.display(),
+        loaded.display()
+    )]
+    DuplicateSystemLibrary {
+        /// The file asked for.
+        path: PathBuf,
+        /// Its SONAME.
+        soname: String,
+        /// The file of that SONAME already in the server.
+        loaded: PathBuf,
+    },
     /// The library does not export the symbol.
     #[error("symbol not found: {message}")]
     SymbolNotFound {

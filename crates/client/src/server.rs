@@ -240,7 +240,7 @@ impl ServerOptions {
             }
         }
         let fd_sock = if self.shared_memory { Some(stream) } else { None };
-        Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid })
+        Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid, path: Some(path) })
     }
 }
 
@@ -253,6 +253,8 @@ struct Link {
     process: Option<ServerProcess>,
     hello: Hello,
     pid: u32,
+    /// The server binary.
+    path: Option<PathBuf>,
 }
 
 fn check_hello(buf: &[u8], path: &Path) -> Result<Hello> {
@@ -292,6 +294,8 @@ pub struct Server {
 
 struct Inner {
     target: Target,
+    /// The server binary started (`None` in-process).
+    path: Option<PathBuf>,
     in_process: bool,
     /// How to start it again, for `restart_on_failure` (`None` in-process).
     respawn: Option<(ServerOptions, Arch)>,
@@ -522,7 +526,7 @@ impl Server {
         let hello = check_hello(&buf, Path::new("<in-process>")).expect("the in-process host greets correctly");
         let pid = std::process::id();
         let target = Target { arch: hello.arch, os: hello.os };
-        let link = Link { send: Box::new(Shared(shared)), recv, fd_sock: None, process: None, hello, pid };
+        let link = Link { send: Box::new(Shared(shared)), recv, fd_sock: None, process: None, hello, pid, path: None };
         Server::new(link, target, true, None)
     }
 
@@ -531,6 +535,7 @@ impl Server {
         Server {
             inner: Arc::new(Inner {
                 target,
+                path: link.path,
                 in_process,
                 respawn,
                 call_timeout,
@@ -565,6 +570,12 @@ impl Server {
         self.inner.target
     }
 
+    /// The server binary this server runs (`None` in-process): the one [`find_server`](crate::find_server)
+    /// chose, or `ServerOptions::server_path`.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
     /// The server's process id (this process's own id in-process). Changes when the server is restarted.
     pub fn pid(&self) -> u32 {
         self.inner.pid.load(Ordering::Relaxed)
@@ -587,12 +598,14 @@ impl Server {
         let p = path
             .to_str()
             .ok_or_else(|| Error::NotALibrary { path: path.into(), reason: "the path is not valid UTF-8".into() })?;
+        self.check_singleton(path)?;
         let lib = self.next_handle();
         let after = self.inner.respawn.as_ref().map_or(DEFAULT_LOAD_TIMEOUT, |(o, _)| o.load_timeout);
         match self.request(Request::Load { lib, path: p.to_owned() }, Some(after)) {
             Ok(Reply::Done) => {
                 lock(&self.inner.registry).libs.insert(lib, p.to_owned());
-                Ok(Library::new(self.clone(), lib, p.to_owned()))
+                let file = self.loaded_file(p);
+                Ok(Library::new(self.clone(), lib, p.to_owned(), file))
             }
             Ok(other) => Err(self.broken(unexpected(&other))),
             Err(Error::Remote(RemoteError { kind: ErrorKind::LoadFailed, message })) => {
@@ -606,6 +619,41 @@ impl Server {
             }
             Err(Error::Timeout { pid }) => Err(Error::LoadTimeout { path: p.to_owned(), pid, after }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The file the server's loader uses for `name`: a path, or a bare name (`libc.so.6`) as the server's
+    /// dynamic loader resolved it. Read from the server's memory map, so it is the file actually
+    /// loaded; `None` when nothing of that name is mapped (not loaded, or the map cannot be read).
+    pub fn loaded_file(&self, name: impl AsRef<Path>) -> Option<PathBuf> {
+        let name = name.as_ref();
+        let files = crate::detect::mapped_files(self.pid());
+        if name.components().count() > 1 {
+            return files.into_iter().find(|f| crate::detect::same_file(f, name));
+        }
+        let name = name.to_str()?;
+        let by_name = files.iter().find(|f| f.file_name().is_some_and(|n| n == name));
+        by_name.cloned().or_else(|| files.into_iter().find(|f| crate::detect::soname(f).as_deref() == Some(name)))
+    }
+
+    /// Refuses a path that is another copy of a system library already in the server (see
+    /// [`Error::DuplicateSystemLibrary`]).
+    fn check_singleton(&self, path: &Path) -> Result<()> {
+        if path.components().count() <= 1 || !path.is_file() {
+            return Ok(());
+        }
+        let Some(soname) = crate::detect::soname(path) else { return Ok(()) };
+        if !crate::detect::SINGLETONS.contains(&soname.as_str()) {
+            return Ok(());
+        }
+        let loaded = crate::detect::mapped_files(self.pid()).into_iter().find(|f| {
+            (f.file_name().is_some_and(|n| n == soname.as_str())
+                || crate::detect::soname(f).as_deref() == Some(soname.as_str()))
+                && !crate::detect::same_file(f, path)
+        });
+        match loaded {
+            Some(loaded) => Err(Error::DuplicateSystemLibrary { path: path.to_path_buf(), soname, loaded }),
+            None => Ok(()),
         }
     }
 
