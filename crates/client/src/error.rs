@@ -50,6 +50,15 @@ pub enum Error {
         /// How to build or point to one.
         hint: String,
     },
+    /// A server binary was refused: another user could have replaced it (it is writable by group or
+    /// others, or owned by another user than this one and root).
+    #[error("refusing to run the server {}: {reason}; make it writable only by its owner (chmod go-w) and owned by you or root", path.display())]
+    UntrustedServer {
+        /// The server binary.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server could not be started.
     #[error("cannot start the server {}", path.display())]
     Spawn {

@@ -135,9 +135,28 @@ fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 
 /// Starts `path` with one end of a fresh socketpair as its stdin; returns the process and our end.
 /// No name in the filesystem and no port: only this process holds the other end.
-pub(crate) fn spawn(path: &Path, env: &[(OsString, OsString)]) -> Result<(ServerProcess, UnixStream)> {
+/// What the server inherits of this process's environment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inherit<'a> {
+    /// Nothing.
+    pub(crate) clear: bool,
+    /// All but these.
+    pub(crate) remove: &'a [OsString],
+}
+
+pub(crate) fn spawn(
+    path: &Path,
+    env: &[(OsString, OsString)],
+    inherit: Inherit<'_>,
+) -> Result<(ServerProcess, UnixStream)> {
     let (ours, theirs) = UnixStream::pair().map_err(Error::Io)?;
     let mut cmd = Command::new(path);
+    if inherit.clear {
+        cmd.env_clear();
+    }
+    for k in inherit.remove {
+        cmd.env_remove(k);
+    }
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

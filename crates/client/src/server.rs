@@ -32,6 +32,8 @@ use crate::process::{self, ServerProcess};
 pub struct ServerOptions {
     server_path: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    env_clear: bool,
+    env_remove: Vec<OsString>,
     library_dirs: Vec<PathBuf>,
     startup_timeout: Duration,
     load_timeout: Duration,
@@ -47,6 +49,8 @@ impl Default for ServerOptions {
         ServerOptions {
             server_path: None,
             env: Vec::new(),
+            env_clear: false,
+            env_remove: Vec::new(),
             library_dirs: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             load_timeout: DEFAULT_LOAD_TIMEOUT,
@@ -74,6 +78,20 @@ impl ServerOptions {
     /// Sets an environment variable for the server process.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the server with none of this process's environment: only what [`ServerOptions::env`]
+    /// and [`ServerOptions::library_dir`] set, and bitbridge's own variables.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// Keeps the variable `key` of this process's environment from the server (as
+    /// `Command::env_remove`; a value set with [`ServerOptions::env`] still applies).
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 
@@ -183,7 +201,8 @@ impl ServerOptions {
     /// Starts the process and reads its greeting.
     fn connect(&self, arch: Arch) -> Result<Link> {
         let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
-        let (mut proc_, stream) = process::spawn(&path, &self.environment())?;
+        let inherit = process::Inherit { clear: self.env_clear, remove: &self.env_remove };
+        let (mut proc_, stream) = process::spawn(&path, &self.environment(), inherit)?;
         let pid = proc_.pid();
         let fail = |proc_: &mut ServerProcess, e: Error| {
             proc_.reap(Duration::ZERO);
