@@ -59,6 +59,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A shared object (see [`shared`](crate::shared)) could not be created or opened: which one, and
+    /// why (it does not exist, it already exists, it is not a bitbridge object, permission).
+    #[error("cannot {action} {object}: {reason}")]
+    SharedObject {
+        /// `create` or `open`.
+        action: &'static str,
+        /// The object: its name and file, or its path.
+        object: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The server could not be started.
     #[error("cannot start the server {}", path.display())]
     Spawn {
