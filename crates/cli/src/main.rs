@@ -267,6 +267,15 @@ fn info(
         None => options.open().with_context(|| format!("loading {}", path.display()))?,
     };
     println!("loads:    yes, in the {} server (pid {})", lib.arch, loaded.server().pid());
+    // Where the server's own loader found each dependency (the list above is bitbridge's search).
+    let resolved: Vec<(String, PathBuf)> =
+        deps.iter().filter_map(|d| Some((d.name.clone(), loaded.server().loaded_file(&d.name)?))).collect();
+    if !resolved.is_empty() {
+        println!("loaded:   by the server's loader");
+        for (name, file) in resolved {
+            println!("  {name:<24} {}", file.display());
+        }
+    }
     if missing > 0 {
         println!("note:     {missing} dependencies were not found on the search path yet the library loaded");
     }

@@ -54,6 +54,16 @@ fn info_and_call_resolve_a_bare_name_with_the_servers_loader() {
     assert!(out.contains(&format!("file:     {}\n", own.display())), "{out}");
     assert!(out.contains("ELF shared library for i686"), "{out}");
     assert!(out.contains("loads:    yes, in the i686 server"), "{out}");
+    // A library's dependencies as the server's loader resolved them: the same libc.
+    let ctest = fixture("ctest", Bits::B32);
+    let o = bitbridge(&["info", ctest.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let loaded = out.split("loaded:   by the server's loader\n").nth(1).expect("the loaded section");
+    assert!(
+        loaded.lines().any(|l| l.trim_start().starts_with("libc.so.6") && l.ends_with(&*own.to_string_lossy())),
+        "{out}"
+    );
     let o = bitbridge(&["info", "--arch", "x86_64", "libc.so.6"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
