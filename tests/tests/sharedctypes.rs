@@ -207,3 +207,35 @@ fn a_file_backed_exchange_with_a_c_program() {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+#[test]
+fn a_missing_existing_or_foreign_object_is_named_with_the_cause() {
+    use bitbridge::shared::{Backing, SharedArray};
+    let missing = unique("missing");
+    let e = SharedArray::open(&Backing::Named(missing.clone())).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(&e, Error::SharedObject { action: "open", .. }), "{e}");
+    assert!(text.contains(&format!("/dev/shm/bitbridge-{missing}")) && text.contains("does not exist"), "{text}");
+
+    let name = unique("twice");
+    let first = SharedOptions::new(Target::I386_SYSV).named(&name).value(CType::Int).unwrap();
+    let e = SharedOptions::new(Target::I386_SYSV).named(&name).value(CType::Int).unwrap_err();
+    let text = e.to_string();
+    assert!(text.starts_with(&format!("cannot create shared object \"{name}\"")), "{text}");
+    assert!(text.contains("already exists"), "{text}");
+    drop(first);
+
+    // Something that is not a bitbridge object, by name and as a file.
+    let foreign = unique("foreign");
+    let path = std::path::Path::new("/dev/shm").join(format!("bitbridge-{foreign}"));
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let e = SharedArray::open(&Backing::Named(foreign.clone())).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.to_string().contains(&format!("shared object \"{foreign}\"")), "{e}");
+    assert!(e.to_string().contains("not a bitbridge shared object"), "{e}");
+    let file = bitbridge_tests::out_dir().join(format!("{foreign}.txt"));
+    std::fs::write(&file, "hello").unwrap();
+    let e = SharedArray::open(&Backing::File(file.clone())).unwrap_err();
+    assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+    assert!(e.to_string().contains("not a bitbridge shared object: too small"), "{e}");
+}

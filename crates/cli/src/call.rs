@@ -35,6 +35,7 @@ pub struct CallArgs {
     pub library_dirs: Vec<PathBuf>,
     pub server: Option<PathBuf>,
     pub timeout: Option<f64>,
+    pub arch: Option<Arch>,
 }
 
 pub fn run(a: CallArgs) -> Result<(), Failure> {
@@ -81,8 +82,11 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
         let t = Duration::try_from_secs_f64(t).map_err(|e| usage(anyhow!("--timeout {t}: {e}")))?;
         opts = opts.call_timeout(t);
     }
-    let lib = LibraryOptions::new(&a.library)
-        .server(opts)
+    let mut lib = LibraryOptions::new(&a.library).server(opts);
+    if let Some(arch) = a.arch {
+        lib = lib.arch(arch);
+    }
+    let lib = lib
         .open()
         .with_context(|| format!("loading {}", a.library.display()))
         .map_err(|e| Failure { code: load_code(&e), error: e })?;
@@ -197,7 +201,12 @@ fn arg_name(p: &Prototype, i: usize) -> String {
 
 fn load_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
-        Some(Error::Load { .. } | Error::ServerDied { .. }) => 1,
+        Some(
+            Error::Load { .. }
+            | Error::LoadTimeout { .. }
+            | Error::DuplicateSystemLibrary { .. }
+            | Error::ServerDied { .. },
+        ) => 1,
         _ => 3,
     }
 }

@@ -52,18 +52,25 @@ Examples:
   bitbridge call ./libctest32.so 'void titlecase(char *s)' '\"hello world\"'
   bitbridge call --header ctest.h ./libctest32.so add '{1, 2}' '{3.5, -1}'
   bitbridge call --json --header vendor_api.h ./libvendor32.so vnd_open '\"VND-0042\"' null
-  bitbridge call /usr/lib32/libc.so.6 'int snprintf(char *buf, size_t n, const char *fmt, ...)' '[0; 32]' 32 '\"%d-%s\"' 7 '\"x\"'";
+  bitbridge call --arch i686 libc.so.6 'int snprintf(char *buf, size_t n, const char *fmt, ...)' '[0; 32]' 32 '\"%d-%s\"' 7 '\"x\"'
+
+A bare name such as libc.so.6 is resolved by the server's own loader (the server's architecture is
+--arch, else that of the first file of that name found, else x86_64).";
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Describe a library: format and architecture, the server that would host it, the libraries it
     /// needs and where each resolves, what it exports; then load it in that server.
     #[command(
-        after_help = "Examples:\n  bitbridge info ./libvendor32.so\n  bitbridge info --library-dir ./deps ./libvendor32.so\n  bitbridge info --no-load /usr/lib32/libm.so.6"
+        after_help = "Examples:\n  bitbridge info ./libvendor32.so\n  bitbridge info --library-dir ./deps ./libvendor32.so\n  bitbridge info --arch i686 libm.so.6"
     )]
     Info {
-        /// The library file.
+        /// The library file, or a bare name (libm.so.6) for the server's loader to resolve.
         library: PathBuf,
+        /// The architecture of the server for a bare name: i686 or x86_64 (for a file, its header says,
+        /// and another one given here is an error).
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<bitbridge::Arch>,
         /// A directory where the library's own dependencies are (may be repeated).
         #[arg(long = "library-dir", value_name = "DIR")]
         library_dirs: Vec<PathBuf>,
@@ -78,8 +85,12 @@ enum Command {
     /// pointer arguments.
     #[command(after_help = CALL_HELP)]
     Call {
-        /// The library file.
+        /// The library file, or a bare name (libc.so.6) for the server's loader to resolve.
         library: PathBuf,
+        /// The architecture of the server for a bare name: i686 or x86_64 (for a file, its header says,
+        /// and another one given here is an error).
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<bitbridge::Arch>,
         /// The function's C prototype, such as 'double sum(double *f, int n)', or just its name when a
         /// --header declares it.
         prototype: String,
@@ -132,15 +143,21 @@ fn one_line(s: &str) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
     match cli.command {
-        Command::Info { library, library_dirs, no_load, server } => info(&library, &library_dirs, no_load, server)
-            .map_err(|error| {
+        Command::Info { library, arch, library_dirs, no_load, server } => {
+            info(&library, arch, &library_dirs, no_load, server).map_err(|error| {
                 let code = match error.downcast_ref::<Error>() {
-                    Some(Error::Load { .. } | Error::ServerDied { .. }) => 1,
+                    Some(
+                        Error::Load { .. }
+                        | Error::LoadTimeout { .. }
+                        | Error::DuplicateSystemLibrary { .. }
+                        | Error::ServerDied { .. },
+                    ) => 1,
                     _ => 3,
                 };
                 call::Failure { code, error }
-            }),
-        Command::Call { library, prototype, args, headers, defines, json, library_dirs, server, timeout } => {
+            })
+        }
+        Command::Call { library, arch, prototype, args, headers, defines, json, library_dirs, server, timeout } => {
             call::run(call::CallArgs {
                 library,
                 prototype,
@@ -151,24 +168,81 @@ fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
                 library_dirs,
                 server,
                 timeout,
+                arch,
             })
             .map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-fn info(path: &std::path::Path, dirs: &[PathBuf], no_load: bool, server: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let lib = inspect(path)?;
-    println!("file:     {}", path.display());
+fn parse_arch(s: &str) -> Result<bitbridge::Arch, String> {
+    match s {
+        "i686" | "i386" | "x86" => Ok(bitbridge::Arch::X86),
+        "x86_64" | "amd64" => Ok(bitbridge::Arch::X86_64),
+        other => Err(format!("`{other}` is not an architecture bitbridge hosts: i686 or x86_64")),
+    }
+}
+
+fn info(
+    path: &std::path::Path,
+    arch: Option<bitbridge::Arch>,
+    dirs: &[PathBuf],
+    no_load: bool,
+    server: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut opts = ServerOptions::new();
+    for d in dirs {
+        opts = opts.library_dir(d);
+    }
+    if let Some(s) = &server {
+        opts = opts.server_path(s);
+    }
+    let mut options = LibraryOptions::new(path).server(opts);
+    if let Some(a) = arch {
+        options = options.arch(a);
+    }
+    // A bare name is resolved as `call` and the API resolve it: by the server's own loader (without a
+    // server, --no-load, by bitbridge's search of the architecture's folders).
+    let bare = path.components().count() == 1 && !path.exists();
+    let mut loaded = None;
+    let file = if bare && !no_load {
+        let l = options.open().with_context(|| format!("loading {}", path.display()))?;
+        let file = l.file().map(std::path::Path::to_path_buf).unwrap_or_else(|| path.to_path_buf());
+        loaded = Some(l);
+        file
+    } else {
+        options.resolve()?
+    };
+    let lib = inspect(&file)?;
+    if let Some(a) = arch.filter(|a| *a != lib.arch) {
+        anyhow::bail!(Error::UnsupportedArchitecture {
+            path: file,
+            found: format!("an ELF library for {}", lib.arch),
+            hint: format!("; {a} was asked for"),
+        });
+    }
+    if bare {
+        let by = if no_load {
+            "bitbridge's search (the server's loader decides when it loads)"
+        } else {
+            "the server's loader"
+        };
+        println!("name:     {} (resolved by {by})", path.display());
+    }
+    println!("file:     {}", file.display());
     println!("format:   ELF shared library for {} ({})", lib.arch, target_name(lib.arch));
-    match find_server(lib.arch, server.as_deref()) {
+    let chosen = match &loaded {
+        Some(l) => l.server().path().map(std::path::Path::to_path_buf).ok_or_else(|| anyhow::anyhow!("in-process")),
+        None => find_server(lib.arch, server.as_deref()).map_err(anyhow::Error::from),
+    };
+    match chosen {
         Ok(p) => {
             let p = std::fs::canonicalize(&p).unwrap_or(p);
             println!("server:   bitbridge-server for {} ({})", lib.arch, p.display())
         }
         Err(e) => println!("server:   none found: {e}"),
     }
-    let deps = dependencies(path, dirs)?;
+    let deps = dependencies(&file, dirs)?;
     println!("needs:    {}", if deps.is_empty() { "nothing" } else { "" });
     let mut missing = 0;
     for d in &deps {
@@ -180,7 +254,7 @@ fn info(path: &std::path::Path, dirs: &[PathBuf], no_load: bool, server: Option<
             }
         }
     }
-    let names = exports(path)?;
+    let names = exports(&file)?;
     println!("exports:  {} symbols", names.len());
     for n in &names {
         println!("  {n}");
@@ -188,16 +262,20 @@ fn info(path: &std::path::Path, dirs: &[PathBuf], no_load: bool, server: Option<
     if no_load {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut opts = ServerOptions::new();
-    for d in dirs {
-        opts = opts.library_dir(d);
-    }
-    if let Some(s) = server {
-        opts = opts.server_path(s);
-    }
-    let loaded =
-        LibraryOptions::new(path).server(opts).open().with_context(|| format!("loading {}", path.display()))?;
+    let loaded = match loaded {
+        Some(l) => l,
+        None => options.open().with_context(|| format!("loading {}", path.display()))?,
+    };
     println!("loads:    yes, in the {} server (pid {})", lib.arch, loaded.server().pid());
+    // Where the server's own loader found each dependency (the list above is bitbridge's search).
+    let resolved: Vec<(String, PathBuf)> =
+        deps.iter().filter_map(|d| Some((d.name.clone(), loaded.server().loaded_file(&d.name)?))).collect();
+    if !resolved.is_empty() {
+        println!("loaded:   by the server's loader");
+        for (name, file) in resolved {
+            println!("  {name:<24} {}", file.display());
+        }
+    }
     if missing > 0 {
         println!("note:     {missing} dependencies were not found on the search path yet the library loaded");
     }

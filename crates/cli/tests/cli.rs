@@ -42,6 +42,38 @@ fn text(o: &Output) -> (String, String) {
 }
 
 #[test]
+fn info_and_call_resolve_a_bare_name_with_the_servers_loader() {
+    // The file the i686 server itself runs on: what `info`, `call` and the API all use for the name.
+    let server = bitbridge::Server::spawn(bitbridge::Arch::X86).unwrap();
+    let own = server.loaded_file("libc.so.6").unwrap();
+    server.shutdown().unwrap();
+    let o = bitbridge(&["info", "--arch", "i686", "libc.so.6"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("name:     libc.so.6 (resolved by the server's loader)"), "{out}");
+    assert!(out.contains(&format!("file:     {}\n", own.display())), "{out}");
+    assert!(out.contains("ELF shared library for i686"), "{out}");
+    assert!(out.contains("loads:    yes, in the i686 server"), "{out}");
+    // A library's dependencies as the server's loader resolved them: the same libc.
+    let ctest = fixture("ctest", Bits::B32);
+    let o = bitbridge(&["info", ctest.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let loaded = out.split("loaded:   by the server's loader\n").nth(1).expect("the loaded section");
+    assert!(
+        loaded.lines().any(|l| l.trim_start().starts_with("libc.so.6") && l.ends_with(&*own.to_string_lossy())),
+        "{out}"
+    );
+    let o = bitbridge(&["info", "--arch", "x86_64", "libc.so.6"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("ELF shared library for x86_64"), "{out}");
+    let o = bitbridge(&["info", "--arch", "sparc", "libc.so.6"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("i686 or x86_64"));
+}
+
+#[test]
 fn info_describes_and_loads_a_32_bit_library() {
     let lib = fixture("ctest", Bits::B32);
     let o = bitbridge(&["info", lib.to_str().unwrap()]);
@@ -145,9 +177,12 @@ fn call_prints_what_the_function_wrote() {
     let (code, out, err) = call(&[&edge, "void get_two(int *a, double *b)", "0", "0"]);
     assert_eq!((code, out.as_str()), (0, "a = 7\nb = 2.5\n"), "{err}");
 
-    // An output buffer of the 32-bit libc's snprintf, with variadic arguments typed from their literals.
+    // An output buffer of the 32-bit libc's snprintf (by name, as the i686 server's loader resolves it),
+    // with variadic arguments typed from their literals.
     let (code, out, err) = call(&[
-        "/usr/lib32/libc.so.6",
+        "--arch",
+        "i686",
+        "libc.so.6",
         "int snprintf(char *buf, size_t n, const char *fmt, ...)",
         "[0; 32]",
         "32",

@@ -165,6 +165,71 @@ fn elf_needed<Elf: object::read::elf::FileHeader<Endian = object::Endianness>>(
     Some((needed, runpaths))
 }
 
+/// The `DT_SONAME` of an ELF shared library, if it has one.
+pub(crate) fn soname(path: &Path) -> Option<String> {
+    use object::read::elf::{Dyn, FileHeader};
+    fn read<Elf: FileHeader<Endian = object::Endianness>>(data: &[u8]) -> Option<String> {
+        let header = Elf::parse(data).ok()?;
+        let endian = header.endian().ok()?;
+        let sections = header.sections(endian, data).ok()?;
+        let (dynamic, link) = sections.dynamic(endian, data).ok()??;
+        let strings = sections.strings(endian, data, link).ok()?;
+        dynamic
+            .iter()
+            .find(|d| d.tag32(endian) == Some(object::elf::DT_SONAME))
+            .and_then(|d| d.string(endian, strings).ok().map(|s| String::from_utf8_lossy(s).into_owned()))
+    }
+    let data = std::fs::read(path).ok()?;
+    match object::FileKind::parse(&*data) {
+        Ok(object::FileKind::Elf32) => read::<object::elf::FileHeader32<object::Endianness>>(&data),
+        Ok(object::FileKind::Elf64) => read::<object::elf::FileHeader64<object::Endianness>>(&data),
+        _ => None,
+    }
+}
+
+/// The files mapped into process `pid` (from `/proc/<pid>/maps`), each once, in order of address.
+pub(crate) fn mapped_files(pid: u32) -> Vec<PathBuf> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let mut fields = line.splitn(6, ' ');
+        let inode = fields.nth(4).unwrap_or("0");
+        let path = fields.next().unwrap_or("").trim_start();
+        if inode != "0" && path.starts_with('/') && !path.ends_with(" (deleted)") {
+            let p = PathBuf::from(path);
+            if !files.contains(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// The system libraries of which a process can hold only one copy: a second file with the same SONAME
+/// (gcc-multilib's `lib32/libc.so.6` beside Debian's `lib/i386-linux-gnu/libc.so.6`) loaded next to the
+/// first gives the process two C libraries, and a crash at the first `printf("%f")`.
+pub(crate) const SINGLETONS: [&str; 9] = [
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "ld-linux.so.2",
+    "ld-linux-x86-64.so.2",
+];
+
+/// Whether two paths are the same file (hard or symbolic links included).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// Directories listed in `/etc/ld.so.conf` and the files it includes.
 fn ld_so_conf_dirs() -> Vec<PathBuf> {
     fn read(path: &Path, out: &mut Vec<PathBuf>, depth: u32) {

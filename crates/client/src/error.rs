@@ -50,6 +50,26 @@ pub enum Error {
         /// How to build or point to one.
         hint: String,
     },
+    /// A server binary was refused: another user could have replaced it (it is writable by group or
+    /// others, or owned by another user than this one and root).
+    #[error("refusing to run the server {}: {reason}; make it writable only by its owner (chmod go-w) and owned by you or root", path.display())]
+    UntrustedServer {
+        /// The server binary.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A shared object (see [`shared`](crate::shared)) could not be created or opened: which one, and
+    /// why (it does not exist, it already exists, it is not a bitbridge object, permission).
+    #[error("cannot {action} {object}: {reason}")]
+    SharedObject {
+        /// `create` or `open`.
+        action: &'static str,
+        /// The object: its name and file, or its path.
+        object: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The server could not be started.
     #[error("cannot start the server {}", path.display())]
     Spawn {
@@ -78,6 +98,17 @@ pub enum Error {
     Timeout {
         /// The killed server's process id.
         pid: u32,
+    },
+    /// Loading a library (its initialisers included) took longer than the load timeout
+    /// (`ServerOptions::load_timeout`, 30 s by default); the server was killed.
+    #[error("loading {path} did not finish within {after:?}; the server (pid {pid}) was killed")]
+    LoadTimeout {
+        /// The library.
+        path: String,
+        /// The killed server's process id.
+        pid: u32,
+        /// The load timeout.
+        after: std::time::Duration,
     },
     /// The server did not greet the client within the start-up timeout; it was killed.
     #[error("the server (pid {pid}) did not start within {after:?}; it was killed")]
@@ -112,6 +143,22 @@ pub enum Error {
         /// Dependencies (`DT_NEEDED` entries) that bitbridge found on none of the loader's search paths
         /// for the library's architecture: add their folders with `ServerOptions::library_dir`.
         missing: Vec<String>,
+    },
+    /// The library is a second copy of a system library the server already runs on (same SONAME,
+    /// another file): two C libraries in one process crash at the first `printf("%f")`. Open it by
+    /// name (`libc.so.6`) to get the server's own.
+    #[error(
+        "{} is another copy of {soname}: the server already runs on {}; open it by name (\"{soname}\") to use the server's own",
+        path.display(),
+        loaded.display()
+    )]
+    DuplicateSystemLibrary {
+        /// The file asked for.
+        path: PathBuf,
+        /// Its SONAME.
+        soname: String,
+        /// The file of that SONAME already in the server.
+        loaded: PathBuf,
     },
     /// The library does not export the symbol.
     #[error("symbol not found: {message}")]

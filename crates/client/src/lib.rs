@@ -20,7 +20,7 @@ pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::{find_server, server_file_name};
-pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer};
+pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
 
 /// The wire contract shared with the server (types, layouts, messages), for advanced use.

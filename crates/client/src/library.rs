@@ -21,13 +21,14 @@ pub struct LibraryOptions {
 }
 
 impl LibraryOptions {
-    /// Options for the library at `path` (a path, or a bare name such as `libm.so.6`, searched in the
-    /// library directories of the architecture asked for with [`LibraryOptions::arch`]).
+    /// Options for the library at `path` (a path, or a bare name such as `libm.so.6`, resolved by the
+    /// server's loader for the architecture asked for with [`LibraryOptions::arch`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         LibraryOptions { path: path.into(), arch: None, server: ServerOptions::new() }
     }
 
-    /// Which architecture a bare library name is looked up for (for a path, the file says).
+    /// Which architecture a bare library name is loaded for (for a path, the file says, and a different
+    /// one asked for here is an error).
     pub fn arch(mut self, arch: Arch) -> Self {
         self.arch = Some(arch);
         self
@@ -39,10 +40,17 @@ impl LibraryOptions {
         self
     }
 
-    /// The file to open, after looking a bare name up.
+    /// Whether the library is given by a bare name (`libc.so.6`): no folder, and no such file here.
+    fn is_bare_name(&self) -> bool {
+        self.path.components().count() == 1 && !self.path.to_string_lossy().contains('/') && !self.path.exists()
+    }
+
+    /// The file bitbridge's own search finds for the name (a path is returned as is): the
+    /// `LD_LIBRARY_PATH`, `/etc/ld.so.conf` and standard folders of the architecture asked for. This is
+    /// a guess made without a server; [`LibraryOptions::open`] asks the server's loader instead, and
+    /// [`Library::file`] says what it chose.
     pub fn resolve(&self) -> Result<PathBuf> {
-        let bare = self.path.components().count() == 1 && !self.path.exists();
-        if bare {
+        if self.is_bare_name() {
             if let Some(p) = self.path.to_str().and_then(|n| find_by_name(n, self.arch)) {
                 return Ok(p);
             }
@@ -53,8 +61,21 @@ impl LibraryOptions {
     /// Detects the library's architecture from its file header, starts a server of that architecture
     /// and loads the library into it. A 64-bit library gets a 64-bit server: isolated from the client,
     /// so a crash in it is an error here, not the end of this process.
+    ///
+    /// A bare name (`libc.so.6`) is resolved by the *server's* dynamic loader, exactly as the server
+    /// resolves its own dependencies, so `libc.so.6` is the C library the server already runs on; the
+    /// server's architecture is the one asked for with [`LibraryOptions::arch`], else that of the first
+    /// file of that name bitbridge finds, else the client's own. [`Library::file`] tells the file used.
     pub fn open(&self) -> Result<Library> {
-        let path = self.resolve()?;
+        if self.is_bare_name() {
+            let arch = self
+                .arch
+                .or_else(|| self.resolve().ok().and_then(|p| inspect(&p).ok()).map(|i| i.arch))
+                .or_else(|| bitbridge_proto::Target::host().map(|t| t.arch))
+                .unwrap_or(Arch::X86_64);
+            return self.server.spawn(arch)?.load(&self.path);
+        }
+        let path = self.path.clone();
         let info = inspect(&path)?;
         if let Some(a) = self.arch.filter(|a| *a != info.arch) {
             return Err(Error::UnsupportedArchitecture {
@@ -76,7 +97,22 @@ impl LibraryOptions {
     #[cfg(feature = "in-process")]
     #[allow(unsafe_code)]
     pub unsafe fn open_in_process(&self) -> Result<Library> {
-        let path = self.resolve()?;
+        if self.is_bare_name() {
+            let host = bitbridge_proto::Target::host().map(|t| t.arch);
+            if let Some(a) = self.arch.filter(|a| Some(*a) != host) {
+                return Err(Error::UnsupportedArchitecture {
+                    path: self.path.clone(),
+                    found: format!("asked for as {a}"),
+                    hint: "; in-process loading needs the client's own architecture: use open() to host it in a server"
+                        .into(),
+                });
+            }
+            // SAFETY: forwarded to our caller by this function's contract.
+            let server = unsafe { Server::in_process() };
+            // Resolved by this process's own loader, like the server's loader for `open`.
+            return server.load(&self.path);
+        }
+        let path = self.path.clone();
         let info = inspect(&path)?;
         let host = bitbridge_proto::Target::host().map(|t| t.arch);
         if Some(info.arch) != host {
@@ -104,11 +140,18 @@ struct LibInner {
     server: Server,
     id: u32,
     path: String,
+    file: Option<PathBuf>,
 }
 
 impl Library {
-    pub(crate) fn new(server: Server, id: u32, path: String) -> Library {
-        Library { inner: Arc::new(LibInner { server, id, path }) }
+    pub(crate) fn new(server: Server, id: u32, path: String, file: Option<PathBuf>) -> Library {
+        Library { inner: Arc::new(LibInner { server, id, path, file }) }
+    }
+
+    /// The file the server loaded: for a bare name (`libc.so.6`), where the server's own dynamic loader
+    /// found it (see [`Server::loaded_file`]). `None` if the server's memory map could not be read.
+    pub fn file(&self) -> Option<&Path> {
+        self.inner.file.as_deref()
     }
 
     /// Opens the library at `path` in a server of its own architecture (see [`LibraryOptions::open`]).
@@ -121,7 +164,7 @@ impl Library {
         &self.inner.server
     }
 
-    /// The path the library was loaded from.
+    /// The path or bare name the library was opened with ([`Library::file`] is the file the server loaded).
     pub fn path(&self) -> &str {
         &self.inner.path
     }
@@ -155,7 +198,7 @@ impl Library {
                 server.register_function(func, self.inner.id, name, &sig);
                 Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address })
             }
-            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(server.broken(crate::server::unexpected(&other))),
             Err(e) => Err(map_symbol_error(name, e)),
         }
     }
@@ -193,7 +236,7 @@ impl Library {
     pub fn symbol(&self, name: &str) -> Result<u64> {
         match self.inner.server.request(Request::Symbol { lib: self.inner.id, symbol: name.into() }, None) {
             Ok(Reply::Address(a)) => Ok(a),
-            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Ok(other) => Err(self.inner.server.broken(crate::server::unexpected(&other))),
             Err(e) => Err(map_symbol_error(name, e)),
         }
     }

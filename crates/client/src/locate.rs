@@ -2,8 +2,10 @@
 //!
 //! In order: an explicit path; `BITBRIDGE_SERVER_<ARCH>` (a file) or `BITBRIDGE_SERVER_DIR` (a folder);
 //! beside the running executable (`bitbridge-server-i686`, as installed); the Cargo target directory
-//! the executable runs from, or this workspace's (`target/i686-unknown-linux-gnu/{release,debug}`).
-//! Every candidate's ELF header is checked, so a server built for the wrong target is never started.
+//! the executable runs from, or `$CARGO_TARGET_DIR` (`target/i686-unknown-linux-gnu/{release,debug}`).
+//! No build directory is compiled in. Every candidate's ELF header is checked, so a server built for the
+//! wrong target is never started, and so are its owner and mode: a file that another user could have
+//! replaced (writable by group or others, or owned by someone other than this user or root) is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -58,12 +60,36 @@ pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(found)
 }
 
+/// Whether only this user (or root) could have put the file there: refused when it is writable by group
+/// or others, or owned by another user than this one and root.
+fn trusted(p: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = p.metadata().map_err(|e| e.to_string())?;
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by {} (mode {mode:04o})",
+            if mode & 0o002 != 0 { "others" } else { "its group" }
+        ));
+    }
+    let me = rustix::process::getuid().as_raw();
+    if m.uid() != 0 && m.uid() != me {
+        return Err(format!("it is owned by user {}, not by this user ({me}) or root", m.uid()));
+    }
+    Ok(())
+}
+
 fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     let mut searched = Vec::new();
     let mut wrong = Vec::new();
+    let mut untrusted = Vec::new();
     let mut check = |p: PathBuf, searched: &mut Vec<PathBuf>| -> Option<PathBuf> {
         searched.push(p.clone());
         if !p.is_file() {
+            return None;
+        }
+        if let Err(reason) = trusted(&p) {
+            untrusted.push((p, reason));
             return None;
         }
         match executable_arch(&p) {
@@ -81,6 +107,9 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if let Some(p) = check(p.to_path_buf(), &mut searched) {
             return Ok(p);
+        }
+        if let Some((path, reason)) = untrusted.pop() {
+            return Err(Error::UntrustedServer { path, reason });
         }
     } else {
         if let Some(p) = std::env::var_os(env_name(arch)) {
@@ -110,7 +139,6 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
             targets.push(PathBuf::from(t));
         }
-        targets.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
         let mut built = Vec::new();
         for t in targets {
             for profile in ["release", "debug"] {
@@ -137,6 +165,7 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         if arch == Arch::X86 { " (needs `rustup target add i686-unknown-linux-gnu` and gcc-multilib)" } else { "" },
         env_name(arch)
     );
+    wrong.extend(untrusted.iter().map(|(p, why)| format!("{} was refused: {why}", p.display())));
     if !wrong.is_empty() {
         hint = format!("{}; {hint}", wrong.join("; "));
     }

@@ -6,7 +6,7 @@
 //! with no hand-off, and a reply for another thread is stored for it and the thread woken. A server that
 //! runs calls concurrently (see [`ServerOptions::concurrent`]) can thus answer out of order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bitbridge_proto::{decode_results, decode_returned, encode_call_bulk};
+use bitbridge_proto::{decode_results, encode_call_bulk};
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
@@ -32,8 +32,11 @@ use crate::process::{self, ServerProcess};
 pub struct ServerOptions {
     server_path: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    env_clear: bool,
+    env_remove: Vec<OsString>,
     library_dirs: Vec<PathBuf>,
     startup_timeout: Duration,
+    load_timeout: Duration,
     call_timeout: Option<Duration>,
     restart: bool,
     workers: u32,
@@ -46,8 +49,11 @@ impl Default for ServerOptions {
         ServerOptions {
             server_path: None,
             env: Vec::new(),
+            env_clear: false,
+            env_remove: Vec::new(),
             library_dirs: Vec::new(),
             startup_timeout: Duration::from_secs(30),
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
             call_timeout: None,
             restart: false,
             workers: 1,
@@ -75,6 +81,20 @@ impl ServerOptions {
         self
     }
 
+    /// Starts the server with none of this process's environment: only what [`ServerOptions::env`]
+    /// and [`ServerOptions::library_dir`] set, and bitbridge's own variables.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// Keeps the variable `key` of this process's environment from the server (as
+    /// `Command::env_remove`; a value set with [`ServerOptions::env`] still applies).
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
     /// Adds a directory where the server's loader looks for the library's own dependencies (it is put
     /// in front of the server's `LD_LIBRARY_PATH`; msl-loadlib's `append_environ_path`/`add_dll_directory`).
     pub fn library_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -85,6 +105,14 @@ impl ServerOptions {
     /// How long the server may take to start and greet the client (default 30 s).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// How long loading one library may take, its initialisers included (default
+    /// [`DEFAULT_LOAD_TIMEOUT`], 30 s, whatever `call_timeout` says: a constructor is not the caller's
+    /// work). When it passes, the server is killed and [`Server::load`] fails with [`Error::LoadTimeout`].
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
         self
     }
 
@@ -173,27 +201,31 @@ impl ServerOptions {
     /// Starts the process and reads its greeting.
     fn connect(&self, arch: Arch) -> Result<Link> {
         let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
-        let (mut proc_, stream) = process::spawn(&path, &self.environment())?;
+        let inherit = process::Inherit { clear: self.env_clear, remove: &self.env_remove };
+        let (mut proc_, stream) = process::spawn(&path, &self.environment(), inherit)?;
         let pid = proc_.pid();
         let fail = |proc_: &mut ServerProcess, e: Error| {
             proc_.reap(Duration::ZERO);
             e
         };
         let io = |e| Error::Io(e);
-        // A zero timeout would mean "none" to the OS.
-        let startup = self.startup_timeout.max(Duration::from_micros(1));
-        let halves =
-            stream.set_read_timeout(Some(startup)).and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
+        let halves = stream.try_clone().and_then(|r| Ok((r, stream.try_clone()?)));
         let (r, w) = match halves {
             Ok(h) => h,
             Err(e) => return Err(fail(&mut proc_, io(e))),
         };
-        let mut recv: Box<dyn Transport> = Box::new(SocketTransport(StreamTransport::new(r)));
-        let mut send: Box<dyn Transport> = Box::new(SocketTransport(StreamTransport::new(w)));
+        let pidfd = proc_.pidfd.clone();
+        // The greeting is small: a larger one is refused before anything is allocated for it.
+        let mut greeting = StreamTransport::with_max_frame(process::Watched::new(r, pidfd.clone()), GREETING_MAX);
+        greeting.get_mut().deadline = Some(Instant::now() + self.startup_timeout);
         let mut buf = Vec::new();
-        let hello = match recv.recv(&mut buf) {
+        let hello = match greeting.recv(&mut buf) {
             Ok(()) => check_hello(&buf, &path),
             Err(FrameError::TimedOut) => Err(Error::StartupTimeout { pid, after: self.startup_timeout }),
+            Err(FrameError::TooLarge { len, max }) => Err(Error::Handshake(format!(
+                "{} is not a bitbridge server: its greeting announces {len} bytes, a greeting is at most {max}",
+                path.display()
+            ))),
             Err(_) => {
                 let status = proc_.reap(Duration::from_secs(2));
                 let stderr = proc_.stderr.text(Duration::from_millis(200));
@@ -208,13 +240,14 @@ impl ServerOptions {
             Ok(h) => h,
             Err(e) => return Err(fail(&mut proc_, e)),
         };
-        if let Err(e) = stream.set_read_timeout(None) {
-            return Err(fail(&mut proc_, io(e)));
-        }
+        greeting.set_max_frame(DEFAULT_MAX_FRAME);
+        let mut recv: Box<dyn Transport> = Box::new(SocketTransport(greeting));
+        let mut send: Box<dyn Transport> =
+            Box::new(SocketTransport(StreamTransport::new(process::Watched::new(w, pidfd.clone()))));
         if self.shared_memory {
             let shm = bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new).and_then(|seg| {
                 bitbridge_shm::send_segment(&stream, &seg)?;
-                let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone())?;
+                let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone(), pidfd.clone())?;
                 Ok((seg, watch, stream.try_clone()?, stream.try_clone()?))
             });
             match shm {
@@ -226,7 +259,7 @@ impl ServerOptions {
             }
         }
         let fd_sock = if self.shared_memory { Some(stream) } else { None };
-        Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid })
+        Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid, path: Some(path) })
     }
 }
 
@@ -239,6 +272,8 @@ struct Link {
     process: Option<ServerProcess>,
     hello: Hello,
     pid: u32,
+    /// The server binary.
+    path: Option<PathBuf>,
 }
 
 fn check_hello(buf: &[u8], path: &Path) -> Result<Hello> {
@@ -278,6 +313,8 @@ pub struct Server {
 
 struct Inner {
     target: Target,
+    /// The server binary started (`None` in-process).
+    path: Option<PathBuf>,
     in_process: bool,
     /// How to start it again, for `restart_on_failure` (`None` in-process).
     respawn: Option<(ServerOptions, Arch)>,
@@ -361,6 +398,16 @@ impl fmt::Debug for Callback {
 const ARENA_THRESHOLD: u64 = 256 * 1024;
 /// The largest arena: what a 32-bit server can reasonably map.
 const ARENA_MAX: u64 = 1 << 30;
+/// How long loading a library may take by default (see [`ServerOptions::load_timeout`]).
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest greeting accepted (a real one is under 100 bytes).
+pub(crate) const GREETING_MAX: u32 = 4096;
+/// A frame that has begun must be complete within this time, whatever the call's own deadline: a
+/// server sends each frame in one go (1 GiB takes about a second), so a frame stopped part-way means
+/// a broken or hostile server.
+pub const FRAME_STALL: Duration = Duration::from_secs(10);
+/// How often a reader with no deadline checks whether a frame has stalled.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 struct SendHalf {
     transport: Box<dyn Transport>,
@@ -370,11 +417,12 @@ struct SendHalf {
 struct RecvHalf {
     transport: Box<dyn Transport>,
     buf: Vec<u8>,
-    timeout: Option<Duration>,
+    /// When the frame being received was first seen unfinished.
+    begun: Option<Instant>,
 }
 
-/// The socket transport, with read timeouts.
-struct SocketTransport(StreamTransport<UnixStream>);
+/// The socket transport: frames over the watched socket, whose deadline is the transport's timeout.
+struct SocketTransport(StreamTransport<process::Watched>);
 
 impl Transport for SocketTransport {
     fn send(&mut self, frame: &[u8]) -> std::result::Result<(), FrameError> {
@@ -383,19 +431,25 @@ impl Transport for SocketTransport {
     fn recv(&mut self, buf: &mut Vec<u8>) -> std::result::Result<(), FrameError> {
         self.0.recv(buf)
     }
+    fn in_frame(&self) -> bool {
+        self.0.in_frame()
+    }
+    fn set_max_frame(&mut self, max: u32) {
+        self.0.set_max_frame(max);
+    }
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
-        // A zero timeout means "none" to the OS: never ask for one.
-        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.0.get_ref().set_read_timeout(t).map_err(FrameError::Io)
+        self.0.get_mut().deadline = timeout.map(|t| Instant::now() + t);
+        Ok(())
     }
     fn set_send_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<(), FrameError> {
-        let t = timeout.map(|t| t.max(Duration::from_micros(1)));
-        self.0.get_ref().set_write_timeout(t).map_err(FrameError::Io)
+        self.0.get_mut().deadline = timeout.map(|t| Instant::now() + t);
+        Ok(())
     }
 }
 
 struct State {
-    pending: HashSet<u64>,
+    /// Requests awaiting a reply, each with the largest reply frame it allows.
+    pending: HashMap<u64, u32>,
     replies: HashMap<u64, Result<Reply, RemoteError>>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
@@ -491,7 +545,7 @@ impl Server {
         let hello = check_hello(&buf, Path::new("<in-process>")).expect("the in-process host greets correctly");
         let pid = std::process::id();
         let target = Target { arch: hello.arch, os: hello.os };
-        let link = Link { send: Box::new(Shared(shared)), recv, fd_sock: None, process: None, hello, pid };
+        let link = Link { send: Box::new(Shared(shared)), recv, fd_sock: None, process: None, hello, pid, path: None };
         Server::new(link, target, true, None)
     }
 
@@ -500,15 +554,16 @@ impl Server {
         Server {
             inner: Arc::new(Inner {
                 target,
+                path: link.path,
                 in_process,
                 respawn,
                 call_timeout,
                 pid: AtomicU32::new(link.pid),
                 next_id: AtomicU64::new(1),
                 send: Mutex::new(SendHalf { transport: link.send, out: Vec::new() }),
-                recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), timeout: None }),
+                recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), begun: None }),
                 state: Mutex::new(State {
-                    pending: HashSet::new(),
+                    pending: HashMap::new(),
                     replies: HashMap::new(),
                     generation: 0,
                     waiters: 0,
@@ -534,6 +589,12 @@ impl Server {
         self.inner.target
     }
 
+    /// The server binary this server runs (`None` in-process): the one [`find_server`](crate::find_server)
+    /// chose, or `ServerOptions::server_path`.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
     /// The server's process id (this process's own id in-process). Changes when the server is restarted.
     pub fn pid(&self) -> u32 {
         self.inner.pid.load(Ordering::Relaxed)
@@ -556,13 +617,16 @@ impl Server {
         let p = path
             .to_str()
             .ok_or_else(|| Error::NotALibrary { path: path.into(), reason: "the path is not valid UTF-8".into() })?;
+        self.check_singleton(path)?;
         let lib = self.next_handle();
-        match self.request(Request::Load { lib, path: p.to_owned() }, None) {
+        let after = self.inner.respawn.as_ref().map_or(DEFAULT_LOAD_TIMEOUT, |(o, _)| o.load_timeout);
+        match self.request(Request::Load { lib, path: p.to_owned() }, Some(after)) {
             Ok(Reply::Done) => {
                 lock(&self.inner.registry).libs.insert(lib, p.to_owned());
-                Ok(Library::new(self.clone(), lib, p.to_owned()))
+                let file = self.loaded_file(p);
+                Ok(Library::new(self.clone(), lib, p.to_owned(), file))
             }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(other) => Err(self.broken(unexpected(&other))),
             Err(Error::Remote(RemoteError { kind: ErrorKind::LoadFailed, message })) => {
                 let dirs = self.inner.respawn.as_ref().map(|(o, _)| o.search_dirs()).unwrap_or_default();
                 let missing = if path.is_file() {
@@ -572,7 +636,43 @@ impl Server {
                 };
                 Err(Error::Load { path: p.to_owned(), message, missing })
             }
+            Err(Error::Timeout { pid }) => Err(Error::LoadTimeout { path: p.to_owned(), pid, after }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The file the server's loader uses for `name`: a path, or a bare name (`libc.so.6`) as the server's
+    /// dynamic loader resolved it. Read from the server's memory map, so it is the file actually
+    /// loaded; `None` when nothing of that name is mapped (not loaded, or the map cannot be read).
+    pub fn loaded_file(&self, name: impl AsRef<Path>) -> Option<PathBuf> {
+        let name = name.as_ref();
+        let files = crate::detect::mapped_files(self.pid());
+        if name.components().count() > 1 {
+            return files.into_iter().find(|f| crate::detect::same_file(f, name));
+        }
+        let name = name.to_str()?;
+        let by_name = files.iter().find(|f| f.file_name().is_some_and(|n| n == name));
+        by_name.cloned().or_else(|| files.into_iter().find(|f| crate::detect::soname(f).as_deref() == Some(name)))
+    }
+
+    /// Refuses a path that is another copy of a system library already in the server (see
+    /// [`Error::DuplicateSystemLibrary`]).
+    fn check_singleton(&self, path: &Path) -> Result<()> {
+        if path.components().count() <= 1 || !path.is_file() {
+            return Ok(());
+        }
+        let Some(soname) = crate::detect::soname(path) else { return Ok(()) };
+        if !crate::detect::SINGLETONS.contains(&soname.as_str()) {
+            return Ok(());
+        }
+        let loaded = crate::detect::mapped_files(self.pid()).into_iter().find(|f| {
+            (f.file_name().is_some_and(|n| n == soname.as_str())
+                || crate::detect::soname(f).as_deref() == Some(soname.as_str()))
+                && !crate::detect::same_file(f, path)
+        });
+        match loaded {
+            Some(loaded) => Err(Error::DuplicateSystemLibrary { path: path.to_path_buf(), soname, loaded }),
+            None => Ok(()),
         }
     }
 
@@ -591,8 +691,10 @@ impl Server {
                 lock(&self.inner.registry).service = Some(options);
                 Ok(())
             }
-            Reply::Raised { kind, message } => Err(Error::Raised { call: "the constructor".into(), kind, message }),
-            other => Err(unexpected(&other)),
+            Reply::Raised { kind, message } => {
+                Err(Error::Raised { call: "the constructor".into(), kind: bounded(kind), message: bounded(message) })
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -600,8 +702,10 @@ impl Server {
     pub(crate) fn service_request(&self, request: Request, call: &str, timeout: Option<Duration>) -> Result<Vec<u8>> {
         match self.request(request, timeout)? {
             Reply::Bytes(b) => Ok(b),
-            Reply::Raised { kind, message } => Err(Error::Raised { call: call.to_string(), kind, message }),
-            other => Err(unexpected(&other)),
+            Reply::Raised { kind, message } => {
+                Err(Error::Raised { call: call.to_string(), kind: bounded(kind), message: bounded(message) })
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -636,7 +740,7 @@ impl Server {
     pub fn alloc(&self, size: u64, align: u32) -> Result<u64> {
         match self.request(Request::Alloc { size, align }, None)? {
             Reply::Address(a) => Ok(a),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -653,8 +757,12 @@ impl Server {
     /// Reads `len` bytes at an address of the server. An unmapped address is an error, not a crash.
     pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
         match self.request(Request::Read { addr, len }, None)? {
-            Reply::Bytes(b) => Ok(b),
-            other => Err(unexpected(&other)),
+            Reply::Bytes(b) if b.len() as u64 == len => Ok(b),
+            Reply::Bytes(b) => {
+                let e = Error::Protocol(format!("the server answered a read of {len} bytes with {} bytes", b.len()));
+                Err(self.broken(e))
+            }
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -662,7 +770,7 @@ impl Server {
     pub fn read_cstring(&self, addr: u64) -> Result<Vec<u8>> {
         match self.request(Request::ReadString { addr, wide: false, max_len: u64::MAX }, None)? {
             Reply::Bytes(b) => Ok(b),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -731,9 +839,9 @@ impl Server {
                 return Err(self.fail(&mut st, FrameError::Io(e)));
             }
         }
-        match self.request_on(request, None, false)? {
+        match self.request_on(request, None, false, SMALL_REPLY)? {
             Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -761,10 +869,20 @@ impl Server {
         }
     }
 
+    /// The server broke the protocol (a reply of the wrong kind or size): it can no longer be trusted,
+    /// so it is ended, and every later request fails at once (or restarts it, when allowed).
+    pub(crate) fn broken(&self, e: Error) -> Error {
+        let mut st = lock(&self.inner.state);
+        if st.dead.is_none() {
+            self.bury(&mut st, Duration::ZERO);
+        }
+        e
+    }
+
     fn done(&self, req: Request) -> Result<()> {
         match self.request(req, None)? {
             Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
+            other => Err(self.broken(unexpected(&other))),
         }
     }
 
@@ -841,63 +959,63 @@ impl Server {
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
         let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
         call.variadic = variadic;
+        // What the reply may hold: the return value, the blocks that come back in it, a returned string.
+        let ret_size = match &sig.ret {
+            CType::Void => Some(0),
+            ty => target.layout(ty).ok().map(|l| l.size),
+        };
         let big: Vec<usize> = (0..call.blocks.len())
             .filter(|&i| call.blocks[i].len >= threshold && call.blocks[i].arena.is_none())
             .collect();
-        if big.is_empty() {
-            let returned = match self.request(Request::Call { func, call }, timeout)? {
-                Reply::Returned(r) => r,
-                other => return Err(unexpected(&other)),
-            };
-            let errno = returned.errno;
-            let (ret, outs) = decode_returned(&target, sig, args, &plan, returned).map_err(res_err)?;
-            return Ok(Outcome { ret, outs, errno });
-        }
-        // Restart first if needed, so the arena is attached to the server the call goes to.
-        self.ensure_running()?;
-        let mut guard = lock(&self.inner.arena);
+        let mut guard = None;
         let mut offsets = Vec::with_capacity(big.len());
-        let mut end = 0u64;
-        for &i in &big {
-            let off = end.next_multiple_of(u64::from(call.blocks[i].align.max(64)));
-            offsets.push(off);
-            end = off + call.blocks[i].len;
-        }
-        let arena = self.ensure_arena(&mut guard, end)?;
-        let mut deferred = deferred.into_iter().peekable();
-        for (&i, &off) in big.iter().zip(&offsets) {
-            let b = &mut call.blocks[i];
-            let dst = arena.bytes_mut(off, b.len);
-            while deferred.peek().is_some_and(|(bi, _)| (*bi as usize) < i) {
-                deferred.next();
+        if !big.is_empty() {
+            // Restart first if needed, so the arena is attached to the server the call goes to.
+            self.ensure_running()?;
+            let g = guard.insert(lock(&self.inner.arena));
+            let mut end = 0u64;
+            for &i in &big {
+                let off = end.next_multiple_of(u64::from(call.blocks[i].align.max(64)));
+                offsets.push(off);
+                end = off + call.blocks[i].len;
             }
-            match deferred.peek() {
-                Some((bi, src)) if *bi as usize == i => dst.copy_from_slice(src),
-                _ if !b.data.is_empty() => dst.copy_from_slice(&b.data),
-                _ => dst.fill(0),
+            let arena = self.ensure_arena(g, end)?;
+            let mut deferred = deferred.into_iter().peekable();
+            for (&i, &off) in big.iter().zip(&offsets) {
+                let b = &mut call.blocks[i];
+                let dst = arena.bytes_mut(off, b.len);
+                while deferred.peek().is_some_and(|(bi, _)| (*bi as usize) < i) {
+                    deferred.next();
+                }
+                match deferred.peek() {
+                    Some((bi, src)) if *bi as usize == i => dst.copy_from_slice(src),
+                    _ if !b.data.is_empty() => dst.copy_from_slice(&b.data),
+                    _ => dst.fill(0),
+                }
+                b.data = Vec::new();
+                b.arena = Some(off);
             }
-            b.data = Vec::new();
-            b.arena = Some(off);
         }
         let meta: Vec<(bool, Option<u64>, u64)> = call.blocks.iter().map(|b| (b.copy_back, b.arena, b.len)).collect();
-        let returned = match self.request(Request::Call { func, call }, timeout)? {
-            Reply::Returned(r) => r,
-            other => return Err(unexpected(&other)),
+        let back_sizes: Vec<u64> = meta.iter().filter(|(c, a, _)| *c && a.is_none()).map(|m| m.2).collect();
+        let allow = match (&sig.ret, ret_size) {
+            (CType::CStr | CType::WStr, _) | (_, None) => u64::from(DEFAULT_MAX_FRAME),
+            (_, Some(r)) => back_sizes.iter().fold(SMALL_REPLY + r, |a, b| a.saturating_add(*b)),
         };
-        let expected = meta.iter().filter(|(c, a, _)| *c && a.is_none()).count();
-        if returned.blocks.len() != expected {
-            return Err(Error::Protocol(format!(
-                "{} blocks came back, {expected} were expected",
-                returned.blocks.len()
-            )));
-        }
+        let returned = match self.request_on(Request::Call { func, call }, timeout, true, allow)? {
+            Reply::Returned(r) => r,
+            other => return Err(self.broken(unexpected(&other))),
+        };
+        check_returned(name, &sig.ret, ret_size, &back_sizes, &returned).map_err(|e| self.broken(e))?;
         let mut back = returned.blocks.iter();
+        let arena = guard.as_ref().and_then(|g| g.as_ref()).map(|(_, a)| a);
         let views: Vec<Option<&[u8]>> = meta
             .iter()
-            .map(|&(copy_back, at, len)| match (copy_back, at) {
-                (false, _) => None,
-                (true, Some(off)) => Some(arena.bytes(off, len)),
-                (true, None) => back.next().map(Vec::as_slice),
+            .map(|&(copy_back, at, len)| match (copy_back, at, arena) {
+                (false, _, _) => None,
+                (true, Some(off), Some(arena)) => Some(arena.bytes(off, len)),
+                (true, Some(_), None) => None,
+                (true, None, _) => back.next().map(Vec::as_slice),
             })
             .collect();
         let (ret, outs) = decode_results(&target, sig, args, &plan, &returned.value, returned.string.clone(), &views)
@@ -924,12 +1042,13 @@ impl Server {
 
     /// Sends one request and waits for its reply, for at most `timeout` (else the server's call timeout).
     pub(crate) fn request(&self, req: Request, timeout: Option<Duration>) -> Result<Reply> {
-        self.request_on(req, timeout, true)
+        let allow = reply_allowance(&req);
+        self.request_on(req, timeout, true, allow)
     }
 
     /// Sends a request; `restart`: a dead server may be restarted first (when allowed) rather than
-    /// failing the request.
-    fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool) -> Result<Reply> {
+    /// failing the request. `allow`: the largest reply frame the request can legitimately produce.
+    fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool, allow: u64) -> Result<Reply> {
         let inner = &*self.inner;
         if restart {
             self.ensure_running()?;
@@ -943,7 +1062,7 @@ impl Server {
         let parent = CALLBACK_PARENT.with(|p| p.borrow().last().copied());
         let generation = {
             let mut st = lock(&inner.state);
-            st.pending.insert(id);
+            st.pending.insert(id, u32::try_from(allow).unwrap_or(u32::MAX).min(DEFAULT_MAX_FRAME));
             st.generation
         };
         let sent = {
@@ -991,7 +1110,10 @@ impl Server {
                 continue;
             }
             if let Some(r) = st.replies.remove(&id) {
-                break r.map_err(Error::Remote);
+                break r.map_err(|mut e| {
+                    e.message = bounded(e.message);
+                    Error::Remote(e)
+                });
             }
             if st.generation != generation {
                 // Sent to a server that died and was replaced meanwhile.
@@ -1016,21 +1138,22 @@ impl Server {
                 continue;
             }
             st.reading = true;
+            let max = self.frame_limit(&st);
             drop(st);
-            let frame = self.read_frame(left);
+            let frame = self.read_frame(left, max);
             st = lock(&inner.state);
             st.reading = false;
             if st.waiters > 0 {
                 inner.wake.notify_all();
             }
             match frame {
-                Ok(Frame::Reply { id: rid, reply }) if st.pending.contains(&rid) => {
+                Ok(Frame::Reply { id: rid, reply }) if st.pending.contains_key(&rid) => {
                     st.replies.insert(rid, reply);
                 }
                 Ok(Frame::Reply { id: 0, reply: Err(e) }) if e.kind == ErrorKind::Protocol => {
                     // The server rejected a frame and closes the connection.
                     self.bury(&mut st, Duration::from_millis(500));
-                    break Err(Error::Protocol(format!("the server rejected a request: {}", e.message)));
+                    break Err(Error::Protocol(format!("the server rejected a request: {}", bounded(e.message))));
                 }
                 Ok(Frame::Reply { id: rid, .. }) => {
                     self.bury(&mut st, Duration::ZERO);
@@ -1068,15 +1191,56 @@ impl Server {
         result
     }
 
-    fn read_frame(&self, timeout: Option<Duration>) -> std::result::Result<Frame, ReadError> {
-        let mut r = lock(&self.inner.recv);
-        let RecvHalf { transport, buf, timeout: current } = &mut *r;
-        if timeout != *current {
-            transport.set_recv_timeout(timeout).map_err(ReadError::Frame)?;
-            *current = timeout;
+    /// The largest frame a reader may accept now: what the pending requests allow, or anything once
+    /// callbacks exist (the server may call one at any time, with arguments of any size).
+    fn frame_limit(&self, st: &State) -> u32 {
+        if self.inner.listening.load(Ordering::Relaxed) {
+            return DEFAULT_MAX_FRAME;
         }
-        transport.recv(buf).map_err(ReadError::Frame)?;
-        msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()))
+        st.pending.values().copied().max().unwrap_or(SMALL_REPLY as u32)
+    }
+
+    /// Reads one frame, waiting at most `timeout` (`None`: as long as it takes). A frame that has begun
+    /// but is not complete within [`FRAME_STALL`] is a protocol error, whatever the timeout.
+    fn read_frame(&self, timeout: Option<Duration>, max: u32) -> std::result::Result<Frame, ReadError> {
+        let mut r = lock(&self.inner.recv);
+        let RecvHalf { transport, buf, begun } = &mut *r;
+        transport.set_max_frame(max);
+        let end = timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let slice = end.map_or(STALL_CHECK, |e| e.saturating_duration_since(now).min(STALL_CHECK));
+            transport.set_recv_timeout(Some(slice)).map_err(ReadError::Frame)?;
+            match transport.recv(buf) {
+                Ok(()) => {
+                    *begun = None;
+                    return msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()));
+                }
+                Err(FrameError::TimedOut) => {
+                    if transport.in_frame() {
+                        let since = *begun.get_or_insert(now);
+                        if since.elapsed() >= FRAME_STALL {
+                            return Err(ReadError::Protocol(format!(
+                                "a frame from the server stopped part-way and was not completed within {FRAME_STALL:?}"
+                            )));
+                        }
+                    }
+                    if end.is_some_and(|e| Instant::now() >= e) {
+                        return Err(ReadError::Frame(FrameError::TimedOut));
+                    }
+                }
+                Err(FrameError::TooLarge { len, max }) => {
+                    *begun = None;
+                    return Err(ReadError::Protocol(format!(
+                        "the server sent a frame of {len} bytes where the requests waiting allow at most {max}"
+                    )));
+                }
+                Err(e) => {
+                    *begun = None;
+                    return Err(ReadError::Frame(e));
+                }
+            }
+        }
     }
 
     /// Answers a request from the server: none are served yet (callbacks will be).
@@ -1154,7 +1318,7 @@ impl Server {
         lock(&self.inner.callbacks).insert(cb, entry.clone());
         let address = match self.request(Request::MakeCallback { cb, sig: sig.clone() }, None) {
             Ok(Reply::Address(a)) => a,
-            Ok(other) => return Err(unexpected(&other)),
+            Ok(other) => return Err(self.broken(unexpected(&other))),
             Err(e) => {
                 lock(&self.inner.callbacks).remove(&cb);
                 return Err(match e {
@@ -1187,6 +1351,7 @@ impl Server {
     /// the connection is over.
     fn listen_once(&self) -> bool {
         let inner = &*self.inner;
+        let max;
         {
             let mut st = lock(&inner.state);
             if st.dead.is_some() {
@@ -1212,15 +1377,16 @@ impl Server {
                 return true;
             }
             st.reading = true;
+            max = self.frame_limit(&st);
         }
-        let frame = self.read_frame(Some(Duration::from_millis(20)));
+        let frame = self.read_frame(Some(Duration::from_millis(20)), max);
         let mut st = lock(&inner.state);
         st.reading = false;
         if st.waiters > 0 {
             inner.wake.notify_all();
         }
         match frame {
-            Ok(Frame::Reply { id, reply }) if st.pending.contains(&id) => {
+            Ok(Frame::Reply { id, reply }) if st.pending.contains_key(&id) => {
                 st.replies.insert(id, reply);
                 true
             }
@@ -1361,7 +1527,7 @@ impl Server {
         }
         send.transport = link.send;
         recv.transport = link.recv;
-        recv.timeout = None;
+        recv.begun = None;
         *lock(&inner.fd_sock) = link.fd_sock;
         let mut st = lock(&inner.state);
         st.process = link.process;
@@ -1476,8 +1642,105 @@ impl Drop for Inner {
     }
 }
 
-fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected reply {reply:?}"))
+pub(crate) fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!("unexpected reply {}", quote(reply)))
+}
+
+/// The most of the peer's data an error message quotes.
+pub(crate) const QUOTE_MAX: usize = 200;
+/// The most of a message written by the server (a loader's error, a service's exception) an error keeps.
+pub(crate) const MESSAGE_MAX: usize = 4096;
+
+/// At most [`QUOTE_MAX`] bytes of `v`'s debug form, formatted no further than that (a 100 MB reply costs
+/// nothing to quote).
+pub(crate) fn quote(v: &impl fmt::Debug) -> String {
+    struct Bounded(String, bool);
+    impl fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = QUOTE_MAX - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.0.push_str(&s[..cut]);
+            self.1 = true;
+            Err(fmt::Error)
+        }
+    }
+    let mut b = Bounded(String::new(), false);
+    let _ = fmt::write(&mut b, format_args!("{v:?}"));
+    if b.1 {
+        b.0.push_str("...");
+    }
+    b.0
+}
+
+/// Cuts a message from the server to [`MESSAGE_MAX`] bytes, saying how long it was.
+pub(crate) fn bounded(mut message: String) -> String {
+    if message.len() > MESSAGE_MAX {
+        let total = message.len();
+        let mut cut = MESSAGE_MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("... ({total} bytes in all)"));
+    }
+    message
+}
+
+/// A call's reply must hold exactly what the request allows: the return type's bytes and each block
+/// sent to come back at the size it was sent; anything else is a protocol error naming both sizes.
+fn check_returned(
+    name: &str,
+    ret: &CType,
+    ret_size: Option<u64>,
+    back_sizes: &[u64],
+    returned: &bitbridge_proto::Returned,
+) -> Result<()> {
+    if let Some(want) = ret_size {
+        if returned.value.len() as u64 != want {
+            return Err(Error::Protocol(format!(
+                "`{name}` returns `{ret}`, {want} bytes, but the server sent {} bytes",
+                returned.value.len()
+            )));
+        }
+    }
+    if returned.blocks.len() != back_sizes.len() {
+        return Err(Error::Protocol(format!(
+            "{} blocks came back from `{name}`, {} were sent to come back",
+            returned.blocks.len(),
+            back_sizes.len()
+        )));
+    }
+    for (i, (b, want)) in returned.blocks.iter().zip(back_sizes).enumerate() {
+        if b.len() as u64 != *want {
+            return Err(Error::Protocol(format!(
+                "block {i} of `{name}` came back with {} bytes, {want} were sent",
+                b.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Room in a reply frame for its framing, an error message or a small answer.
+const SMALL_REPLY: u64 = 64 * 1024;
+
+/// The largest reply frame `req` can legitimately produce (calls compute theirs from the signature).
+fn reply_allowance(req: &Request) -> u64 {
+    match req {
+        Request::Read { len, .. } => SMALL_REPLY.saturating_add(*len),
+        // A string of any length, a service's result or a call whose return size is not known here.
+        Request::ReadString { .. } | Request::Call { .. } | Request::Invoke { .. } | Request::Get { .. } => {
+            u64::from(DEFAULT_MAX_FRAME)
+        }
+        _ => SMALL_REPLY,
+    }
 }
 
 impl fmt::Debug for Server {

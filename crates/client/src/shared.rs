@@ -83,7 +83,8 @@ impl SharedOptions {
             .ok_or_else(|| bad(format!("{len} elements of `{ty}`")))?;
         let mut desc = Vec::new();
         msg::encode(&Desc { target: self.target, ty: ty.clone(), len }, &mut desc);
-        let mem = SharedMem::create(&self.backing, data_len, &desc, self.kind).map_err(Error::Io)?;
+        let mem = SharedMem::create(&self.backing, data_len, &desc, self.kind)
+            .map_err(|e| object_error("create", &self.backing, &e))?;
         Ok(SharedArray { mem: Arc::new(mem), target: self.target, ty, len, elem, locked: self.locked, lock_from: None })
     }
 
@@ -119,11 +120,20 @@ impl SharedArray {
     /// Opens an object another process created, by name or file; its type, length and target come from
     /// its header. Accesses take its lock.
     pub fn open(backing: &Backing) -> Result<SharedArray> {
-        let mem = SharedMem::open(backing).map_err(Error::Io)?;
-        let desc: Desc = msg::decode(&mem.type_desc()).map_err(|e| Error::Protocol(e.to_string()))?;
-        let elem = desc.target.layout(&desc.ty).map_err(|e| Error::Unsupported(e.to_string()))?.size;
-        if elem * u64::from(desc.len) != mem.data_len() {
-            return Err(Error::Protocol("the object's header does not match its size".into()));
+        let mem = SharedMem::open(backing).map_err(|e| object_error("open", backing, &e))?;
+        let broken = |reason: String| Error::SharedObject { action: "open", object: describe(backing), reason };
+        let desc: Desc = msg::decode(&mem.type_desc()).map_err(|e| {
+            broken(format!("not a bitbridge shared object: its type description does not decode ({e})"))
+        })?;
+        let elem =
+            desc.target.layout(&desc.ty).map_err(|e| broken(format!("its element type cannot be laid out: {e}")))?.size;
+        if elem.checked_mul(u64::from(desc.len)) != Some(mem.data_len()) {
+            return Err(broken(format!(
+                "not a bitbridge shared object: its header says {} elements of `{}` ({elem} bytes each) but it holds {} bytes",
+                desc.len,
+                desc.ty,
+                mem.data_len()
+            )));
         }
         Ok(SharedArray {
             mem: Arc::new(mem),
@@ -266,4 +276,31 @@ impl std::fmt::Debug for SharedArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SharedArray({}[{}] for {})", self.ty, self.len, self.target)
     }
+}
+
+/// How an object is named in errors: `shared object "frames" (/dev/shm/bitbridge-frames)`.
+fn describe(backing: &Backing) -> String {
+    match backing {
+        Backing::Named(n) => format!("shared object {n:?} (/dev/shm/bitbridge-{n})"),
+        Backing::File(p) => format!("shared object file {}", p.display()),
+        Backing::Anonymous => "an anonymous shared object".into(),
+    }
+}
+
+/// A failure to create or open an object, naming it and saying why in words.
+fn object_error(action: &'static str, backing: &Backing, e: &std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    let reason = match e.kind() {
+        K::NotFound if action == "open" => "it does not exist (no process created it, or its creator has dropped it)".into(),
+        K::NotFound => format!("its folder does not exist ({e})"),
+        K::AlreadyExists => match backing {
+            Backing::Named(n) => format!(
+                "it already exists (another process created it, or a crashed one left it: remove /dev/shm/bitbridge-{n} if nobody uses it)"
+            ),
+            _ => "the file already exists".into(),
+        },
+        K::PermissionDenied => format!("permission denied ({e})"),
+        _ => e.to_string(),
+    };
+    Error::SharedObject { action, object: describe(backing), reason }
 }

@@ -54,6 +54,17 @@ pub trait Transport: Send {
         let _ = timeout;
         Ok(())
     }
+    /// Limits the size of the frames [`Transport::recv`] accepts from now on (a larger one is
+    /// [`FrameError::TooLarge`], refused before its body is read where the length is announced).
+    /// Transports that cannot refuse frames ignore it.
+    fn set_max_frame(&mut self, max: u32) {
+        let _ = max;
+    }
+    /// Whether a frame has begun arriving and is not complete: a [`Transport::recv`] that timed out
+    /// part-way keeps what it read, and the next one continues the same frame.
+    fn in_frame(&self) -> bool {
+        false
+    }
     /// Limits how long [`Transport::send`] may wait for room (`None`: forever). Transports that cannot
     /// time out ignore it.
     fn set_send_timeout(&mut self, timeout: Option<std::time::Duration>) -> Result<(), FrameError> {
@@ -63,12 +74,25 @@ pub trait Transport: Send {
 }
 
 /// Length-prefixed frames over a byte stream.
+///
+/// A receive that times out part-way through a frame keeps what it has read: the next
+/// [`Transport::recv`] carries on from there, so a deadline applies to every byte of a frame (not only
+/// its start) and the stream never falls out of step. The body grows with the bytes actually read, never
+/// with the announced length alone.
 #[derive(Debug)]
 pub struct StreamTransport<S> {
     stream: S,
     max_frame: u32,
     scratch: Vec<u8>,
+    /// The frame being received: header bytes so far, and the body once the header is complete.
+    header: [u8; 4],
+    header_got: usize,
+    body: Vec<u8>,
 }
+
+/// The first read of a frame's body asks for at most this much; each later read at most doubles what
+/// has arrived, so memory follows the bytes received.
+const FIRST_CHUNK: usize = 64 * 1024;
 
 impl<S: Read + Write> StreamTransport<S> {
     /// Frames over `stream` with the default maximum frame size.
@@ -78,12 +102,27 @@ impl<S: Read + Write> StreamTransport<S> {
 
     /// Frames over `stream`, refusing frames longer than `max_frame` bytes.
     pub fn with_max_frame(stream: S, max_frame: u32) -> Self {
-        StreamTransport { stream, max_frame, scratch: Vec::new() }
+        StreamTransport { stream, max_frame, scratch: Vec::new(), header: [0; 4], header_got: 0, body: Vec::new() }
+    }
+
+    /// Changes the largest frame accepted from now on (a greeting is read with a small one).
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
     }
 
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    /// The underlying stream, mutably (to change its deadline, say).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    fn reset(&mut self) {
+        self.header_got = 0;
+        self.body.clear();
     }
 }
 
@@ -107,45 +146,58 @@ impl<S: Read + Write + Send> Transport for StreamTransport<S> {
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-        // A timeout counts only before a frame's first byte: once it has begun, the rest is waited for
-        // (abandoning it half-read would leave the stream out of step).
-        let mut header = [0u8; 4];
-        let got = read_full(&mut self.stream, &mut header, false)?;
-        if got == 0 {
-            return Err(FrameError::Closed);
+        while self.header_got < 4 {
+            match read_some(&mut self.stream, &mut self.header[self.header_got..])? {
+                0 if self.header_got == 0 => return Err(FrameError::Closed),
+                0 => {
+                    let got = self.header_got as u64;
+                    self.reset();
+                    return Err(FrameError::Truncated { got, want: 4 });
+                }
+                n => self.header_got += n,
+            }
         }
-        if got < 4 {
-            return Err(FrameError::Truncated { got: got as u64, want: 4 });
-        }
-        let len = u32::from_le_bytes(header);
+        let len = u32::from_le_bytes(self.header);
         if len > self.max_frame {
+            self.reset();
             return Err(FrameError::TooLarge { len: u64::from(len), max: self.max_frame });
         }
-        buf.clear();
-        buf.resize(len as usize, 0);
-        let got = read_full(&mut self.stream, buf, true)?;
-        if got < buf.len() {
-            return Err(FrameError::Truncated { got: got as u64, want: u64::from(len) });
+        let len = len as usize;
+        while self.body.len() < len {
+            let at = self.body.len();
+            let chunk = (len - at).min(at.max(FIRST_CHUNK));
+            self.body.resize(at + chunk, 0);
+            let got = read_some(&mut self.stream, &mut self.body[at..]);
+            self.body.truncate(at + got.as_ref().map_or(0, |n| *n));
+            if got? == 0 {
+                self.reset();
+                return Err(FrameError::Truncated { got: at as u64, want: len as u64 });
+            }
         }
+        std::mem::swap(buf, &mut self.body);
+        self.reset();
         Ok(())
+    }
+
+    fn in_frame(&self) -> bool {
+        self.header_got > 0
+    }
+
+    fn set_max_frame(&mut self, max: u32) {
+        self.max_frame = max;
     }
 }
 
-/// Reads until `buf` is full or the stream ends; returns the bytes read. A read timeout ends it only
-/// when nothing was read yet and `begun` is false.
-fn read_full(r: &mut impl Read, buf: &mut [u8], begun: bool) -> Result<usize, FrameError> {
-    let mut done = 0;
-    while done < buf.len() {
-        match r.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
+/// One read, retried on EINTR; a timeout is [`FrameError::TimedOut`] (what was read so far is kept by
+/// the caller).
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) && (begun || done > 0) => {}
             Err(e) => return Err(map_io(e)),
         }
     }
-    Ok(done)
 }
 
 fn map_io(e: io::Error) -> FrameError {
@@ -197,5 +249,53 @@ mod tests {
         assert!(matches!(t.recv(&mut buf), Err(FrameError::Truncated { got: 2, want: 10 })));
         let mut t = StreamTransport::new(Pipe(Cursor::new(vec![10, 0])));
         assert!(matches!(t.recv(&mut buf), Err(FrameError::Truncated { got: 2, want: 4 })));
+    }
+
+    /// Gives its pieces one read at a time; `None` is a timeout.
+    struct Script(std::collections::VecDeque<Option<Vec<u8>>>);
+    impl Read for Script {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            match self.0.pop_front() {
+                Some(Some(mut piece)) => {
+                    let n = piece.len().min(b.len());
+                    b[..n].copy_from_slice(&piece[..n]);
+                    if n < piece.len() {
+                        self.0.push_front(Some(piece.split_off(n)));
+                    }
+                    Ok(n)
+                }
+                Some(None) => Err(io::ErrorKind::TimedOut.into()),
+                None => Ok(0),
+            }
+        }
+    }
+    impl Write for Script {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_timeout_inside_a_frame_keeps_its_place_and_memory_follows_the_bytes_read() {
+        let pieces = [Some(vec![6, 0]), None, Some(vec![0, 0, b'a']), None, Some(b"bcdef".to_vec())];
+        let mut t = StreamTransport::new(Script(pieces.into_iter().collect()));
+        let mut buf = Vec::new();
+        assert!(!t.in_frame());
+        assert!(matches!(t.recv(&mut buf), Err(FrameError::TimedOut)));
+        assert!(t.in_frame());
+        assert!(matches!(t.recv(&mut buf), Err(FrameError::TimedOut)));
+        t.recv(&mut buf).unwrap();
+        assert_eq!(buf, b"abcdef");
+        assert!(!t.in_frame());
+
+        // A header announcing almost 1 GiB followed by 10 bytes: nothing near 1 GiB is allocated.
+        let len = (DEFAULT_MAX_FRAME - 1).to_le_bytes().to_vec();
+        let mut t = StreamTransport::new(Script([Some(len), Some(vec![7; 10]), None].into_iter().collect()));
+        assert!(matches!(t.recv(&mut buf), Err(FrameError::TimedOut)));
+        assert!(t.body.capacity() <= 2 * FIRST_CHUNK, "{} bytes reserved", t.body.capacity());
+        assert!(matches!(t.recv(&mut buf), Err(FrameError::Truncated { got: 10, .. })));
     }
 }

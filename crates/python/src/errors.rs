@@ -53,6 +53,15 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
             ("UnsupportedArchitecture", vec![("path", o(py, path.display().to_string()))])
         }
         Error::ServerNotFound { arch, .. } => ("ServerNotFound", vec![("arch", o(py, arch.to_string()))]),
+        Error::UntrustedServer { path, .. } => ("UntrustedServer", vec![("path", o(py, path.display().to_string()))]),
+        Error::SharedObject { object, .. } => ("SharedObjectError", vec![("object", o(py, object.clone()))]),
+        Error::LoadTimeout { path, pid, .. } => {
+            ("LoadTimeout", vec![("path", o(py, path.clone())), ("pid", o(py, *pid))])
+        }
+        Error::DuplicateSystemLibrary { path, loaded, .. } => (
+            "DuplicateSystemLibrary",
+            vec![("path", o(py, path.display().to_string())), ("loaded", o(py, loaded.display().to_string()))],
+        ),
         Error::Spawn { .. } => ("SpawnError", vec![]),
         Error::Handshake(_) => ("HandshakeError", vec![]),
         Error::ServerDied { pid, status, stderr } => {

@@ -68,9 +68,10 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
             "concurrent" => o.concurrent(v.extract()?),
             "shared_memory" => o.shared_memory(v.extract()?),
             "spin" => o.spin(secs(&v, &key)?),
+            "load_timeout" => o.load_timeout(secs(&v, &key)?),
             other => {
                 return Err(PyTypeError::new_err(format!(
-                    "unknown server option {other:?}: use server_path, library_dirs, env, startup_timeout, call_timeout, restart_on_failure, concurrent, shared_memory or spin"
+                    "unknown server option {other:?}: use server_path, server_dir, library_dirs, env, startup_timeout, load_timeout, call_timeout, restart_on_failure, concurrent, shared_memory or spin"
                 )))
             }
         };

@@ -325,25 +325,54 @@ fn peer_gone(sock: &UnixStream) -> bool {
     }
 }
 
-/// Watches the socket for the peer's end: a thread blocked reading it, which on EOF raises a flag and
-/// wakes every sleeper on the segment's futex words, so a death is seen at once, not at the next
-/// liveness check. Only for the side that never reads the socket otherwise (the client).
+/// Whether `fd` (a pidfd) is readable now: the process it refers to has exited.
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN)];
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// Watches for the peer's end: a thread blocked until the socket reaches EOF or, given a pidfd, the
+/// peer *process* exits (a child the library forked may hold the socket open: the process, not the
+/// socket, says when the server is gone). It then raises a flag and wakes every sleeper on the
+/// segment's futex words, so a death is seen at once, not at the next liveness check. Only for the
+/// side that never reads the socket otherwise (the client).
 #[derive(Debug, Clone)]
-pub struct Watch(Arc<std::sync::atomic::AtomicBool>);
+pub struct Watch {
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    pidfd: Option<Arc<OwnedFd>>,
+}
 
 impl Watch {
-    /// Starts watching `sock` (a clone of the connection) for EOF.
-    pub fn start(sock: UnixStream, seg: Arc<Segment>) -> io::Result<Watch> {
+    /// Starts watching `sock` (a clone of the connection) for EOF, and `pidfd` (the peer process's) for
+    /// its exit.
+    pub fn start(sock: UnixStream, seg: Arc<Segment>, pidfd: Option<Arc<OwnedFd>>) -> io::Result<Watch> {
         let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = gone.clone();
+        let pid = pidfd.clone();
         std::thread::Builder::new().name("bitbridge-watch".into()).spawn(move || {
+            use rustix::event::{PollFd, PollFlags};
             let mut b = [0u8; 64];
-            // The server never writes to the socket after its greeting: a read returns only at its end.
+            // The server never writes to the socket after its greeting: it becomes readable only at its end.
             loop {
-                match rustix::net::recv(&sock, &mut b, RecvFlags::empty()) {
-                    Ok((0, _)) => break,
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                let mut fds = vec![PollFd::new(&sock, PollFlags::IN)];
+                if let Some(p) = &pid {
+                    fds.push(PollFd::new(&**p, PollFlags::IN));
+                }
+                match rustix::event::poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
                     Err(_) => break,
+                }
+                if fds.get(1).is_some_and(|f| !f.revents().is_empty()) {
+                    break; // the process exited
+                }
+                if !fds[0].revents().is_empty() {
+                    match rustix::net::recv(&sock, &mut b, RecvFlags::DONTWAIT) {
+                        Ok((0, _)) => break,
+                        Ok(_) | Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                        Err(_) => break,
+                    }
                 }
             }
             flag.store(true, Ordering::SeqCst);
@@ -351,11 +380,11 @@ impl Watch {
                 let _ = futex::wake(&seg.control(dir).state, futex::Flags::empty(), i32::MAX as u32);
             }
         })?;
-        Ok(Watch(gone))
+        Ok(Watch { gone, pidfd })
     }
 
     fn gone(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.gone.load(Ordering::SeqCst) || self.pidfd.as_deref().is_some_and(exited)
     }
 }
 
@@ -370,6 +399,11 @@ pub struct ShmTransport {
     spin: Duration,
     timeout: Option<Duration>,
     send_timeout: Option<Duration>,
+    /// The frame being received, kept when a receive times out part-way (the next one continues it).
+    partial: Vec<u8>,
+    in_frame: bool,
+    /// The largest frame accepted (chunks beyond it are refused as they arrive).
+    max_frame: u32,
 }
 
 impl ShmTransport {
@@ -385,6 +419,9 @@ impl ShmTransport {
             spin,
             timeout: None,
             send_timeout: None,
+            partial: Vec::new(),
+            in_frame: false,
+            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -399,6 +436,9 @@ impl ShmTransport {
             spin,
             timeout: None,
             send_timeout: None,
+            partial: Vec::new(),
+            in_frame: false,
+            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -424,7 +464,10 @@ impl ShmTransport {
                 }
                 n += 1;
                 // Reading the clock every 256 checks keeps the spin cheap.
-                if n % 4 == 0 && (Instant::now() >= spin_until || self.watch.as_ref().is_some_and(Watch::gone)) {
+                if n % 4 == 0
+                    && (Instant::now() >= spin_until
+                        || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed)))
+                {
                     break;
                 }
             }
@@ -452,6 +495,21 @@ impl ShmTransport {
                 return Err(FrameError::Closed);
             }
         }
+    }
+
+    /// Sends one chunk of a frame as is, `more` saying whether chunks follow: for tests that play a
+    /// peer which stops half-way through a frame. Not for normal use (see [`Transport::send`]).
+    #[doc(hidden)]
+    pub fn send_chunk(&mut self, chunk: &[u8], more: bool) -> Result<(), FrameError> {
+        let ctl = self.seg.control(self.send);
+        let n = chunk.len().min(self.seg.capacity);
+        self.wait_for(ctl, EMPTY, None)?;
+        // SAFETY: as in `send`: the mailbox is EMPTY and n fits the data area.
+        unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), self.seg.data(self.send), n) };
+        ctl.len.store(n as u32, Ordering::Relaxed);
+        ctl.more.store(u32::from(more), Ordering::Relaxed);
+        Self::publish(ctl, FULL);
+        Ok(())
     }
 
     fn publish(ctl: &Control, state: u32) {
@@ -488,34 +546,47 @@ impl Transport for ShmTransport {
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
         let ctl = self.seg.control(self.recv);
         let data = self.seg.data(self.recv);
-        // The timeout applies to the frame's start only: once a frame has begun, the rest is waited for
-        // (abandoning it half-read would leave the stream out of step).
-        let mut deadline = self.timeout.map(|t| Instant::now() + t);
-        buf.clear();
+        // The timeout applies to every chunk of the frame: a receive that times out part-way keeps the
+        // chunks it took, and the next receive continues the same frame (never out of step).
+        let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
             self.wait_for(ctl, FULL, deadline)?;
-            deadline = None;
             let len = (ctl.len.load(Ordering::Relaxed) as usize).min(self.seg.capacity);
             let more = ctl.more.load(Ordering::Relaxed) != 0;
-            if buf.len() + len > bitbridge_proto::DEFAULT_MAX_FRAME as usize {
-                return Err(FrameError::TooLarge {
-                    len: (buf.len() + len) as u64,
-                    max: bitbridge_proto::DEFAULT_MAX_FRAME,
-                });
+            let total = self.partial.len() + len;
+            if total > self.max_frame as usize {
+                // Taken off the mailbox, so the stream stays in step for whoever reads next.
+                Self::publish(ctl, EMPTY);
+                self.partial = Vec::new();
+                self.in_frame = false;
+                return Err(FrameError::TooLarge { len: total as u64, max: self.max_frame });
             }
-            let at = buf.len();
-            buf.reserve(len);
+            let at = self.partial.len();
+            // Grows with the chunks actually received.
+            self.partial.reserve(len);
             // SAFETY: the mailbox is FULL, so the sender does not touch the data area until we publish
-            // EMPTY; len is clamped to the area's capacity.
+            // EMPTY; len is clamped to the area's capacity and `reserve` made room for it.
             unsafe {
-                std::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(at), len);
-                buf.set_len(at + len);
+                std::ptr::copy_nonoverlapping(data, self.partial.as_mut_ptr().add(at), len);
+                self.partial.set_len(at + len);
             }
             Self::publish(ctl, EMPTY);
             if !more {
+                std::mem::swap(buf, &mut self.partial);
+                self.partial.clear();
+                self.in_frame = false;
                 return Ok(());
             }
+            self.in_frame = true;
         }
+    }
+
+    fn in_frame(&self) -> bool {
+        self.in_frame
+    }
+
+    fn set_max_frame(&mut self, max: u32) {
+        self.max_frame = max;
     }
 
     fn set_recv_timeout(&mut self, timeout: Option<Duration>) -> Result<(), FrameError> {

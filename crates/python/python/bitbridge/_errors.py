@@ -40,6 +40,43 @@ class ServerNotFound(Error, FileNotFoundError):
     arch: str | None = None
 
 
+class LoadError(Error, OSError):
+    """The server's dynamic loader refused the library. Attributes: ``path``, ``missing`` (the
+    dependencies not found on the library search path)."""
+
+    path: str | None = None
+    missing: list[str] | None = None
+
+
+class UntrustedServer(Error, PermissionError):
+    """A server program that others could have changed (writable by group or others, or owned by
+    another user) was refused. Attribute: ``path``."""
+
+    path: str | None = None
+
+
+class SharedObjectError(Error, OSError):
+    """A shared object could not be created or opened (it does not exist, it already exists, it is
+    not a bitbridge object). Attribute: ``object``."""
+
+    object: str | None = None
+
+
+class LoadTimeout(Error, TimeoutError):
+    """Loading the library (its initialisers) took longer than ``load_timeout``; the server was killed.
+    Attributes: ``path``, ``pid``."""
+
+    path: str | None = None
+    pid: int | None = None
+
+
+class DuplicateSystemLibrary(LoadError):
+    """A path to a second copy of a system library the server already runs on (a ``libc.so.6`` from
+    another folder): open it by name instead. Attributes: ``path``, ``loaded``."""
+
+    loaded: str | None = None
+
+
 class SpawnError(Error, OSError):
     """The server program could not be started."""
 
@@ -87,14 +124,6 @@ class UnsupportedError(Error):
 
 class ShutDown(Error):
     """The server was shut down; open the library again."""
-
-
-class LoadError(Error, OSError):
-    """The server's dynamic loader refused the library. Attributes: ``path``, ``missing`` (the
-    dependencies not found on the library search path)."""
-
-    path: str | None = None
-    missing: list[str] | None = None
 
 
 class SymbolNotFound(Error, AttributeError):
@@ -169,6 +198,10 @@ __all__ = [
     "ArgumentError",
     "CallbackError",
     "ConnectionError",
+    "DuplicateSystemLibrary",
+    "LoadTimeout",
+    "SharedObjectError",
+    "UntrustedServer",
     "ConnectionTimeoutError",
     "ResponseTimeoutError",
     "Server32Error",

@@ -71,10 +71,13 @@ pub(crate) fn copy_to_own_memory(src: *const u8, dst: *mut u8, len: usize) -> io
     }
 }
 
-/// Prepares the server process: takes the connection from fd 0, puts `/dev/null` in its place (a
-/// library that reads stdin gets EOF, not protocol bytes), and asks the kernel to kill this process
-/// when its parent dies. Returns the connection, or an error if the parent is already gone.
+/// Prepares the server process: closes every descriptor it inherited beyond 0-2 (the client's other
+/// files must not reach the library), takes the connection from fd 0, puts `/dev/null` in its place (a
+/// library that reads stdin gets EOF, not protocol bytes), asks the kernel to kill this process when its
+/// parent dies, and starts the process-group guard (see [`guard_process_group`]). Returns the
+/// connection, or an error if the parent is already gone.
 pub fn take_connection(parent: Option<u32>) -> io::Result<OwnedFd> {
+    close_from(3);
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and affects only this process.
     syscall!(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
     if let Some(p) = parent {
@@ -82,6 +85,9 @@ pub fn take_connection(parent: Option<u32>) -> io::Result<OwnedFd> {
         if unsafe { libc::getppid() } as u32 != p {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "the client exited before the server started"));
         }
+    }
+    if parent.is_some() {
+        guard_process_group()?;
     }
     // F_DUPFD_CLOEXEC: the connection must not leak into processes the library may spawn.
     let fd = syscall!(libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3))?;
@@ -91,4 +97,59 @@ pub fn take_connection(parent: Option<u32>) -> io::Result<OwnedFd> {
     syscall!(libc::dup2(null, 0))?;
     syscall!(libc::close(null))?;
     Ok(conn)
+}
+
+/// Closes every descriptor from `first` up (`close_range`, Linux 5.9; a loop on older kernels).
+fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process owns any above `first` yet
+    // (this runs before the connection is duplicated and before any library is loaded).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r != 0 {
+        // SAFETY: sysconf has no preconditions.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(first as libc::c_long + 1, 65536) as libc::c_int;
+        for fd in first as libc::c_int..max {
+            // SAFETY: as above; closing a descriptor that is not open is a harmless EBADF.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Makes sure that the processes a library starts do not outlive this server, however it ends (a
+/// crash, SIGKILL from the parent-death signal, a normal exit): forks a small guard process, before
+/// any library is loaded and while this process has one thread, which waits for this server's death
+/// (its own parent-death signal) and then kills the whole process group.
+///
+/// Only when this server leads its own process group (the client starts it so: every process the
+/// library forks joins that group); a server started otherwise is left alone, so another program's
+/// group is never killed. Limits: a process that leaves the group (`setsid`, `setpgid`) escapes, and
+/// so does everything if the guard itself is killed (the client still kills the group when it reaps
+/// the server).
+fn guard_process_group() -> io::Result<()> {
+    // SAFETY: getpid and getpgrp have no preconditions.
+    let (me, group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    if me != group {
+        return Ok(());
+    }
+    // SAFETY: this process has a single thread here (run() calls this first), so the child may run
+    // any code; it runs only the system calls below and never returns into Rust's runtime.
+    let pid = syscall!(libc::fork())?;
+    if pid != 0 {
+        return Ok(());
+    }
+    // The guard: no descriptor of the server's (the client's output pipes would otherwise stay open).
+    close_from(0);
+    // SAFETY: plain system calls on a signal set we own; `_exit` never returns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() == me {
+            // Returns when the server has died (or someone sent this guard SIGTERM: the group ends).
+            while libc::sigwaitinfo(&set, std::ptr::null_mut()) == -1 {}
+        }
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
 }
