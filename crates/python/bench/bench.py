@@ -105,7 +105,7 @@ def once_each(f: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def run(libs: dict[int, str], quick: bool) -> list[Table]:
+def run(libs: dict[int, str], quick: bool, tmp: Path | None = None) -> list[Table]:
     calls, batches = (2000, 15) if quick else (20000, 30)
     tables = []
 
@@ -168,7 +168,72 @@ def run(libs: dict[int, str], quick: bool) -> list[Table]:
         once_each(lambda: subprocess.run(["/bin/true"]), 5 if quick else 20),
     )
     tables.append(t)
+    if tmp is not None:
+        c64 = client64_rows(libs, tmp, quick)
+        if c64 is not None:
+            tables.append(c64)
     return tables
+
+
+BB_MODULE = """
+import os
+from bitbridge import Server32
+
+class Add32(Server32):
+    def __init__(self, host, port, **kwargs):
+        super().__init__(os.environ["BENCH_LIBRARY"], "cdll", host, port)
+
+    def add(self, a, b):
+        return a + b
+
+    def echo(self, x):
+        return x
+"""
+MSL_MODULE = BB_MODULE.replace("from bitbridge import Server32", "from msl.loadlib import Server32")
+
+
+def client64_rows(libs: dict[int, str], tmp: Path, quick: bool) -> Table | None:
+    """Client64/Server32: bitbridge's (a 32-bit CPython in a bitbridge server) beside msl-loadlib's (its
+    frozen 32-bit server, pickle over HTTP on a local port), when msl-loadlib is installed."""
+    try:
+        from msl.loadlib import Client64 as MslClient64
+    except ImportError:
+        MslClient64 = None  # noqa: N806
+    os.environ["BENCH_LIBRARY"] = libs[32]
+    (tmp / "bb_add32.py").write_text(BB_MODULE)
+    (tmp / "msl_add32.py").write_text(MSL_MODULE)
+    t = Table("Client64.request32 (the Server32 module in a 32-bit Python)")
+    reps = 3 if quick else 10
+    calls = 200 if quick else 2000
+    clients = [("bitbridge", lambda: bitbridge.Client64("bb_add32", append_sys_path=str(tmp)))]
+    if MslClient64 is not None:
+        clients.append(("msl-loadlib 1.1", lambda: MslClient64("msl_add32", append_sys_path=str(tmp))))
+    a = np.arange(1_000_000, dtype=np.float64)
+    for name, make in clients:
+        t.add(f"{name}: start to first request", once_each(lambda make=make: _start_and_add(make), reps))
+        c = make()
+        t.add(
+            f"{name}: request32('add', 1, 2)",
+            per_call(lambda c=c: c.request32("add", 1, 2), calls, 5 if quick else 15),
+        )
+        if name == "bitbridge":
+            t.add(
+                f"{name}: 1M float64 numpy array there and back",
+                once_each(lambda c=c: c.request32("echo", a), reps * 3),
+            )
+        # msl-loadlib pickles: a numpy array needs numpy in the 32-bit Python, so it goes as bytes.
+        t.add(
+            f"{name}: 1M float64 as bytes there and back",
+            once_each(lambda c=c: c.request32("echo", a.tobytes()), reps * 3),
+        )
+        c.shutdown_server32()
+    return t
+
+
+def _start_and_add(make: Callable[[], Any]) -> None:
+    c = make()
+    c.request32("add", 1, 2)
+    c.shutdown_server32()
 
 
 def _first_call(path: str) -> None:
@@ -200,7 +265,7 @@ def main() -> None:
         ]
         print(f"cpu: {_cpu[0] if _cpu else 'unknown'}; medians of batches, 10th/90th percentiles")
         print("\n## quiet machine\n")
-        for t in run(libs, args.quick):
+        for t in run(libs, args.quick, Path(d)):
             t.print()
         if args.no_load:
             return
@@ -210,7 +275,7 @@ def main() -> None:
             for h in hogs:
                 h.start()
             time.sleep(0.2)
-            for t in run(libs, True):
+            for t in run(libs, True, Path(d)):
                 t.print()
         finally:
             for h in hogs:

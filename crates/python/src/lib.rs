@@ -31,7 +31,7 @@ use errors::py_err;
 pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(ServerOptions, Option<PathBuf>)> {
     let mut o = ServerOptions::new();
     let mut dir = None;
-    let Some(kw) = kw else { return Ok((o, dir)) };
+    let Some(kw) = kw else { return Ok((o, default_server_dir())) };
     let secs = |v: &Bound<'_, PyAny>, k: &str| -> PyResult<Duration> {
         let s: f64 = v.extract()?;
         Duration::try_from_secs_f64(s)
@@ -78,8 +78,30 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
     }
     if kw.get_item("server_path")?.is_some_and(|p| !p.is_none()) {
         dir = None; // an explicit server wins
+        return Ok((o, dir));
     }
-    Ok((o, dir))
+    Ok((o, dir.or_else(default_server_dir)))
+}
+
+/// The package's own servers (`bitbridge/_servers`, set at import), unless the environment names a
+/// server (`BITBRIDGE_SERVER_DIR`, `BITBRIDGE_SERVER_I686`, `BITBRIDGE_SERVER_X86_64`).
+static DEFAULT_SERVER_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn default_server_dir() -> Option<PathBuf> {
+    let chosen = ["BITBRIDGE_SERVER_DIR", "BITBRIDGE_SERVER_I686", "BITBRIDGE_SERVER_X86_64"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if chosen {
+        return None;
+    }
+    DEFAULT_SERVER_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Sets the folder of the servers used when no option or environment variable names one (the package
+/// calls it at import with its `_servers` folder).
+#[pyfunction]
+fn set_default_server_dir(dir: Option<PathBuf>) {
+    *DEFAULT_SERVER_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir;
 }
 
 /// The options with the server for `arch` from `dir`, if one was given.
@@ -312,19 +334,21 @@ impl PyLibrary {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyLibrary> {
         let (server, dir) = server_options(options)?;
-        let mut o = LibraryOptions::new(path);
+        let arch = arch.map(parse_arch).transpose()?;
+        let mut o = LibraryOptions::new(&path);
         if let Some(a) = arch {
-            o = o.arch(parse_arch(a)?);
+            o = o.arch(a);
         }
         let lib = py
             .detach(|| {
-                let server = match &dir {
-                    // The library's own architecture picks the file (an unreadable library fails in open).
-                    Some(_) => match bitbridge::inspect(&o.resolve()?) {
-                        Ok(info) => with_server_dir(server, dir, info.arch),
-                        Err(_) => server,
-                    },
-                    None => server,
+                // The server's file for the library's architecture: the one asked for, else the file's own
+                // (an unreadable file keeps the options as they are, and fails in open with its own error).
+                let arch = arch
+                    .or_else(|| bitbridge::inspect(&path).ok().map(|i| i.arch))
+                    .or_else(|| o.resolve().ok().and_then(|p| bitbridge::inspect(&p).ok()).map(|i| i.arch));
+                let server = match (&dir, arch) {
+                    (Some(_), Some(a)) => with_server_dir(server, dir, a),
+                    _ => server,
                 };
                 o.server(server).open()
             })
@@ -656,6 +680,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shared::PyShared>()?;
     m.add_class::<service::PyService>()?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(set_default_server_dir, m)?)?;
     m.add_function(wrap_pyfunction!(bench_rust_add, m)?)?;
     m.add_function(wrap_pyfunction!(bench_rust_sum, m)?)?;
     m.add("HOST_TARGET", target_name(host()))?;

@@ -34,18 +34,9 @@ def _packaged_servers() -> str | None:
     return str(d) if d.is_dir() else None
 
 
-def _options(options: dict) -> dict:
-    """Server options, with the servers shipped in the wheel unless the user chose a server."""
-    chosen = options.get("server_path") or options.get("server_dir")
-    env_chosen = any(
-        os.environ.get(k)
-        for k in ("BITBRIDGE_SERVER_DIR", "BITBRIDGE_SERVER_I686", "BITBRIDGE_SERVER_X86_64")
-    )
-    if not chosen and not env_chosen:
-        packaged = _packaged_servers()
-        if packaged:
-            options = {**options, "server_dir": packaged}
-    return options
+# The servers shipped in the wheel serve every Server and CDLL unless an option or a
+# BITBRIDGE_SERVER_* variable names another.
+_native.set_default_server_dir(_packaged_servers())
 
 
 class RemotePointer:
@@ -434,7 +425,7 @@ class CDLL:
         if server is not None:
             self._lib = server.load(self._name)
         else:
-            self._lib = _native.Library.open(self._name, arch, **_options(options))
+            self._lib = _native.Library.open(self._name, arch, **options)
         self._handle = self._lib
 
     @property

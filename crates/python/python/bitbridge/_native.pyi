@@ -7,6 +7,9 @@ from typing import Any
 HOST_TARGET: str
 
 def version() -> str: ...
+def set_default_server_dir(dir: str | None) -> None:
+    """The folder of the servers used when no option or BITBRIDGE_SERVER_* variable names one."""
+
 def bench_rust_add(library: str, n: int, symbol: str = "add") -> float:
     """Seconds per `add(int, int)` call through the Rust API, `n` calls."""
 
