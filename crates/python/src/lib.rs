@@ -622,13 +622,19 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// Opens a library for the benchmark's Rust rows with the servers the Python rows use.
+fn bench_open(library: &std::path::Path) -> bitbridge::Result<bitbridge::Library> {
+    let arch = bitbridge::inspect(library)?.arch;
+    LibraryOptions::new(library).server(with_server_dir(ServerOptions::new(), default_server_dir(), arch)).open()
+}
+
 /// Calls `add(a, b)` of `library` `n` times through the Rust API (no Python in the loop) and returns
 /// the seconds per call: the benchmark's "Rust API" row, measured in the same run as the Python rows.
 #[pyfunction]
 #[pyo3(signature = (library, n, symbol="add"))]
 fn bench_rust_add(py: Python<'_>, library: PathBuf, n: u32, symbol: &str) -> PyResult<f64> {
     py.detach(|| -> bitbridge::Result<f64> {
-        let lib = bitbridge::Library::open(&library)?;
+        let lib = bench_open(&library)?;
         let add = lib.function(symbol, Signature::new(CType::Int).arg(CType::Int).arg(CType::Int))?;
         for _ in 0..1000 {
             add.call(&[1.into(), 2.into()])?;
@@ -649,7 +655,7 @@ fn bench_rust_add(py: Python<'_>, library: PathBuf, n: u32, symbol: &str) -> PyR
 #[pyo3(signature = (library, len, n, symbol="sum4"))]
 fn bench_rust_sum(py: Python<'_>, library: PathBuf, len: u32, n: u32, symbol: &str) -> PyResult<Vec<f64>> {
     py.detach(|| -> bitbridge::Result<Vec<f64>> {
-        let lib = bitbridge::Library::open(&library)?;
+        let lib = bench_open(&library)?;
         let sum = lib.function(symbol, Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int))?;
         let data: Vec<f64> = (0..len).map(f64::from).collect();
         let call = || {
