@@ -3,14 +3,15 @@
 //! baselines (an in-process libffi call, spawning `/bin/true`, a `memcpy`).
 //!
 //! Every row names its transport and wait mode: "shm, spin" is the shared-memory transport spinning up to
-//! 50 us before sleeping on a futex (the default); "shm, futex" never spins; "socket" is the socketpair
+//! 50 us before sleeping on a futex (the default); "shm, adaptive" spins only while it catches the peer;
+//! "shm, futex" never spins; "socket" is the socketpair
 //! with blocking reads.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitbridge::{Arch, CType, Error, Library, LibraryOptions, Server, ServerOptions, Signature, Value};
+use bitbridge::{Arch, CType, Error, Library, LibraryOptions, Server, ServerOptions, Signature, Value, WaitMode};
 use bitbridge_tests::{fixture, Backend, Bits};
 
 /// Runs `f` in batches until `budget` is spent; returns per-call times (ns) of each batch, sorted.
@@ -98,8 +99,9 @@ fn round_trips(budget: Duration) {
     for (bits, arch) in [(Bits::B64, "x86_64"), (Bits::B32, "i686")] {
         for (mode, opts, batch) in [
             ("socket", ServerOptions::new().shared_memory(false), 200),
-            ("shm, spin", ServerOptions::new(), 5_000),
-            ("shm, futex (no spin)", ServerOptions::new().spin(Duration::ZERO), 200),
+            ("shm, spin (default)", ServerOptions::new(), 5_000),
+            ("shm, adaptive", ServerOptions::new().wait_mode(WaitMode::Adaptive), 5_000),
+            ("shm, futex (no spin)", ServerOptions::new().wait_mode(WaitMode::Sleep), 200),
         ] {
             let lib = open(bits, "cpp_lib", opts);
             let add = add_of(&lib);
@@ -434,6 +436,7 @@ fn main() {
         std::env::consts::ARCH
     );
     println!("modes: \"shm, spin\" = shared memory, spin up to 50 us then futex (default); \"shm, futex\" = no spin;");
+    println!("       \"shm, adaptive\" = spin only while it catches the peer (<= 50 us), else futex;");
     println!("       \"socket\" = socketpair with blocking reads");
     round_trips(budget);
     callbacks(budget);
@@ -442,4 +445,93 @@ fn main() {
     bulk(budget);
     threads(budget);
     failures(budget);
+    contention(budget);
+}
+
+/// Load that oversubscribes the machine: two busy processes per vCPU at the same priority and one
+/// memory-bandwidth hog, all killed when this is dropped, and each ending by itself after 10 minutes
+/// whatever happens to the benchmark (bash's `SECONDS`, no wrapper process whose death would orphan it).
+struct Load(Vec<std::process::Child>);
+
+impl Load {
+    fn start(cpus: usize) -> Load {
+        let spawn = |script: &str| {
+            std::process::Command::new("bash")
+                .args(["-c", script])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("starting load")
+        };
+        let mut v: Vec<_> = (0..2 * cpus).map(|_| spawn("while [ $SECONDS -lt 600 ]; do :; done")).collect();
+        v.push(spawn("exec dd if=/dev/zero of=/dev/null bs=64M count=20000 2>/dev/null"));
+        std::thread::sleep(Duration::from_millis(200));
+        Load(v)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The same calls on an oversubscribed machine, each wait mode side by side: one client thread (latency)
+/// and eight (throughput per 100 ms round, the lowest and highest round), with 1, 2 and 4 server workers.
+fn contention(budget: Duration) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let modes: [(&str, ServerOptions); 4] = [
+        ("shm, spin (default)", ServerOptions::new()),
+        ("shm, adaptive", ServerOptions::new().wait_mode(WaitMode::Adaptive)),
+        ("shm, futex", ServerOptions::new().wait_mode(WaitMode::Sleep)),
+        ("socket", ServerOptions::new().shared_memory(false)),
+    ];
+    let load = Load::start(cpus);
+    header(&format!("loaded ({} busy processes + memcpy hog): add(), 1 thread", 2 * cpus), ["median", "p10", "p90"]);
+    for (mode, opts) in &modes {
+        let lib = open(Bits::B32, "cpp_lib", opts.clone());
+        let add = add_of(&lib);
+        let args = [Value::Int(2), Value::Int(3)];
+        let v = sample(budget, 100, || drop(black_box(add.call(&args).unwrap())));
+        row(&format!("i686 server, {mode}"), &v);
+    }
+    header("loaded: add() from 8 client threads, calls/s", ["min round", "max round", "median"]);
+    for workers in [1u32, 2, 4] {
+        for (mode, opts) in &modes {
+            let lib = open(Bits::B32, "cpp_lib", opts.clone().concurrent(workers));
+            let add = Arc::new(add_of(&lib));
+            let rounds = (budget.as_millis() / 100).max(5) as usize;
+            let mut per_round = Vec::new();
+            for _ in 0..rounds {
+                let start = Instant::now();
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let add = add.clone();
+                        std::thread::spawn(move || {
+                            let args = [Value::Int(2), Value::Int(3)];
+                            let mut n = 0u64;
+                            while start.elapsed() < Duration::from_millis(100) {
+                                add.call(&args).unwrap();
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+                per_round.push(total as f64 / start.elapsed().as_secs_f64());
+            }
+            per_round.sort_by(|a, b| a.total_cmp(b));
+            let name = format!("{workers} worker{}, {mode}", if workers > 1 { "s" } else { "" });
+            row3(
+                &name,
+                format!("{:.0}", per_round[0]),
+                format!("{:.0}", per_round[per_round.len() - 1]),
+                format!("{:.0}", per_round[per_round.len() / 2]),
+            );
+        }
+    }
+    drop(load);
 }

@@ -23,5 +23,8 @@ pub use locate::{find_server, server_file_name};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
 
+/// How a shared-memory connection waits (see [`ServerOptions::wait_mode`]).
+pub use bitbridge_shm::WaitMode;
+
 /// The wire contract shared with the server (types, layouts, messages), for advanced use.
 pub use bitbridge_proto as proto;

@@ -164,7 +164,7 @@ pub(crate) fn spawn(
         // Its own process group, which processes the library starts join: killed with the server.
         .process_group(0);
     // Only what this client sets: a stray BITBRIDGE_WORKERS could run a library on several threads.
-    for k in ["BITBRIDGE_SHM", "BITBRIDGE_SPIN_US", "BITBRIDGE_WORKERS"] {
+    for k in ["BITBRIDGE_SHM", "BITBRIDGE_SPIN_US", "BITBRIDGE_WAIT", "BITBRIDGE_WORKERS"] {
         cmd.env_remove(k);
     }
     for (k, v) in env {

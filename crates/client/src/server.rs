@@ -42,6 +42,7 @@ pub struct ServerOptions {
     workers: u32,
     shared_memory: bool,
     spin: Duration,
+    wait: bitbridge_shm::WaitMode,
 }
 
 impl Default for ServerOptions {
@@ -59,6 +60,7 @@ impl Default for ServerOptions {
             workers: 1,
             shared_memory: true,
             spin: bitbridge_shm::DEFAULT_SPIN,
+            wait: bitbridge_shm::WaitMode::Spin,
         }
     }
 }
@@ -157,6 +159,20 @@ impl ServerOptions {
         self
     }
 
+    /// How each side of a shared-memory connection waits for the other: [`WaitMode::Spin`] (the
+    /// default) spins for the [`ServerOptions::spin`] time, then sleeps on a futex; [`WaitMode::Adaptive`]
+    /// spins only while spinning catches the peer and otherwise sleeps at once (better latency for one
+    /// calling thread on an oversubscribed machine, worse throughput for many: see its documentation);
+    /// [`WaitMode::Sleep`] never spins.
+    ///
+    /// [`WaitMode::Adaptive`]: bitbridge_shm::WaitMode::Adaptive
+    /// [`WaitMode::Spin`]: bitbridge_shm::WaitMode::Spin
+    /// [`WaitMode::Sleep`]: bitbridge_shm::WaitMode::Sleep
+    pub fn wait_mode(mut self, wait: bitbridge_shm::WaitMode) -> Self {
+        self.wait = wait;
+        self
+    }
+
     /// Starts a server process for `arch`.
     pub fn spawn(&self, arch: Arch) -> Result<Server> {
         let link = self.connect(arch)?;
@@ -183,6 +199,7 @@ impl ServerOptions {
         if self.shared_memory {
             env.push(("BITBRIDGE_SHM".into(), "1".into()));
             env.push(("BITBRIDGE_SPIN_US".into(), self.spin.as_micros().to_string().into()));
+            env.push(("BITBRIDGE_WAIT".into(), self.wait.name().into()));
         }
         env
     }
@@ -252,8 +269,11 @@ impl ServerOptions {
             });
             match shm {
                 Ok((seg, watch, a, b)) => {
-                    recv = Box::new(bitbridge_shm::ShmTransport::client(seg.clone(), a, watch.clone(), self.spin));
-                    send = Box::new(bitbridge_shm::ShmTransport::client(seg, b, watch, self.spin));
+                    recv = Box::new(
+                        bitbridge_shm::ShmTransport::client(seg.clone(), a, watch.clone(), self.spin)
+                            .wait_mode(self.wait),
+                    );
+                    send = Box::new(bitbridge_shm::ShmTransport::client(seg, b, watch, self.spin).wait_mode(self.wait));
                 }
                 Err(e) => return Err(fail(&mut proc_, io(e))),
             }

@@ -69,9 +69,16 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
             "shared_memory" => o.shared_memory(v.extract()?),
             "spin" => o.spin(secs(&v, &key)?),
             "load_timeout" => o.load_timeout(secs(&v, &key)?),
+            "wait" => {
+                let name: String = v.extract()?;
+                let mode = bitbridge::WaitMode::from_name(&name).ok_or_else(|| {
+                    PyValueError::new_err(format!("wait must be 'adaptive', 'spin' or 'sleep', not {name:?}"))
+                })?;
+                o.wait_mode(mode)
+            }
             other => {
                 return Err(PyTypeError::new_err(format!(
-                    "unknown server option {other:?}: use server_path, server_dir, library_dirs, env, startup_timeout, load_timeout, call_timeout, restart_on_failure, concurrent, shared_memory or spin"
+                    "unknown server option {other:?}: use server_path, server_dir, library_dirs, env, startup_timeout, load_timeout, call_timeout, restart_on_failure, concurrent, shared_memory, spin or wait"
                 )))
             }
         };

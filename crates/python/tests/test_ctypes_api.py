@@ -114,3 +114,16 @@ def bitbridge_pointer(lib: Any, address: int) -> Any:
     import bitbridge
 
     return bitbridge.RemotePointer(lib.server, address, None)
+
+
+@pytest.mark.parametrize("wait", ["spin", "adaptive", "sleep"])
+def test_every_wait_mode_gives_the_same_answers(wait: str) -> None:
+    lib = bct.CDLL(build("edge", 32), wait=wait)
+    lib.id_int.argtypes, lib.id_int.restype = [bct.c_int], bct.c_int
+    assert [lib.id_int(i) for i in range(200)] == list(range(200))
+    lib.server.shutdown()
+
+
+def test_an_unknown_wait_mode_is_named() -> None:
+    with pytest.raises(ValueError, match="wait must be 'adaptive', 'spin' or 'sleep', not \"busy\""):
+        bct.CDLL(build("edge", 32), wait="busy")

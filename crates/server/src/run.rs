@@ -22,11 +22,12 @@ fn connect(
     conn: UnixStream,
     shm: bool,
     spin: std::time::Duration,
+    wait: bitbridge_shm::WaitMode,
 ) -> std::io::Result<(Box<dyn Transport>, Box<dyn Transport>)> {
     if shm {
         let seg = std::sync::Arc::new(bitbridge_shm::recv_segment(&conn)?);
-        let recv = bitbridge_shm::ShmTransport::server(seg.clone(), conn.try_clone()?, spin);
-        let send = bitbridge_shm::ShmTransport::server(seg, conn, spin);
+        let recv = bitbridge_shm::ShmTransport::server(seg.clone(), conn.try_clone()?, spin).wait_mode(wait);
+        let send = bitbridge_shm::ShmTransport::server(seg, conn, spin).wait_mode(wait);
         Ok((Box::new(recv), Box::new(send)))
     } else {
         let send = StreamTransport::new(conn.try_clone()?);
@@ -64,6 +65,8 @@ pub fn run(handler: Option<Arc<dyn Handler>>) -> ExitCode {
         .and_then(|s| s.parse().ok())
         .map(std::time::Duration::from_micros)
         .unwrap_or(bitbridge_shm::DEFAULT_SPIN);
+    let wait =
+        std::env::var("BITBRIDGE_WAIT").ok().and_then(|w| bitbridge_shm::WaitMode::from_name(&w)).unwrap_or_default();
     let mut greeting = StreamTransport::new(&conn);
     let mut hello = Vec::new();
     msg::encode(&crate::hello(std::process::id()), &mut hello);
@@ -72,7 +75,7 @@ pub fn run(handler: Option<Arc<dyn Handler>>) -> ExitCode {
         return ExitCode::from(2);
     }
     let fd_socket = if shm { conn.try_clone().ok() } else { None };
-    let (transport, sender) = match connect(conn, shm, spin) {
+    let (transport, sender) = match connect(conn, shm, spin, wait) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{}: cannot set up the connection: {e}", program());
