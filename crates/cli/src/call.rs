@@ -199,7 +199,9 @@ fn arg_name(p: &Prototype, i: usize) -> String {
     }
 }
 
-fn load_code(e: &anyhow::Error) -> u8 {
+/// The exit code of a failure to open a library: 1 when the loader or the library refused it, 3 when it
+/// is not a library this machine can host (the codes `--help` documents).
+pub(crate) fn load_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(
             Error::Load { .. }

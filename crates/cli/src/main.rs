@@ -144,18 +144,8 @@ fn one_line(s: &str) -> String {
 fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
     match cli.command {
         Command::Info { library, arch, library_dirs, no_load, server } => {
-            info(&library, arch, &library_dirs, no_load, server).map_err(|error| {
-                let code = match error.downcast_ref::<Error>() {
-                    Some(
-                        Error::Load { .. }
-                        | Error::LoadTimeout { .. }
-                        | Error::DuplicateSystemLibrary { .. }
-                        | Error::ServerDied { .. },
-                    ) => 1,
-                    _ => 3,
-                };
-                call::Failure { code, error }
-            })
+            info(&library, arch, &library_dirs, no_load, server)
+                .map_err(|error| call::Failure { code: call::load_code(&error), error })
         }
         Command::Call { library, arch, prototype, args, headers, defines, json, library_dirs, server, timeout } => {
             call::run(call::CallArgs {
