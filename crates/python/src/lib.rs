@@ -20,10 +20,12 @@ mod ctype;
 mod errors;
 mod service;
 mod shared;
+mod unlocked;
 
 use convert::{to_py, to_value, write_back, Cx};
 use ctype::{host, parse_arch, target_name, PyCType};
 use errors::py_err;
+pub(crate) use unlocked::Unlocked;
 
 /// Server options from keyword arguments (`bitbridge.CDLL(path, **options)`); an unknown key is a
 /// `TypeError` naming it. `server_dir` (a folder holding `bitbridge-server-<arch>`, as the wheel ships
@@ -123,12 +125,12 @@ fn with_server_dir(o: ServerOptions, dir: Option<PathBuf>, arch: bitbridge::Arch
 #[pyclass(frozen, name = "Server", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PyServer {
-    pub server: Server,
+    pub server: Unlocked<Server>,
 }
 
 impl PyServer {
     pub fn wrap(server: Server) -> PyServer {
-        PyServer { server }
+        PyServer { server: Unlocked::new(server) }
     }
 
     fn cx(&self) -> Cx<'_> {
@@ -146,13 +148,13 @@ impl PyServer {
         let (o, dir) = server_options(options)?;
         let o = with_server_dir(o, dir, arch);
         let server = py.detach(|| o.spawn(arch)).map_err(py_err(py))?;
-        Ok(PyServer { server })
+        Ok(PyServer { server: Unlocked::new(server) })
     }
 
     /// Loads another library into this server.
     fn load(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyLibrary> {
         let lib = py.detach(|| self.server.load(&path)).map_err(py_err(py))?;
-        Ok(PyLibrary { lib })
+        Ok(PyLibrary { lib: Unlocked::new(lib) })
     }
 
     /// The server's target: `"i686"` or `"x86_64"`.
@@ -235,7 +237,7 @@ impl PyServer {
         };
         let cb = py.detach(|| self.server.callback(sig, f)).map_err(py_err(py))?;
         let address = cb.value().as_pointer().unwrap_or(0);
-        Ok(PyCallback { _cb: cb, address })
+        Ok(PyCallback { _cb: Unlocked::new(cb), address })
     }
 
     /// Shuts the server down; returns `(exit_code, signal, stdout, stderr)` (one of the first two is
@@ -315,7 +317,7 @@ fn format_exception(py: Python<'_>, e: &PyErr) -> String {
 #[pyclass(frozen, name = "Callback", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PyCallback {
-    _cb: bitbridge::Callback,
+    _cb: Unlocked<bitbridge::Callback>,
     /// The server's address of the callback's code.
     #[pyo3(get)]
     address: u64,
@@ -325,7 +327,7 @@ pub struct PyCallback {
 #[pyclass(frozen, name = "Library", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PyLibrary {
-    lib: bitbridge::Library,
+    lib: Unlocked<bitbridge::Library>,
 }
 
 #[pymethods]
@@ -360,13 +362,13 @@ impl PyLibrary {
                 o.server(server).open()
             })
             .map_err(py_err(py))?;
-        Ok(PyLibrary { lib })
+        Ok(PyLibrary { lib: Unlocked::new(lib) })
     }
 
     /// The server hosting the library.
     #[getter]
     fn server(&self) -> PyServer {
-        PyServer { server: self.lib.server().clone() }
+        PyServer::wrap(self.lib.server().clone())
     }
 
     /// The path the library was loaded from.
@@ -415,8 +417,8 @@ impl PyLibrary {
 #[pyclass(frozen, name = "Function", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PyFunction {
-    f: bitbridge::Function,
-    server: Server,
+    f: Unlocked<bitbridge::Function>,
+    server: Unlocked<Server>,
     /// Which parameters' memory comes back (their index and pointee type).
     outs: Vec<(usize, CType)>,
 }
@@ -434,7 +436,7 @@ impl PyFunction {
                 _ => None,
             })
             .collect();
-        PyFunction { f, server, outs }
+        PyFunction { f: Unlocked::new(f), server: Unlocked::new(server), outs }
     }
 
     fn cx(&self) -> Cx<'_> {

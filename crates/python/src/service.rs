@@ -15,7 +15,7 @@ use crate::errors::py_err;
 #[pyclass(frozen, name = "Service", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PyService {
-    client: ServiceClient,
+    client: crate::Unlocked<ServiceClient>,
 }
 
 fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
@@ -41,7 +41,7 @@ impl PyService {
         let (server, _) = crate::server_options(options)?;
         let start = bitbridge_pyvalue::encode(start)?;
         let client = py.detach(|| ServiceClient::spawn_encoded(&program, start, server)).map_err(py_err(py))?;
-        Ok(PyService { client })
+        Ok(PyService { client: crate::Unlocked::new(client) })
     }
 
     /// Calls method (or reads attribute) `name` of the service object with `args` and `kwargs`; returns

@@ -26,7 +26,7 @@ pub struct PyShared {
 #[pyclass(frozen, name = "SharedArray", module = "bitbridge._native")]
 #[derive(Debug)]
 pub struct PySharedArray {
-    array: SharedArray,
+    array: crate::Unlocked<SharedArray>,
     name: Option<String>,
     /// Per server (by process id): the region it was mapped as, so each server maps it once.
     mapped: Mutex<HashMap<u32, Value>>,
@@ -56,14 +56,14 @@ impl PySharedArray {
             o = o.named(n);
         }
         let array = o.array(ctype.ty.clone(), length).map_err(py_err(py))?;
-        Ok(PySharedArray { array, name, mapped: Mutex::new(HashMap::new()) })
+        Ok(PySharedArray { array: crate::Unlocked::new(array), name, mapped: Mutex::new(HashMap::new()) })
     }
 
     /// Opens an object another process created with `name`; its type, length and target come from it.
     #[staticmethod]
     fn open(py: Python<'_>, name: String) -> PyResult<Self> {
         let array = SharedArray::open(&Backing::Named(name.clone())).map_err(py_err(py))?;
-        Ok(PySharedArray { array, name: Some(name), mapped: Mutex::new(HashMap::new()) })
+        Ok(PySharedArray { array: crate::Unlocked::new(array), name: Some(name), mapped: Mutex::new(HashMap::new()) })
     }
 
     /// The address of the first element in this process.

@@ -88,3 +88,31 @@ def test_an_exception_in_a_callback_fails_the_call_with_its_traceback() -> None:
         with pytest.raises(bitbridge.CallbackError, match="ValueError: no thanks 5"):
             lib.maybe_call(CB(bad), 5)
         assert lib.maybe_call(CB(lambda x: x + 1), 1) == 2  # the server is still fine
+
+
+def test_callbacks_from_eight_threads_at_once() -> None:
+    # A native object dropped with the GIL held used to wait for the server while another thread's
+    # callback waited for the GIL: the interpreter hung.
+    import threading
+
+    for b in BRIDGED:
+        ct = b.ct
+        lib = b.load("events", fresh=True, call_timeout=60)
+        CB = ct.CFUNCTYPE(ct.c_int, ct.c_int)
+        lib.maybe_call.restype, lib.maybe_call.argtypes = ct.c_int, [CB, ct.c_int]
+        errors: list = []
+
+        def work(k: int) -> None:
+            cb = CB(lambda x: x + k)
+            for i in range(300):
+                r = lib.maybe_call(cb, i)
+                if r != i + k:
+                    errors.append((k, i, r))
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads) and not errors
+        lib.server.shutdown()
