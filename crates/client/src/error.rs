@@ -130,6 +130,14 @@ pub enum Error {
     /// socket transport, an offset beyond a shared buffer).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// The server was started by the parent of this forked process: a child cannot use (or stop) it.
+    #[error(
+        "the server (pid {pid}) was started before this process forked and belongs to the parent; open the library again in the child"
+    )]
+    Forked {
+        /// The parent's server.
+        pid: u32,
+    },
     /// The server was shut down with [`Server::shutdown`](crate::Server::shutdown).
     #[error("the server was shut down")]
     ShutDown,

@@ -332,6 +332,9 @@ pub struct Server {
 }
 
 struct Inner {
+    /// The process's fork generation when the server was started (see
+    /// [`bitbridge_shm::fork_generation`]): a forked child must neither use nor stop its parent's server.
+    generation: u32,
     target: Target,
     /// The server binary started (`None` in-process).
     path: Option<PathBuf>,
@@ -573,6 +576,7 @@ impl Server {
         let call_timeout = respawn.as_ref().and_then(|(o, _)| o.call_timeout);
         Server {
             inner: Arc::new(Inner {
+                generation: bitbridge_shm::fork_generation(),
                 target,
                 path: link.path,
                 in_process,
@@ -1070,6 +1074,9 @@ impl Server {
     /// failing the request. `allow`: the largest reply frame the request can legitimately produce.
     fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool, allow: u64) -> Result<Reply> {
         let inner = &*self.inner;
+        if inner.generation != bitbridge_shm::fork_generation() {
+            return Err(Error::Forked { pid: self.pid() });
+        }
         if restart {
             self.ensure_running()?;
         } else if let Some(d) = &lock(&inner.state).dead {
@@ -1649,6 +1656,11 @@ impl Death {
 impl Drop for Inner {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if self.generation != bitbridge_shm::fork_generation() {
+            // A forked child's copy of its parent's server: leave the server (and its process) alone.
+            std::mem::forget(st.process.take());
+            return;
+        }
         if st.dead.is_none() {
             let s = self.send.get_mut().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::new();

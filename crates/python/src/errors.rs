@@ -85,6 +85,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::MessageTooLarge { .. } => ("MessageTooLarge", vec![]),
         Error::Unsupported(_) => ("UnsupportedError", vec![]),
         Error::ShutDown => ("ShutDown", vec![]),
+        Error::Forked { pid } => ("ForkedError", vec![("pid", o(py, *pid))]),
         Error::Load { path, missing, .. } => {
             ("LoadError", vec![("path", o(py, path.clone())), ("missing", o(py, missing.clone()))])
         }

@@ -150,3 +150,31 @@ def test_no_server_outlives_its_library(bridged: Any) -> None:
         time.sleep(0.01)
     else:
         raise AssertionError(f"server {pid} still runs after its library was dropped")
+
+
+def test_a_forked_child_cannot_use_its_parents_server(bridged: Any) -> None:
+    lib = bridged.load("edge", fresh=True)
+    lib.id_int.argtypes, lib.id_int.restype = [bct.c_int], bct.c_int
+    assert lib.id_int(1) == 1
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its calls are refused, and dropping the library leaves the server alone
+        try:
+            lib.id_int(2)
+            os.write(w, b"called")
+        except bitbridge.ForkedError as e:
+            os.write(w, b"forked" if "open the library again in the child" in str(e) else b"message")
+        except BaseException as e:  # noqa: BLE001 - report anything else to the parent
+            os.write(w, repr(e).encode()[:200])
+        finally:
+            del lib
+            import gc
+
+            gc.collect()
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 300) == b"forked"
+    for i in range(200):  # the parent's server is untouched
+        assert lib.id_int(i) == i
+    lib.server.shutdown()

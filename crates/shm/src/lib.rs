@@ -42,6 +42,24 @@ pub const LIVENESS: Duration = Duration::from_millis(5);
 /// best case while catching every reply that comes quicker.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
+/// How many times the process is a `fork()`ed child of the one that first asked: a connection made
+/// before a fork belongs to the parent (its server, its shared memory, its replies), and the child must
+/// neither use it nor shut it down. Counted by a `pthread_atfork` child handler, registered at the first
+/// call, so checking costs one atomic load.
+pub fn fork_generation() -> u32 {
+    static GENERATION: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only increments an atomic (async-signal-safe, as a child
+        // handler must be); nothing is unregistered later.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+    GENERATION.load(Ordering::SeqCst)
+}
+
 /// How one side of a shared-memory connection waits for the other.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WaitMode {

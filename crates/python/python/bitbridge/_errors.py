@@ -122,6 +122,14 @@ class UnsupportedError(Error):
     """Something bitbridge does not do (the message says what)."""
 
 
+class ForkedError(Error):
+    """This process is a ``fork()`` of the one that started the server: the server (and the library's
+    state in it) belongs to the parent. Open the library again in the child (``multiprocessing`` with
+    the fork start method runs children this way). Attribute: ``pid`` (the parent's server)."""
+
+    pid: int | None = None
+
+
 class ShutDown(Error):
     """The server was shut down; open the library again."""
 
@@ -199,6 +207,7 @@ __all__ = [
     "CallbackError",
     "ConnectionError",
     "DuplicateSystemLibrary",
+    "ForkedError",
     "LoadTimeout",
     "SharedObjectError",
     "UntrustedServer",
