@@ -315,7 +315,14 @@ fn oversized_values_are_refused_before_anything_is_sent() {
             Error::Argument { source, .. } => source.to_string(),
             other => panic!("{other}"),
         };
-        assert!(msg.contains("do not fit") || msg.contains("larger than the target's address space"), "{msg}");
+        assert!(
+            msg.contains("more than one block of memory may hold")
+                || msg.contains("larger than the target's address space"),
+            "{msg}"
+        );
+        // The Display carries the cause (where and why), not only "bad argument".
+        assert!(e.to_string().starts_with("bad argument to `get_two`: argument 1: "), "{e}");
+        assert!(!msg.contains("`memory of"), "{msg}");
         // Types nested deeper than the server decodes: refused when declared.
         let mut deep = CType::Int;
         for _ in 0..70 {
