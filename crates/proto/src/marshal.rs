@@ -65,6 +65,17 @@ pub enum MarshalErrorKind {
         /// The declared type.
         ty: String,
     },
+    /// More elements than one block of memory may hold (the target's address space, or the largest
+    /// block a call may carry).
+    #[error("{count} elements of `{ty}` are more than one block of memory may hold ({max} bytes)")]
+    TooLarge {
+        /// Elements asked for.
+        count: u64,
+        /// The element type.
+        ty: String,
+        /// The largest block, in bytes.
+        max: u64,
+    },
     /// The type has no layout.
     #[error(transparent)]
     Layout(#[from] LayoutError),
@@ -245,7 +256,9 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             CType::Struct(def) => match v {
                 Value::Struct(vals) => {
                     if vals.len() != def.fields.len() {
-                        return Err(self.mismatch(format!("{} values for `{ty}`", def.fields.len()), v));
+                        let n = def.fields.len();
+                        let what = if n == 1 { "value" } else { "values" };
+                        return Err(self.mismatch(format!("{n} {what} for `{ty}`"), v));
                     }
                     let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                     for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
@@ -379,9 +392,13 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
 
     /// `count` elements of `size` bytes, checked against the target's address space.
     fn total(&self, size: u64, count: u64, ty: &CType) -> Result<u64, MarshalError> {
-        size.checked_mul(count)
-            .filter(|t| *t <= self.target.max_address() && *t <= MAX_BLOCK)
-            .ok_or_else(|| self.err(MarshalErrorKind::TooLong { got: count as usize, ty: format!("memory of `{ty}`") }))
+        size.checked_mul(count).filter(|t| *t <= self.target.max_address() && *t <= MAX_BLOCK).ok_or_else(|| {
+            self.err(MarshalErrorKind::TooLarge {
+                count,
+                ty: ty.to_string(),
+                max: self.target.max_address().min(MAX_BLOCK),
+            })
+        })
     }
 
     /// Reserves a block and lays out the memory a pointer to `to` points to, given as `v`.
@@ -514,7 +531,13 @@ fn has_nested_pointer(ty: &CType) -> bool {
 /// Reads a value of type `ty` from bytes laid out for `target`. Pointers become [`Value::Pointer`],
 /// byte arrays [`Value::Bytes`], unions [`Value::Union`] (every member's view).
 pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
-    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")] }.fresh(ty, bytes)
+    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")], addrs: &[], in_block: false }
+        .fresh(ty, bytes)
+}
+
+/// Wide-character units read from the server (a `wchar_t *` string without its NUL) as text.
+pub fn decode_wide(target: &Target, units: &[u8]) -> String {
+    Reader { target, blocks: &[], next: 0, path: Vec::new(), addrs: &[], in_block: false }.wide_str(units)
 }
 
 /// Reads the arguments of a callback the server reports ([`Request::Callback`](crate::Request)):
@@ -585,7 +608,7 @@ pub fn encode_callback_result(
         };
         blocks.push(bytes);
     }
-    Ok(Returned { value, string: None, blocks, errno: None })
+    Ok(Returned { value, string: None, blocks, errno: None, addrs: Vec::new() })
 }
 
 /// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.
@@ -607,7 +630,7 @@ pub fn decode_returned(
     let mut back = returned.blocks.iter();
     let views: Vec<Option<&[u8]>> =
         plan.copy_back.iter().map(|&c| if c { back.next().map(Vec::as_slice) } else { None }).collect();
-    decode_results(target, sig, values, plan, &returned.value, returned.string, &views)
+    decode_results_at(target, sig, values, plan, &returned.value, returned.string, &views, &returned.addrs)
 }
 
 /// Like [`decode_returned`], with the content of each block after the call given directly (`None` for
@@ -621,7 +644,26 @@ pub fn decode_results(
     string: Option<Vec<u8>>,
     blocks: &[Option<&[u8]>],
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
-    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")] };
+    decode_results_at(target, sig, values, plan, value, string, blocks, &[])
+}
+
+/// Like [`decode_results`], knowing the server's address of every block (`addrs`, from
+/// [`Returned::addrs`]): a pointer inside a copied-back block that the library replaced (it no longer
+/// holds its block's address) is read back as [`Value::Pointer`] with the new address (`NULL`
+/// included), never as the old content of its block. [`follow_up`] lists them. With `addrs` empty,
+/// pointers are taken to be unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_results_at(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    plan: &CallPlan,
+    value: &[u8],
+    string: Option<Vec<u8>>,
+    blocks: &[Option<&[u8]>],
+    addrs: &[u64],
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")], addrs, in_block: false };
     let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
         (CType::CStr | CType::WStr, None) => Value::NULL,
@@ -647,6 +689,10 @@ struct Reader<'a, 's> {
     /// The number of the next block, counted in the encoder's order.
     next: u32,
     path: Vec<Seg<'s>>,
+    /// The server's address of each block (empty: unknown).
+    addrs: &'a [u64],
+    /// Whether the bytes being read are a block's content after the call (not an argument slot).
+    in_block: bool,
 }
 
 impl<'s> Reader<'_, 's> {
@@ -690,15 +736,21 @@ impl<'s> Reader<'_, 's> {
                 Ok(orig.clone())
             }
             (CType::CStr | CType::WStr, _) => {
+                let index = self.next;
                 self.next += 1; // its block never comes back
-                Ok(orig.clone())
+                Ok(self.replaced(index, bytes).unwrap_or_else(|| orig.clone()))
             }
             (CType::Pointer(to), _) => {
                 let index = self.next;
                 self.next += 1;
+                let replaced = self.replaced(index, bytes);
                 let blocks = self.blocks;
                 match blocks.get(index as usize) {
-                    Some(Some(block)) => self.pointee(to, orig, block),
+                    Some(Some(block)) => {
+                        let v = self.pointee(to, orig, block)?;
+                        // Walked either way, to keep the block count in step.
+                        Ok(replaced.unwrap_or(v))
+                    }
                     _ => {
                         // Not copied back (under an `In` parameter, whose value is not returned): walk it
                         // only to count the blocks nested in it.
@@ -762,8 +814,29 @@ impl<'s> Reader<'_, 's> {
         })
     }
 
+    /// When the pointer at the start of `bytes` (inside a block after the call) no longer holds the
+    /// address of its block `index`: the address it holds now.
+    fn replaced(&self, index: u32, bytes: &[u8]) -> Option<Value> {
+        if !self.in_block {
+            return None;
+        }
+        let block_addr = *self.addrs.get(index as usize)?;
+        let size = self.target.pointer_size() as usize;
+        let mut raw = [0u8; 8];
+        raw[..size].copy_from_slice(bytes.get(..size)?);
+        let now = u64::from_le_bytes(raw);
+        (now != block_addr).then_some(Value::Pointer(now))
+    }
+
     /// Reads the memory a pointer to `to` pointed to, shaped like `orig`.
     fn pointee(&mut self, to: &'s CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
+        let outer = std::mem::replace(&mut self.in_block, true);
+        let v = self.pointee_in(to, orig, block);
+        self.in_block = outer;
+        v
+    }
+
+    fn pointee_in(&mut self, to: &'s CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
         Ok(match orig {
             Value::Bytes(_) => Value::Bytes(block.to_vec()),
             Value::Str(_) if to.is_byte() => {
@@ -907,7 +980,7 @@ mod tests {
             let mut outer = data.blocks[0].data.clone();
             outer[..4].copy_from_slice(&3i32.to_le_bytes());
             let inner = [5.0f64.to_le_bytes(), 6.0f64.to_le_bytes()].concat();
-            let returned = Returned { value: vec![], string: None, blocks: vec![outer, inner], errno: None };
+            let returned = Returned { blocks: vec![outer, inner], ..Returned::default() };
             let (ret, outs) = decode_returned(&target, &sig, &v, &plan, returned).unwrap();
             assert_eq!(ret, Value::Void);
             assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);
