@@ -177,6 +177,11 @@ fn single<'v, 't>(v: &'v Value, lit: &Lit, ty: &'t CType) -> (&'v Value, &'t CTy
 fn prototype(decls: &mut Declarations, text: &str) -> Result<Prototype, Failure> {
     let t = text.trim();
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if decls.prototype(t).is_none() {
+            if let Some(e) = decls.unusable(t) {
+                return Err(usage(e));
+            }
+        }
         return decls.prototype(t).cloned().ok_or_else(|| {
             let names: Vec<&str> = decls.functions().map(|p| p.name.as_str()).take(12).collect();
             usage(anyhow!(

@@ -114,11 +114,17 @@ fn write_c(s: &mut String, v: &Value, ty: &CType, mode: Mode) {
                 _ => None,
             };
             s.push('{');
+            let mut first = true;
             for (i, x) in members.iter().enumerate() {
-                if i > 0 {
+                let field = def.as_ref().and_then(|d| d.fields.get(i));
+                if field.is_some_and(|f| f.bits.is_some() && f.name.is_empty()) {
+                    continue; // an unnamed bit-field is padding
+                }
+                if !first {
                     s.push_str(", ");
                 }
-                match def.as_ref().and_then(|d| d.fields.get(i)) {
+                first = false;
+                match field {
                     Some(f) if !f.name.is_empty() => {
                         write!(s, "{} = ", f.name).unwrap();
                         write_c(s, x, &f.ty, mode);
@@ -266,6 +272,9 @@ pub fn json(v: &Value, ty: &CType) -> serde_json::Value {
             let mut m = serde_json::Map::new();
             for (i, x) in members.iter().enumerate() {
                 let f = def.as_ref().and_then(|d| d.fields.get(i));
+                if f.is_some_and(|f| f.bits.is_some() && f.name.is_empty()) {
+                    continue; // an unnamed bit-field is padding
+                }
                 let key = f.map(|f| f.name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| i.to_string());
                 m.insert(key, json(x, f.map_or(&CType::Void, |f| &f.ty)));
             }

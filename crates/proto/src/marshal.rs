@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::msg::{Block, CallData, Loc, Reloc, Returned, MAX_BLOCK};
 use crate::target::{LayoutError, Os, Target};
-use crate::types::{CType, Direction, Signature};
+use crate::types::{CType, Direction, Field, Signature};
 use crate::value::{ExtF80, Value};
 
 /// A value that does not fit its declared type, naming where it is (`argument 2 -> [3] -> .x`).
@@ -261,11 +261,15 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                         return Err(self.mismatch(format!("{n} {what} for `{ty}`"), v));
                     }
                     let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
-                    for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
-                        let size = self.size_of(&f.ty)?;
-                        let (s, e) = (*off as usize, (*off + size) as usize);
+                    for (i, ((f, off), fv)) in def.fields.iter().zip(&layout.offsets).zip(vals).enumerate() {
                         self.path.push(Seg::Field(&f.name));
-                        self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
+                        if let (Some(width), Some(Some(bit))) = (f.bits, layout.bit_offsets.get(i)) {
+                            self.write_bits(f, width, fv, out, *bit)?;
+                        } else {
+                            let size = self.size_of(&f.ty)?;
+                            let (s, e) = (*off as usize, (*off + size) as usize);
+                            self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
+                        }
                         self.path.pop();
                     }
                 }
@@ -280,9 +284,13 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                             got: "a larger index",
                         })
                     })?;
-                    let size = self.size_of(&f.ty)? as usize;
                     self.path.push(Seg::Field(&f.name));
-                    self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
+                    if let Some(width) = f.bits {
+                        self.write_bits(f, width, member, out, 0)?;
+                    } else {
+                        let size = self.size_of(&f.ty)? as usize;
+                        self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
+                    }
                     self.path.pop();
                 }
                 Value::Bytes(b) if b.len() <= out.len() => out[..b.len()].copy_from_slice(b),
@@ -290,6 +298,32 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             },
             _ => unreachable!("integers are handled above"),
         }
+        Ok(())
+    }
+
+    /// Writes an integer into the `width` bits of a bit-field starting at bit `bit` of `out`, checked
+    /// against the range those bits hold. An unnamed bit-field is padding: its value is ignored.
+    fn write_bits(&self, f: &Field, width: u32, v: &Value, out: &mut [u8], bit: u64) -> Result<(), MarshalError> {
+        if f.name.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let n: i128 = match v {
+            Value::Int(i) => i128::from(*i),
+            Value::UInt(u) => i128::from(*u),
+            Value::Bool(b) => i128::from(*b),
+            Value::Zeros(_) => 0,
+            _ => return Err(self.mismatch(format!("an integer for the bit-field `{} : {width}`", f.ty), v)),
+        };
+        let (min, max) = bit_range(self.target, &f.ty, width);
+        if n < min || n > max {
+            return Err(self.err(MarshalErrorKind::OutOfRange {
+                value: n,
+                ty: format!("{} : {width}", f.ty),
+                min,
+                max,
+            }));
+        }
+        set_bits(out, bit, width, n as u128);
         Ok(())
     }
 
@@ -510,6 +544,44 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         }
         out
     }
+}
+
+/// The values a bit-field of `width` bits of type `ty` holds.
+fn bit_range(target: &Target, ty: &CType, width: u32) -> (i128, i128) {
+    if target.int_signed(ty) && *ty != CType::Bool {
+        (-(1i128 << (width - 1)), (1i128 << (width - 1)) - 1)
+    } else {
+        (0, (1i128 << width) - 1)
+    }
+}
+
+/// Sets `width` bits of `out` from bit `bit` (least significant first) to the low bits of `v`.
+fn set_bits(out: &mut [u8], bit: u64, width: u32, v: u128) {
+    for i in 0..u64::from(width) {
+        let (byte, shift) = (((bit + i) / 8) as usize, (bit + i) % 8);
+        if v >> i & 1 == 1 {
+            out[byte] |= 1 << shift;
+        } else {
+            out[byte] &= !(1 << shift);
+        }
+    }
+}
+
+/// Reads `width` bits of `bytes` from bit `bit` as a value of the bit-field's type `ty`.
+fn get_bits(target: &Target, ty: &CType, bytes: &[u8], bit: u64, width: u32) -> Option<Value> {
+    let mut raw = 0u128;
+    for i in 0..u64::from(width) {
+        let (byte, shift) = (((bit + i) / 8) as usize, (bit + i) % 8);
+        raw |= u128::from(bytes.get(byte)? >> shift & 1) << i;
+    }
+    Some(if *ty == CType::Bool {
+        Value::Bool(raw != 0)
+    } else if target.int_signed(ty) && width > 0 {
+        let shift = 128 - width;
+        Value::Int((((raw << shift) as i128) >> shift) as i64)
+    } else {
+        Value::UInt(raw as u64)
+    })
 }
 
 fn nul_terminated(b: &[u8]) -> Vec<u8> {
@@ -765,10 +837,14 @@ impl<'s> Reader<'_, 's> {
             (CType::Struct(def), Value::Struct(vals)) => {
                 let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                 let mut out = Vec::with_capacity(vals.len());
-                for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
+                for (i, ((f, off), fv)) in def.fields.iter().zip(&layout.offsets).zip(vals).enumerate() {
                     self.path.push(Seg::Field(&f.name));
-                    let b = self.slice(bytes, *off, &f.ty)?;
-                    out.push(self.like(&f.ty, fv, b)?);
+                    if let Some(v) = self.bit_field(f, layout.bit_offsets.get(i).copied().flatten(), bytes)? {
+                        out.push(v);
+                    } else {
+                        let b = self.slice(bytes, *off, &f.ty)?;
+                        out.push(self.like(&f.ty, fv, b)?);
+                    }
                     self.path.pop();
                 }
                 Ok(Value::Struct(out))
@@ -780,6 +856,9 @@ impl<'s> Reader<'_, 's> {
                         got: "a larger index",
                     })
                 })?;
+                if let Some(v) = self.bit_field(f, Some(0), bytes)? {
+                    return Ok(Value::Variant(*i, Box::new(v)));
+                }
                 let b = self.slice(bytes, 0, &f.ty)?;
                 Ok(Value::Variant(*i, Box::new(self.like(&f.ty, member, b)?)))
             }
@@ -908,20 +987,38 @@ impl<'s> Reader<'_, 's> {
             CType::Struct(def) => {
                 let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                 let mut out = Vec::with_capacity(def.fields.len());
-                for (f, off) in def.fields.iter().zip(&layout.offsets) {
-                    out.push(self.fresh(&f.ty, self.slice(b, *off, &f.ty)?)?);
+                for (i, (f, off)) in def.fields.iter().zip(&layout.offsets).enumerate() {
+                    match self.bit_field(f, layout.bit_offsets.get(i).copied().flatten(), b)? {
+                        Some(v) => out.push(v),
+                        None => out.push(self.fresh(&f.ty, self.slice(b, *off, &f.ty)?)?),
+                    }
                 }
                 Value::Struct(out)
             }
             CType::Union(def) => {
                 let mut out = Vec::with_capacity(def.fields.len());
                 for f in &def.fields {
-                    out.push(self.fresh(&f.ty, self.slice(b, 0, &f.ty)?)?);
+                    match self.bit_field(f, Some(0), b)? {
+                        Some(v) => out.push(v),
+                        None => out.push(self.fresh(&f.ty, self.slice(b, 0, &f.ty)?)?),
+                    }
                 }
                 Value::Union(out)
             }
             CType::Void => Value::Void,
             _ => unreachable!("integers are handled above"),
+        })
+    }
+
+    /// A bit-field member's value (`None` for other members), read from the aggregate's `bytes`.
+    fn bit_field(&self, f: &Field, bit: Option<u64>, bytes: &[u8]) -> Result<Option<Value>, MarshalError> {
+        let (Some(width), Some(bit)) = (f.bits, bit) else { return Ok(None) };
+        get_bits(self.target, &f.ty, bytes, bit, width).map(Some).ok_or_else(|| {
+            self.err(MarshalErrorKind::Short {
+                got: bytes.len(),
+                want: (bit + u64::from(width)).div_ceil(8),
+                ty: f.ty.to_string(),
+            })
         })
     }
 
@@ -985,6 +1082,43 @@ mod tests {
             assert_eq!(ret, Value::Void);
             assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);
         }
+    }
+
+    #[test]
+    fn bit_fields_round_trip_and_are_range_checked() {
+        use crate::types::Field;
+        let ty = CType::struct_of(
+            "F",
+            vec![
+                Field::bit_field("ready", CType::Bool, 1),
+                Field::bit_field("mode", CType::UInt, 3),
+                Field::bit_field("level", CType::Int, 5),
+                Field::bit_field("", CType::UInt, 0),
+                Field::bit_field("big", CType::LongLong, 40),
+            ],
+            None,
+        );
+        let v = Value::Struct(vec![
+            Value::Bool(true),
+            Value::UInt(5),
+            Value::Int(-3),
+            Value::UInt(0),
+            Value::Int(-(1 << 39)),
+        ]);
+        for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
+            let bytes = encode_value(&t, &ty, &v).unwrap();
+            assert_eq!(decode_value(&t, &ty, &bytes).unwrap(), v, "{t}");
+            if t.os == crate::Os::Linux {
+                // gcc: ready, mode and level share the first bits: 1 | 5 << 1 | (-3 & 31) << 4.
+                assert_eq!(u16::from_le_bytes([bytes[0], bytes[1]]) & 0x1ff, 1 | 5 << 1 | (29 << 4), "{t}");
+            } else {
+                // MSVC: `_Bool` has a unit of its own (1 byte); mode and level share the `unsigned` at 4.
+                assert_eq!((bytes[0], bytes[4]), (1, 5 | (29 << 3)), "{t}");
+            }
+        }
+        let bad = Value::Struct(vec![false.into(), 8u32.into(), 0.into(), 0.into(), 0.into()]);
+        let e = encode_value(&Target::I386_SYSV, &ty, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "value -> .mode: 8 does not fit in `unsigned int : 3` (0..=7)");
     }
 
     #[test]
