@@ -98,7 +98,7 @@ fn wrong_signatures_and_arguments() {
         let f = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap();
         let e = f.call(&[]).unwrap_err();
         assert!(
-            matches!(&e, Error::Argument { source, .. } if source.to_string().contains("takes 1 arguments, 0 were given")),
+            matches!(&e, Error::Argument { source, .. } if source.to_string().contains("takes 1 argument, 0 were given")),
             "{e:?}"
         );
         let e = f.call(&[Value::from("seven")]).unwrap_err();

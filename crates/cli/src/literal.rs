@@ -463,7 +463,12 @@ impl Converter<'_> {
                 }
                 Lit::Array(items) => {
                     if items.len() > *n as usize {
-                        return Err(format!("{} elements do not fit in `{ty}`", items.len()));
+                        let n = items.len();
+                        return Err(format!(
+                            "{n} element{} {} not fit in `{ty}`",
+                            if n == 1 { "" } else { "s" },
+                            if n == 1 { "does" } else { "do" }
+                        ));
                     }
                     let vals = self.elements(items, of)?;
                     Ok(if of.is_byte() { bytes(&vals) } else { Value::Array(vals) })

@@ -30,7 +30,11 @@ pub struct MarshalError {
 #[non_exhaustive]
 pub enum MarshalErrorKind {
     /// The number of arguments differs from the signature's.
-    #[error("the function takes {expected} arguments, {got} were given")]
+    #[error(
+        "the function takes {expected} argument{}, {got} {} given",
+        plural(*expected),
+        if *got == 1 { "was" } else { "were" }
+    )]
     ArgCount {
         /// Parameters declared.
         expected: usize,
@@ -58,7 +62,7 @@ pub enum MarshalErrorKind {
         max: i128,
     },
     /// More elements than an array or buffer holds.
-    #[error("{got} elements do not fit in `{ty}`")]
+    #[error("{got} element{} {} not fit in `{ty}`", plural(*got), if *got == 1 { "does" } else { "do" })]
     TooLong {
         /// Elements given.
         got: usize,
@@ -80,7 +84,7 @@ pub enum MarshalErrorKind {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     /// The server sent back a different number of memory blocks than the call copies back.
-    #[error("{got} memory blocks came back, the call copies back {expected}")]
+    #[error("{got} memory block{} came back, the call copies back {expected}", plural(*got))]
     BlockCount {
         /// Blocks with copy-back.
         expected: usize,
@@ -97,6 +101,15 @@ pub enum MarshalErrorKind {
         /// The type.
         ty: String,
     },
+}
+
+/// `"s"` unless there is one.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// What the client keeps of an encoded call to read its results.
