@@ -1056,8 +1056,8 @@ impl Server {
     /// call's own (now freed) memory, `NULL`, an unreadable address or a pointer to `void` stays an
     /// address.
     fn follow(&self, ty: &CType, orig: Option<&Value>, v: &mut Value, within: &[(u64, u64)], depth: u32) -> Result<()> {
-        if depth > 64 {
-            return Ok(());
+        if depth > 64 || !ty.contains_pointer() {
+            return Ok(()); // nothing in it can have been replaced (no walk over big arrays of numbers)
         }
         let item = |i: usize| orig.and_then(|o| o.get(i));
         match (ty, &mut *v) {
