@@ -58,6 +58,18 @@ fn replaced_pointers_come_back_as_what_they_point_to() {
         let data = lib.server().read_value(addr, &CType::array(CType::Double, 3)).unwrap();
         assert_eq!(data.to_f64_vec().unwrap(), want);
 
+        // strtol's endptr points into the string passed in, which the server has freed by now: read from
+        // the client's copy of it.
+        let f = lib
+            .function(
+                "parse_num",
+                Signature::new(CType::Long).arg(CType::CStr).arg_inout(CType::ptr(CType::ptr(CType::Char))),
+            )
+            .unwrap();
+        let o = f.call(&["42 apples".into(), Value::Array(vec![Value::NULL])]).unwrap();
+        assert_eq!(o.ret.as_i64().unwrap().to_string(), t["parse_num"]);
+        assert_eq!(o.out(1), Some(&Value::Array(vec![Value::Str(text(&t["parse_num.end"]))])), "{b:?}");
+
         // A pointer the library leaves alone still reads back as the data it pointed to.
         let named = CType::structure("named", [("id", CType::Int), ("label", CType::CStr)]);
         let f = lib.function("relabel", Signature::new(CType::Void).arg_inout(CType::ptr(named))).unwrap();

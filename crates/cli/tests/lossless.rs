@@ -199,6 +199,11 @@ fn pointers_the_library_writes_are_followed() {
         assert_eq!(j["out"]["b"]["n"].to_string(), r[0]);
         assert!(j["out"]["b"]["data"].as_u64().is_some_and(|a| a != 0), "{j}");
 
+        // strtol's endptr, into the text passed in.
+        let (code, out, err) = call(&[lib, "long parse_num(const char *s, char **end)", "\"42 apples\"", "[null]"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("{}\nend = [\"{}\"]\n", t["parse_num"], text("parse_num.end")));
+
         // A struct's string member the library replaced.
         let j =
             json(&[lib, "struct named {int id; const char *label;}; void relabel(struct named *s)", "{1, \"old\"}"]);

@@ -997,6 +997,20 @@ impl Server {
             }
         }
         let meta: Vec<(bool, Option<u64>, u64)> = call.blocks.iter().map(|b| (b.copy_back, b.arena, b.len)).collect();
+        // When the library may replace pointers (a written pointer to pointers), the small blocks
+        // that do not come back (strings passed in) are kept: a replaced pointer into one of them (the
+        // `endptr` of `strtol`) is read from here, since the server frees them after the call.
+        let may_replace = sig.params.iter().any(|p| {
+            p.dir != bitbridge_proto::Direction::In && matches!(&p.ty, CType::Pointer(to) if to.contains_pointer())
+        });
+        let kept: Vec<Option<Vec<u8>>> = if may_replace {
+            call.blocks
+                .iter()
+                .map(|b| (!b.copy_back && b.arena.is_none() && b.data.len() <= 64 << 10).then(|| b.data.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let back_sizes: Vec<u64> = meta.iter().filter(|(c, a, _)| *c && a.is_none()).map(|m| m.2).collect();
         let allow = match (&sig.ret, ret_size) {
             (CType::CStr | CType::WStr, _) | (_, None) => u64::from(DEFAULT_MAX_FRAME),
@@ -1039,15 +1053,51 @@ impl Server {
             &returned.addrs,
         )
         .map_err(res_err)?;
-        drop(guard);
         // Pointers the library replaced inside memory that came back: read what they point to now.
-        let within: Vec<(u64, u64)> = returned.addrs.iter().zip(&meta).map(|(&a, m)| (a, m.2)).collect();
-        for ((p, orig), out) in sig.params.iter().zip(args).zip(outs.iter_mut()) {
-            if let (CType::Pointer(to), Some(after)) = (&p.ty, out.as_mut()) {
-                self.follow(to, Some(orig), after, &within, 0)?;
+        if may_replace {
+            let within: Vec<Within<'_>> = returned
+                .addrs
+                .iter()
+                .zip(&meta)
+                .enumerate()
+                .map(|(i, (&start, m))| Within {
+                    start,
+                    len: m.2,
+                    content: views.get(i).copied().flatten().or_else(|| kept.get(i)?.as_deref()),
+                })
+                .collect();
+            for ((p, orig), out) in sig.params.iter().zip(args).zip(outs.iter_mut()) {
+                if let (CType::Pointer(to), Some(after)) = (&p.ty, out.as_mut()) {
+                    self.follow(to, Some(orig), after, &within, 0)?;
+                }
             }
         }
+        drop(guard);
         Ok(Outcome { ret, outs, errno: returned.errno })
+    }
+
+    /// What a replaced pointer of type `ty` points to, read from `bytes` (the rest of a block of the
+    /// call): a string up to its NUL for `char *`/`wchar_t *`, one `T` for a `T *`.
+    fn pointee_in(&self, ty: &CType, bytes: &[u8]) -> Option<Value> {
+        let target = self.target();
+        let text = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0)?;
+            Some(String::from_utf8(b[..end].to_vec()).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes())))
+        };
+        match ty {
+            CType::CStr => text(bytes),
+            CType::Pointer(to) if **to == CType::Char => text(bytes),
+            CType::WStr => {
+                let unit = target.layout(&CType::WChar).ok()?.size as usize;
+                let end = bytes.chunks_exact(unit).position(|u| u.iter().all(|&c| c == 0))?;
+                Some(Value::Str(bitbridge_proto::decode_wide(&target, &bytes[..end * unit])))
+            }
+            CType::Pointer(to) if !to.is_pointer() && **to != CType::Void => {
+                let size = target.layout(to).ok()?.size as usize;
+                bitbridge_proto::decode_value(&target, to, bytes.get(..size)?).ok()
+            }
+            _ => None,
+        }
     }
 
     /// Replaces each pointer in `v` (a value of type `ty` read back after a call, `orig` what was
@@ -1055,7 +1105,7 @@ impl Server {
     /// of a `char *`/`wchar_t *`, one `T` of a `T *` (`T` sized, not a pointer). An address inside the
     /// call's own (now freed) memory, `NULL`, an unreadable address or a pointer to `void` stays an
     /// address.
-    fn follow(&self, ty: &CType, orig: Option<&Value>, v: &mut Value, within: &[(u64, u64)], depth: u32) -> Result<()> {
+    fn follow(&self, ty: &CType, orig: Option<&Value>, v: &mut Value, within: &[Within<'_>], depth: u32) -> Result<()> {
         if depth > 64 || !ty.contains_pointer() {
             return Ok(()); // nothing in it can have been replaced (no walk over big arrays of numbers)
         }
@@ -1079,8 +1129,14 @@ impl Server {
             }
             (CType::CStr | CType::WStr | CType::Pointer(_), Value::Pointer(a)) => {
                 let a = *a;
-                let inside = within.iter().any(|&(start, len)| a >= start && a - start < len);
-                if a == 0 || inside || orig == Some(&Value::Pointer(a)) {
+                if a == 0 || orig == Some(&Value::Pointer(a)) {
+                    return Ok(());
+                }
+                if let Some(w) = within.iter().find(|w| a >= w.start && a - w.start < w.len) {
+                    // Into the call's own memory, freed by now: read from what the client has of it.
+                    if let Some(x) = w.content.and_then(|c| self.pointee_in(ty, c.get((a - w.start) as usize..)?)) {
+                        *v = x;
+                    }
                     return Ok(());
                 }
                 // A buffer the caller passed (an array) that the library replaced: its length is not
@@ -1792,6 +1848,14 @@ pub(crate) fn bounded(mut message: String) -> String {
 
 /// A call's reply must hold exactly what the request allows: the return type's bytes and each block
 /// sent to come back at the size it was sent; anything else is a protocol error naming both sizes.
+/// A block of a call, for following pointers the library replaced: its server address, its length,
+/// and its content when the client has it (copied back, or kept because small and sent in).
+struct Within<'a> {
+    start: u64,
+    len: u64,
+    content: Option<&'a [u8]>,
+}
+
 fn check_returned(
     name: &str,
     ret: &CType,
