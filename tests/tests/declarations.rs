@@ -399,7 +399,11 @@ fn errors_name_the_line_and_column() {
     let (l, c, m) = error_of("int WINAPI f(int a,, int b);");
     assert_eq!((l, c), (1, 20), "{m}");
 
-    let (l, c, m) = error_of("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(void);");
+    // A macro the declarations cannot use is ignored while nothing uses it (a header's helper for code)...
+    let d = Declarations::parse("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(void);").unwrap();
+    assert!(d.function("f").is_some());
+    // ...and refuses the text, at its definition, when something does.
+    let (l, c, m) = error_of("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(int x[MAX(1, 2)]);");
     assert_eq!((l, c), (2, 1));
     assert!(m.contains("function-like macro `MAX`"), "{m}");
 
@@ -427,7 +431,7 @@ fn errors_name_the_line_and_column() {
     assert!(m.contains("K&R"), "{m}");
     assert_eq!(l, 1);
 
-    let (l, _, m) = error_of("#define A 1\n#define B A ## 2\n");
+    let (l, _, m) = error_of("#define A 1\n#define B A ## 2\nint f(int x[B]);");
     assert_eq!(l, 2);
     assert!(m.contains("token pasting"), "{m}");
 

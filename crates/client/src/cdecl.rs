@@ -437,6 +437,9 @@ struct Preprocessor<'a> {
     pack: Option<u32>,
     pack_stack: Vec<Option<u32>>,
     packs: Vec<(usize, Option<u32>)>,
+    /// Macros whose definition is not supported (function-like, `#`/`##`, a type or expression
+    /// body): ignored unless the text after them uses their name, which then refuses the text.
+    skipped: Vec<(String, Fail)>,
 }
 
 struct Cond {
@@ -502,6 +505,7 @@ impl<'a> Preprocessor<'a> {
             pack: None,
             pack_stack: Vec::new(),
             packs: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -555,6 +559,12 @@ impl<'a> Preprocessor<'a> {
         out.pop(); // the split added one line too many
         if let Some(c) = self.conds.last() {
             return Err(fail(c.line, 1, format!("this `#{}` is not closed by `#endif`", c.directive)));
+        }
+        if !self.skipped.is_empty() {
+            let used: HashSet<&str> = identifiers(&out).collect();
+            if let Some((_, f)) = self.skipped.iter().find(|(n, _)| used.contains(n.as_str())) {
+                return Err(fail(f.line, f.column, f.message.clone()));
+            }
         }
         Ok(PreText { text: out, edits, packs: self.packs })
     }
@@ -696,9 +706,23 @@ impl<'a> Preprocessor<'a> {
             }
             _ if !self.active() => {}
             "" => {}
-            "define" => self.define(rest).map_err(err)?,
+            "define" => {
+                if let Err(m) = self.define(rest) {
+                    let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                    if name_len == 0 {
+                        return Err(err(m));
+                    }
+                    // A helper macro for code, not declarations: an error only if something uses it.
+                    let name = rest[..name_len].to_owned();
+                    self.skipped.retain(|(n, _)| *n != name);
+                    self.d.macros.remove(&name);
+                    self.d.constants.remove(&name);
+                    self.skipped.push((name, err(m)));
+                }
+            }
             "undef" => {
                 let n = rest.split_whitespace().next().unwrap_or("");
+                self.skipped.retain(|(s, _)| s != n);
                 self.d.macros.remove(n);
                 self.d.constants.remove(n);
             }
