@@ -377,6 +377,18 @@ fn error_of(text: &str) -> (usize, usize, String) {
     }
 }
 
+/// `(line, column, what the message says)` of a declaration that parses but cannot be used.
+fn deferred_error_of(text: &str, name: &str) -> (usize, usize, String) {
+    let d = Declarations::parse(text).unwrap_or_else(|e| panic!("{text:?} must parse, with `{name}` unusable: {e}"));
+    match d.unusable(name) {
+        Some(Error::Declaration { line, column, message, source_line, origin: None }) => {
+            assert_eq!(source_line, text.lines().nth(line - 1).unwrap().trim());
+            (line, column, message)
+        }
+        other => panic!("expected `{name}` to be unusable in {text:?}, got {other:?}"),
+    }
+}
+
 #[test]
 fn errors_name_the_line_and_column() {
     let (l, c, m) = error_of("int ok(void);\n\nint broken(int a int b);\n");
@@ -387,7 +399,11 @@ fn errors_name_the_line_and_column() {
     let (l, c, m) = error_of("int WINAPI f(int a,, int b);");
     assert_eq!((l, c), (1, 20), "{m}");
 
-    let (l, c, m) = error_of("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(void);");
+    // A macro the declarations cannot use is ignored while nothing uses it (a header's helper for code)...
+    let d = Declarations::parse("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(void);").unwrap();
+    assert!(d.function("f").is_some());
+    // ...and refuses the text, at its definition, when something does.
+    let (l, c, m) = error_of("// header\n#define MAX(a, b) ((a) > (b) ? (a) : (b))\nint f(int x[MAX(1, 2)]);");
     assert_eq!((l, c), (2, 1));
     assert!(m.contains("function-like macro `MAX`"), "{m}");
 
@@ -395,19 +411,27 @@ fn errors_name_the_line_and_column() {
     assert_eq!(l, 2);
     assert!(m.contains("`#include \"other.h\"` is not supported"), "{m}");
 
-    let (l, c, m) = error_of("struct flags {\n    unsigned ready : 1;\n    unsigned error : 1;\n};");
-    assert_eq!((l, c), (2, 14), "{m}");
-    assert!(m.contains("bit-field `ready` in struct flags"), "{m}");
+    // Bit-fields are understood.
+    let d = Declarations::parse("struct flags {\n    unsigned ready : 1;\n    unsigned error : 1;\n};").unwrap();
+    match d.type_named("struct flags") {
+        Some(CType::Struct(def)) => assert_eq!(def.fields[1].bits, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    let (l, c, m) = deferred_error_of("struct s {\n  unsigned named : 0;\n};", "struct s");
+    assert_eq!((l, c), (2, 12), "{m}");
+    assert!(m.contains("zero-width bit-field `named` must be unnamed"), "{m}");
 
+    // A declaration that cannot be understood fails alone, when it is used: the rest of the text is fine.
+    // An unknown type name is a syntax error (the parser cannot tell it from a variable): the text fails.
     let (l, c, m) = error_of("#include <stdint.h>\n\nint f(uint32_t a,\n      widget_t *w);");
     assert_eq!((l, c), (4, 7), "{m}");
     assert_eq!(m, "unknown type name `widget_t`");
 
-    let (l, _, m) = error_of("int f(a, b)\nint a; int b;\n{ return 0; }");
+    let (l, _, m) = deferred_error_of("int f(a, b)\nint a; int b;\n{ return 0; }", "f");
     assert!(m.contains("K&R"), "{m}");
     assert_eq!(l, 1);
 
-    let (l, _, m) = error_of("#define A 1\n#define B A ## 2\n");
+    let (l, _, m) = error_of("#define A 1\n#define B A ## 2\nint f(int x[B]);");
     assert_eq!(l, 2);
     assert!(m.contains("token pasting"), "{m}");
 
@@ -415,12 +439,12 @@ fn errors_name_the_line_and_column() {
     assert!(m.contains("`#ifdef` is not closed by `#endif`"), "{m}");
     assert_eq!(l, 2);
 
-    let (l, c, m) = error_of("struct opaque;\nvoid f(struct opaque o);");
+    let (l, c, m) = deferred_error_of("struct opaque;\nvoid f(struct opaque o);", "f");
     assert_eq!((l, c), (2, 6), "{m}");
     assert!(m.contains("`struct opaque` is declared but not defined"), "{m}");
 
-    let (l, c, m) = error_of("int a[sizeof(int)];");
-    assert_eq!((l, c), (1, 7));
+    let (l, c, m) = deferred_error_of("typedef int a[sizeof(int)];", "a");
+    assert_eq!((l, c), (1, 15));
     assert!(m.contains("sizeof"), "{m}");
 
     let (l, _, m) = error_of("#line 10\n");

@@ -98,7 +98,7 @@ fn wrong_signatures_and_arguments() {
         let f = lib.function("id_int", Signature::new(CType::Int).arg(CType::Int)).unwrap();
         let e = f.call(&[]).unwrap_err();
         assert!(
-            matches!(&e, Error::Argument { source, .. } if source.to_string().contains("takes 1 arguments, 0 were given")),
+            matches!(&e, Error::Argument { source, .. } if source.to_string().contains("takes 1 argument, 0 were given")),
             "{e:?}"
         );
         let e = f.call(&[Value::from("seven")]).unwrap_err();
@@ -315,7 +315,14 @@ fn oversized_values_are_refused_before_anything_is_sent() {
             Error::Argument { source, .. } => source.to_string(),
             other => panic!("{other}"),
         };
-        assert!(msg.contains("do not fit") || msg.contains("larger than the target's address space"), "{msg}");
+        assert!(
+            msg.contains("more than one block of memory may hold")
+                || msg.contains("larger than the target's address space"),
+            "{msg}"
+        );
+        // The Display carries the cause (where and why), not only "bad argument".
+        assert!(e.to_string().starts_with("bad argument to `get_two`: argument 1: "), "{e}");
+        assert!(!msg.contains("`memory of"), "{msg}");
         // Types nested deeper than the server decodes: refused when declared.
         let mut deep = CType::Int;
         for _ in 0..70 {

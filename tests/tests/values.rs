@@ -263,11 +263,16 @@ fn strings_wide_strings_and_null() {
         let wupper = lib.function("wupper", Signature::new(CType::Void).arg_inout(CType::ptr(CType::WChar))).unwrap();
         assert_eq!(wupper.call(&["abc ☺ é".into()]).unwrap().out(0), Some(&Value::from("ABC ☺ é")));
 
-        // char** out: the library stores a pointer to its own string; read it through the server.
+        // char** out: the library stores a pointer to its own string, which is read in the server after
+        // the call (a `char *` the library writes is a string). The out slot is one zeroed element.
         let make = lib
             .function("make_string", Signature::new(CType::Void).arg_out(CType::ptr(CType::ptr(CType::Char))))
             .unwrap();
-        // A pointer-valued argument is the address itself, so the out slot is one zeroed element.
+        let out = make.call(&[Value::Zeros(1)]).unwrap();
+        assert_eq!(out.out(0).and_then(|v| v.get(0)), Some(&Value::from("made in C")), "{b:?}");
+        // Declared `void **`, the same pointer is an address (void says nothing of what it points to).
+        let make =
+            lib.function("make_string", Signature::new(CType::Void).arg_out(CType::ptr(CType::void_ptr()))).unwrap();
         let out = make.call(&[Value::Zeros(1)]).unwrap();
         let addr = match out.out(0).and_then(|v| v.get(0)) {
             Some(Value::Pointer(a)) => *a,

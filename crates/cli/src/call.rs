@@ -1,7 +1,6 @@
 //! `bitbridge call LIB PROTOTYPE ARG...`: one function through the right server, arguments written as
 //! C-like literals, the return value and what the function wrote printed after the call.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use bitbridge::{
 };
 
 use crate::literal::{self, Converter, Lit};
+use crate::show::{self, c_text, json, Mode};
 
 /// What failed, with the exit code it maps to (see `EXIT_CODES` in main.rs).
 #[derive(Debug)]
@@ -128,7 +128,8 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
         let mut out = serde_json::Map::new();
         for (i, p) in sig.params.iter().enumerate() {
             if let (Direction::Out | Direction::InOut, Some(v)) = (p.dir, outcome.out(i)) {
-                out.insert(proto.param_names[i].clone(), json(single(v, &lits[i]), &p.ty));
+                let (v, ty) = single(v, &lits[i], &p.ty);
+                out.insert(proto.param_names[i].clone(), json(v, ty));
             }
         }
         let doc = serde_json::json!({
@@ -141,15 +142,18 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
         return Ok(());
     }
     if sig.ret != CType::Void {
-        println!("{}", c_text(&outcome.ret, &sig.ret));
+        println!("{}", c_text(&outcome.ret, &sig.ret, Mode::Summary));
     }
     for (i, p) in sig.params.iter().enumerate() {
         let Some(after) = outcome.out(i) else { continue };
-        // What the function may have written, when it differs from what went in.
-        let text = c_text(single(after, &lits[i]), &p.ty);
-        let before = values.get(i).map(|v| c_text(single(v, &lits[i]), &p.ty));
-        if p.dir == Direction::Out || before.as_ref() != Some(&text) {
-            println!("{} = {text}", proto.param_names[i]);
+        // What the function wrote: only an argument the call changed is printed.
+        let (after, ty) = single(after, &lits[i], &p.ty);
+        let changed = match values.get(i) {
+            Some(before) => !show::unchanged(single(before, &lits[i], &p.ty).0, after, ty),
+            None => true,
+        };
+        if changed {
+            println!("{} = {}", proto.param_names[i], c_text(after, ty, Mode::Summary));
         }
     }
     Ok(())
@@ -157,10 +161,15 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
 
 /// A value read back as it was given: one element when the literal was a single value (a pointer to
 /// one handle travels as an array of one).
-fn single<'v>(v: &'v Value, lit: &Lit) -> &'v Value {
-    match (v, lit) {
-        (Value::Array(items), lit) if items.len() == 1 && !matches!(lit, Lit::Array(_) | Lit::Repeat(..)) => &items[0],
-        _ => v,
+/// Returns the value to print and its type (the pointee's, for an unwrapped element).
+fn single<'v, 't>(v: &'v Value, lit: &Lit, ty: &'t CType) -> (&'v Value, &'t CType) {
+    match (v, lit, ty) {
+        (Value::Array(items), lit, CType::Pointer(to))
+            if items.len() == 1 && !matches!(lit, Lit::Array(_) | Lit::Repeat(..)) =>
+        {
+            (&items[0], to)
+        }
+        _ => (v, ty),
     }
 }
 
@@ -168,6 +177,11 @@ fn single<'v>(v: &'v Value, lit: &Lit) -> &'v Value {
 fn prototype(decls: &mut Declarations, text: &str) -> Result<Prototype, Failure> {
     let t = text.trim();
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if decls.prototype(t).is_none() {
+            if let Some(e) = decls.unusable(t) {
+                return Err(usage(e));
+            }
+        }
         return decls.prototype(t).cloned().ok_or_else(|| {
             let names: Vec<&str> = decls.functions().map(|p| p.name.as_str()).take(12).collect();
             usage(anyhow!(
@@ -211,152 +225,4 @@ pub(crate) fn load_code(e: &anyhow::Error) -> u8 {
         ) => 1,
         _ => 3,
     }
-}
-
-/// A value in C-like syntax (structs as `{x = 1, y = 2}`, addresses as `@0x...`, the literal syntax).
-pub fn c_text(v: &Value, ty: &CType) -> String {
-    let mut s = String::new();
-    write_c(&mut s, v, ty);
-    s
-}
-
-fn elem(ty: &CType) -> &CType {
-    match ty {
-        CType::Pointer(to) | CType::Array(to, _) => to,
-        CType::CStr => &CType::Char,
-        CType::WStr => &CType::WChar,
-        other => other,
-    }
-}
-
-fn write_c(s: &mut String, v: &Value, ty: &CType) {
-    match v {
-        Value::Void => s.push_str("void"),
-        Value::Bool(b) => write!(s, "{b}").unwrap(),
-        Value::Int(_) | Value::UInt(_) if matches!(elem(ty), CType::Bool) && !matches!(ty, CType::Array(..)) => {
-            write!(s, "{}", v.as_i64() != Some(0)).unwrap()
-        }
-        Value::Int(i) => write!(s, "{i}").unwrap(),
-        Value::UInt(u) => write!(s, "{u}").unwrap(),
-        Value::Float(f) if *elem(ty) == CType::Float => write_float(s, f64::from(*f as f32), true),
-        Value::Float(f) => write_float(s, *f, false),
-        Value::LongDouble(x) => write_float(s, x.to_f64(), false),
-        Value::Pointer(0) => s.push_str("null"),
-        Value::Pointer(p) => write!(s, "@{p:#x}").unwrap(),
-        Value::Str(t) => write_str(s, t),
-        Value::Bytes(b) => {
-            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            match std::str::from_utf8(&b[..end]) {
-                Ok(t) => write_str(s, t),
-                Err(_) => {
-                    let items: Vec<String> = b.iter().map(u8::to_string).collect();
-                    write!(s, "[{}]", items.join(", ")).unwrap()
-                }
-            }
-        }
-        Value::Array(items) => {
-            let of = elem(ty);
-            s.push('[');
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                write_c(s, x, of);
-            }
-            s.push(']');
-        }
-        Value::Struct(members) | Value::Union(members) => {
-            let def = match elem(ty) {
-                CType::Struct(d) | CType::Union(d) => Some(d.clone()),
-                _ => None,
-            };
-            s.push('{');
-            for (i, x) in members.iter().enumerate() {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                match def.as_ref().and_then(|d| d.fields.get(i)) {
-                    Some(f) if !f.name.is_empty() => {
-                        write!(s, "{} = ", f.name).unwrap();
-                        write_c(s, x, &f.ty);
-                    }
-                    Some(f) => write_c(s, x, &f.ty),
-                    None => write_c(s, x, &CType::Void),
-                }
-            }
-            s.push('}');
-        }
-        other => write!(s, "{other:?}").unwrap(),
-    }
-}
-
-fn write_float(s: &mut String, f: f64, single: bool) {
-    if f.is_nan() {
-        s.push_str("nan");
-    } else if f.is_infinite() {
-        s.push_str(if f > 0.0 { "inf" } else { "-inf" });
-    } else if single {
-        write!(s, "{}", f as f32).unwrap();
-    } else {
-        write!(s, "{f}").unwrap();
-    }
-}
-
-fn write_str(s: &mut String, t: &str) {
-    s.push('"');
-    for c in t.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\t' => s.push_str("\\t"),
-            '\r' => s.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(s, "\\x{:02x}", c as u32).unwrap(),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-}
-
-/// A value as JSON: numbers, strings, arrays, objects keyed by member name; NULL is `null`, other
-/// addresses are numbers.
-pub fn json(v: &Value, ty: &CType) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Void => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => J::from(*i),
-        Value::UInt(u) => J::from(*u),
-        Value::Float(f) => json_float(if *elem(ty) == CType::Float { f64::from(*f as f32) } else { *f }),
-        Value::LongDouble(x) => json_float(x.to_f64()),
-        Value::Pointer(0) => J::Null,
-        Value::Pointer(p) => J::from(*p),
-        Value::Str(t) => J::from(t.as_str()),
-        Value::Bytes(b) => {
-            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            match std::str::from_utf8(&b[..end]) {
-                Ok(t) => J::from(t),
-                Err(_) => J::from(b.clone()),
-            }
-        }
-        Value::Array(items) => J::Array(items.iter().map(|x| json(x, elem(ty))).collect()),
-        Value::Struct(members) | Value::Union(members) => {
-            let def = match elem(ty) {
-                CType::Struct(d) | CType::Union(d) => Some(d.clone()),
-                _ => None,
-            };
-            let mut m = serde_json::Map::new();
-            for (i, x) in members.iter().enumerate() {
-                let f = def.as_ref().and_then(|d| d.fields.get(i));
-                let key = f.map(|f| f.name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| i.to_string());
-                m.insert(key, json(x, f.map_or(&CType::Void, |f| &f.ty)));
-            }
-            J::Object(m)
-        }
-        other => J::from(format!("{other:?}")),
-    }
-}
-
-fn json_float(f: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(f).map_or_else(|| serde_json::Value::from(f.to_string()), serde_json::Value::Number)
 }

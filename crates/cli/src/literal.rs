@@ -22,8 +22,12 @@ use bitbridge::{CType, Constant, Declarations, Target, Value};
 pub enum Lit {
     Int(i128),
     Float(f64),
+    /// A floating literal with the `l`/`L` suffix: its text, read exactly for a `long double`, and
+    /// its value as a double for anything else.
+    LongFloat(String, f64),
     Char(char),
-    Str(String),
+    /// A string's bytes (`\xHH` is one byte, other characters are UTF-8).
+    Str(Vec<u8>),
     Bool(bool),
     Null,
     Address(u64),
@@ -190,7 +194,13 @@ impl Parser<'_> {
         }
         let hex = lower.starts_with("0x");
         if !hex && (lower.contains('.') || lower.contains('e')) {
-            let t = lower.trim_end_matches(['f', 'l']);
+            if let Some(t) = lower.strip_suffix('l') {
+                let f: f64 = t.parse().map_err(|_| bad(self))?;
+                crate::longdouble::parse(t).map_err(|_| bad(self))?;
+                let text = if negative { format!("-{t}") } else { t.to_owned() };
+                return Ok(Lit::LongFloat(text, if negative { -f } else { f }));
+            }
+            let t = lower.trim_end_matches('f');
             let f: f64 = t.parse().map_err(|_| bad(self))?;
             return Ok(Lit::Float(if negative { -f } else { f }));
         }
@@ -209,10 +219,12 @@ impl Parser<'_> {
     }
 
     /// The body of a quoted literal after its opening quote, with escapes applied.
-    fn quoted(&mut self, quote: u8) -> Result<String, SyntaxError> {
+    /// The bytes of a quoted literal: characters as UTF-8, `\xHH` and octal `\ooo` escapes as one byte
+    /// each (as in C), `\u{...}` as the character's UTF-8.
+    fn quoted(&mut self, quote: u8) -> Result<Vec<u8>, SyntaxError> {
         let open = self.pos;
         self.pos += 1;
-        let mut out = String::new();
+        let mut out = Vec::new();
         loop {
             let Some(c) = self.text[self.pos..].chars().next() else {
                 self.pos = open;
@@ -224,30 +236,41 @@ impl Parser<'_> {
             if c as u32 == u32::from(quote) {
                 return Ok(out);
             }
+            let mut utf8 = [0u8; 4];
             if c != '\\' {
-                out.push(c);
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
                 continue;
             }
             let Some(e) = self.text[self.pos..].chars().next() else { continue };
             self.pos += e.len_utf8();
-            out.push(match e {
-                'n' => '\n',
-                't' => '\t',
-                'r' => '\r',
-                '0' => '\0',
-                'a' => '\x07',
-                'b' => '\x08',
-                'f' => '\x0c',
-                'v' => '\x0b',
-                'e' => '\x1b',
+            let byte = |b: u8| -> Vec<u8> { vec![b] };
+            out.extend(match e {
+                'n' => byte(b'\n'),
+                't' => byte(b'\t'),
+                'r' => byte(b'\r'),
+                'a' => byte(0x07),
+                'b' => byte(0x08),
+                'f' => byte(0x0c),
+                'v' => byte(0x0b),
+                'e' => byte(0x1b),
+                '0'..='7' => {
+                    // Up to three octal digits, as in C: `\0`, `\12`, `\377`.
+                    let start = self.pos - 1;
+                    while self.s.get(self.pos).is_some_and(|d| (b'0'..=b'7').contains(d)) && self.pos - start < 3 {
+                        self.pos += 1;
+                    }
+                    let v = u32::from_str_radix(&self.text[start..self.pos], 8).expect("octal digits");
+                    let v = u8::try_from(v).map_err(|_| self.err(format!("`\\{:o}` is more than one byte", v)))?;
+                    byte(v)
+                }
                 'x' => {
                     let start = self.pos;
                     while self.s.get(self.pos).is_some_and(u8::is_ascii_hexdigit) && self.pos - start < 2 {
                         self.pos += 1;
                     }
-                    let v = u32::from_str_radix(&self.text[start..self.pos], 16)
+                    let v = u8::from_str_radix(&self.text[start..self.pos], 16)
                         .map_err(|_| self.err("`\\x` needs hexadecimal digits"))?;
-                    char::from_u32(v).expect("below 256")
+                    byte(v)
                 }
                 'u' => {
                     if !self.eat(b'{') {
@@ -262,23 +285,33 @@ impl Parser<'_> {
                     if !self.eat(b'}') {
                         return Err(self.err("expected `}` to end `\\u{...}`"));
                     }
-                    v
+                    v.encode_utf8(&mut utf8).as_bytes().to_vec()
                 }
-                other => other,
+                other => other.encode_utf8(&mut utf8).as_bytes().to_vec(),
             });
         }
     }
 
-    fn string(&mut self) -> Result<String, SyntaxError> {
+    fn string(&mut self) -> Result<Vec<u8>, SyntaxError> {
         self.quoted(b'"')
     }
 
     fn character(&mut self) -> Result<Lit, SyntaxError> {
         let start = self.pos;
         let body = self.quoted(b'\'')?;
-        let mut chars = body.chars();
-        match (chars.next(), chars.next()) {
-            (Some(c), None) => Ok(Lit::Char(c)),
+        let one = match std::str::from_utf8(&body) {
+            Ok(t) => {
+                let mut chars = t.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => Some(c),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        match (one, body.as_slice()) {
+            (Some(c), _) => Ok(Lit::Char(c)),
+            (None, [b]) => Ok(Lit::Char(char::from(*b))),
             _ => Err(SyntaxError { column: start + 1, message: "a character literal holds one character".into() }),
         }
     }
@@ -357,7 +390,7 @@ impl Converter<'_> {
                 Constant::Int(i) => Lit::Int(i128::from(*i)),
                 Constant::UInt(u) => Lit::Int(i128::from(*u)),
                 Constant::Float(f) => Lit::Float(*f),
-                Constant::Str(s) => Lit::Str(s.clone()),
+                Constant::Str(s) => Lit::Str(s.clone().into_bytes()),
                 _ => return Err(format!("the constant `{n}` has no value usable here")),
             });
             return Ok(owned.as_ref().expect("just set"));
@@ -376,9 +409,7 @@ impl Converter<'_> {
                 Lit::Int(i) => *i,
                 Lit::Char(c) => i128::from(u32::from(*c)),
                 Lit::Bool(b) => i128::from(*b),
-                Lit::Str(s) if s.chars().count() == 1 && ty.is_byte() => {
-                    i128::from(u32::from(s.chars().next().unwrap()))
-                }
+                Lit::Str(s) if s.len() == 1 && ty.is_byte() => i128::from(s[0]),
                 other => return Err(format!("{} is not an integer, which `{ty}` needs", describe(other))),
             };
             let (min, max) = self.target.int_range(ty).ok_or_else(|| format!("`{ty}` has no layout on this target"))?;
@@ -388,13 +419,22 @@ impl Converter<'_> {
             return Ok(if n < 0 { Value::Int(n as i64) } else { Value::UInt(n as u64) });
         }
         match ty {
+            // A `long double` takes the exact value of an integer or of an `L` literal; a literal
+            // without `L` is a double first, as in C.
+            CType::LongDouble if self.target.os != bitbridge::Os::Windows => match lit {
+                Lit::Int(i) => Ok(Value::LongDouble(crate::longdouble::parse(&i.to_string())?)),
+                Lit::LongFloat(t, _) => Ok(Value::LongDouble(crate::longdouble::parse(t)?)),
+                Lit::Float(f) => Ok(Value::LongDouble(bitbridge::ExtF80::from_f64(*f))),
+                other => Err(format!("{} is not a number, which `{ty}` needs", describe(other))),
+            },
             CType::Float | CType::Double | CType::LongDouble => match lit {
                 Lit::Int(i) => Ok(Value::Float(*i as f64)),
-                Lit::Float(f) => Ok(Value::Float(*f)),
+                Lit::Float(f) | Lit::LongFloat(_, f) => Ok(Value::Float(*f)),
                 other => Err(format!("{} is not a number, which `{ty}` needs", describe(other))),
             },
             CType::CStr | CType::WStr => match lit {
-                Lit::Str(s) => Ok(Value::Str(s.clone())),
+                Lit::Str(s) if *ty == CType::CStr => Ok(Value::Bytes(s.clone())),
+                Lit::Str(s) => Ok(Value::Str(text(s)?)),
                 Lit::Null => Ok(Value::NULL),
                 Lit::Address(a) => Ok(Value::Pointer(*a)),
                 other => Err(format!("{} is not text, which `{ty}` needs (\"...\" or null)", describe(other))),
@@ -407,15 +447,28 @@ impl Converter<'_> {
             },
             CType::Pointer(to) => self.pointer(lit, ty, to),
             CType::Array(of, n) => match lit {
-                Lit::Str(s) if of.is_byte() || **of == CType::WChar => {
-                    if s.chars().count() > *n as usize {
-                        return Err(format!("\"{}\" is longer than `{ty}`", s.escape_default()));
+                // As in C, the terminating NUL is left out when the text fills the array exactly.
+                Lit::Str(s) if of.is_byte() => {
+                    if s.len() > *n as usize {
+                        return Err(format!("\"{}\" ({} bytes) is longer than `{ty}`", s.escape_ascii(), s.len()));
                     }
-                    Ok(Value::Str(s.clone()))
+                    Ok(Value::Bytes(s.clone()))
+                }
+                Lit::Str(s) if **of == CType::WChar => {
+                    let t = text(s)?;
+                    if t.chars().count() > *n as usize {
+                        return Err(format!("\"{}\" is longer than `{ty}`", t.escape_default()));
+                    }
+                    Ok(Value::Str(t))
                 }
                 Lit::Array(items) => {
                     if items.len() > *n as usize {
-                        return Err(format!("{} elements do not fit in `{ty}`", items.len()));
+                        let n = items.len();
+                        return Err(format!(
+                            "{n} element{} {} not fit in `{ty}`",
+                            if n == 1 { "" } else { "s" },
+                            if n == 1 { "does" } else { "do" }
+                        ));
                     }
                     let vals = self.elements(items, of)?;
                     Ok(if of.is_byte() { bytes(&vals) } else { Value::Array(vals) })
@@ -436,7 +489,10 @@ impl Converter<'_> {
                             Some(n) => def.index_of(n).ok_or_else(|| format!("`{ty}` has no member `{n}`"))?,
                             None => next,
                         };
-                        let f = def.fields.get(i).ok_or_else(|| format!("`{ty}` has {} members", def.fields.len()))?;
+                        let f = def.fields.get(i).ok_or_else(|| {
+                            let n = def.fields.len();
+                            format!("`{ty}` has {n} member{}: too many values", if n == 1 { "" } else { "s" })
+                        })?;
                         values[i] = Some(self.value(m, &f.ty).map_err(|e| format!(".{}: {e}", f.name))?);
                         next = i + 1;
                     }
@@ -473,7 +529,7 @@ impl Converter<'_> {
         if *to == CType::Void {
             return match lit {
                 Lit::Int(i) if *i >= 0 => Ok(Value::Pointer(*i as u64)),
-                Lit::Str(s) => Ok(Value::Bytes(s.as_bytes().to_vec())),
+                Lit::Str(s) => Ok(Value::Bytes(s.clone())),
                 Lit::Repeat(x, n) if matches!(**x, Lit::Int(0)) => Ok(Value::Zeros(*n)),
                 other => {
                     Err(format!("{} is not an address for `{ty}` (@ADDR, a handle number, or null)", describe(other)))
@@ -485,7 +541,13 @@ impl Converter<'_> {
 
     fn pointee(&self, lit: &Lit, ty: &CType, to: &CType) -> Result<Value, String> {
         match lit {
-            Lit::Str(s) if to.is_byte() || *to == CType::WChar => Ok(Value::Str(s.clone())),
+            // A buffer holding the text and its NUL, read back whole (never cut at a zero byte).
+            Lit::Str(s) if to.is_byte() => {
+                let mut b = s.clone();
+                b.push(0);
+                Ok(Value::Bytes(b))
+            }
+            Lit::Str(s) if *to == CType::WChar => Ok(Value::Str(text(s)?)),
             Lit::Array(items) if to.is_byte() => Ok(bytes(&self.elements(items, to)?)),
             Lit::Array(items) => self.elements(items, to).map(Value::Array),
             Lit::Repeat(x, n) => {
@@ -500,8 +562,13 @@ impl Converter<'_> {
             }
             single => {
                 let v = self.value(single, to).map_err(|e| format!("{e} (as what `{ty}` points to)"))?;
-                // An address alone would be the pointer itself: one pointer to point to is an array of one.
-                Ok(if matches!(v, Value::Pointer(_)) { Value::Array(vec![v]) } else { v })
+                // An address alone would be the pointer itself, and bytes alone raw memory: one pointer or
+                // string (or character array) to point to is an array of one.
+                Ok(if matches!(v, Value::Pointer(_) | Value::Bytes(_) | Value::Str(_)) {
+                    Value::Array(vec![v])
+                } else {
+                    v
+                })
             }
         }
     }
@@ -523,12 +590,26 @@ impl Converter<'_> {
             Lit::Char(c) => (CType::Int, Value::Int(i64::from(u32::from(*c)))),
             Lit::Bool(b) => (CType::Int, Value::Int(i64::from(*b))),
             Lit::Float(f) => (CType::Double, Value::Float(*f)),
-            Lit::Str(s) => (CType::CStr, Value::Str(s.clone())),
+            Lit::LongFloat(t, _) if self.target.os != bitbridge::Os::Windows => {
+                (CType::LongDouble, Value::LongDouble(crate::longdouble::parse(t)?))
+            }
+            Lit::LongFloat(_, f) => (CType::LongDouble, Value::Float(*f)),
+            Lit::Str(s) => (CType::CStr, Value::Bytes(s.clone())),
             Lit::Null => (CType::void_ptr(), Value::NULL),
             Lit::Address(a) => (CType::void_ptr(), Value::Pointer(*a)),
             other => return Err(format!("{} cannot be passed as a variadic argument", describe(other))),
         })
     }
+}
+
+/// A string literal as text, for wide strings (whose units are characters, not bytes).
+fn text(s: &[u8]) -> Result<String, String> {
+    String::from_utf8(s.to_vec()).map_err(|_| {
+        format!(
+            "\"{}\" is not UTF-8 text, which a wide string needs (write characters as \\u{{...}})",
+            s.escape_ascii()
+        )
+    })
 }
 
 /// Byte-sized integers as raw bytes (how char buffers travel and read back as text).
@@ -540,7 +621,7 @@ fn bytes(vals: &[Value]) -> Value {
 fn is_zero(lit: &Lit) -> bool {
     match lit {
         Lit::Int(0) | Lit::Null | Lit::Bool(false) => true,
-        Lit::Float(f) => *f == 0.0,
+        Lit::Float(f) | Lit::LongFloat(_, f) => *f == 0.0,
         Lit::Repeat(x, _) => is_zero(x),
         Lit::Array(items) => items.iter().all(is_zero),
         Lit::Struct(members) => members.iter().all(|(_, m)| is_zero(m)),
@@ -565,8 +646,9 @@ fn describe(lit: &Lit) -> String {
     match lit {
         Lit::Int(i) => format!("the integer {i}"),
         Lit::Float(f) => format!("the number {f}"),
+        Lit::LongFloat(t, _) => format!("the number {t}L"),
         Lit::Char(c) => format!("the character {c:?}"),
-        Lit::Str(s) => format!("the string {s:?}"),
+        Lit::Str(s) => format!("the string \"{}\"", s.escape_ascii()),
         Lit::Bool(b) => format!("`{b}`"),
         Lit::Null => "null".into(),
         Lit::Address(a) => format!("the address @{a:#x}"),
@@ -595,6 +677,9 @@ mod tests {
         assert_eq!(parse(r"'\n'"), Ok(Lit::Char('\n')));
         assert_eq!(parse("'é'"), Ok(Lit::Char('é')));
         assert_eq!(parse(r#""a\tb\x41\u{e9}\"""#), Ok(Lit::Str("a\tbAé\"".into())));
+        // \xHH and octal escapes are single bytes, as in C.
+        assert_eq!(parse(r#""\xff\0\101\377""#), Ok(Lit::Str(vec![0xff, 0, b'A', 0xff])));
+        assert_eq!(parse(r"'\xff'"), Ok(Lit::Char('\u{ff}')));
         assert_eq!(parse("null"), Ok(Lit::Null));
         assert_eq!(parse("NULL"), Ok(Lit::Null));
         assert_eq!(parse("@0x1000"), Ok(Lit::Address(0x1000)));

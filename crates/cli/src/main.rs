@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 mod call;
 mod literal;
+mod longdouble;
+mod show;
 
 /// Call the C functions of a library that cannot be loaded into your process (a 32-bit .so from a
 /// 64-bit program), through a server of the library's own architecture.
@@ -125,7 +127,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(call::Failure { code, error }) => {
-            eprintln!("bitbridge: {}", one_line(&format!("{error:#}")));
+            eprintln!("bitbridge: {}", one_line(&chain(&error)));
             if let Some(Error::Load { missing, .. }) = error.downcast_ref::<Error>() {
                 if !missing.is_empty() {
                     eprintln!("hint: pass --library-dir DIR for the folder holding {}", missing.join(", "));
@@ -134,6 +136,23 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text a message before it already
+/// holds (bitbridge's errors show their cause in their own message and also return it as `source()`).
+fn chain(error: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in error.chain() {
+        let m = cause.to_string();
+        if s.contains(&m) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&m);
+    }
+    s
 }
 
 /// A message on one line: a server's stderr tail and multi-line causes are joined with ` | `.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use bitbridge_proto::{CType, CallConv, Direction, Signature, StructDef};
+use bitbridge_proto::{CType, CallConv, Direction, Field, Signature, StructDef};
 use lang_c::ast;
 use lang_c::driver::{parse_preprocessed, Config, Flavor};
 use lang_c::span::Node;
@@ -95,6 +95,39 @@ pub struct Declarations {
     constants: HashMap<String, Constant>,
     macros: HashMap<String, Macro>,
     last_declared: Option<usize>,
+    /// Names (functions, typedef names, `struct tag`s) whose declaration uses something unsupported:
+    /// the failure, reported when the name is used rather than when the text is parsed.
+    unusable: HashMap<String, Failure>,
+}
+
+/// Why a declaration cannot be used: where (origin, line, column) and what.
+#[derive(Clone, Debug, PartialEq)]
+struct Failure {
+    origin: Option<String>,
+    line: usize,
+    column: usize,
+    message: String,
+    source_line: String,
+}
+
+impl Failure {
+    fn error(&self) -> Error {
+        Error::Declaration {
+            origin: self.origin.clone(),
+            line: self.line,
+            column: self.column,
+            message: self.message.clone(),
+            source_line: self.source_line.clone(),
+        }
+    }
+
+    /// Where it is, for messages about its users: `vendor.h:12` or `line 12`.
+    fn place(&self) -> String {
+        match &self.origin {
+            Some(o) => format!("{o}:{}", self.line),
+            None => format!("line {}", self.line),
+        }
+    }
 }
 
 /// What the preprocessor remembers of a `#define`.
@@ -122,6 +155,8 @@ enum Ty {
     Func(Box<FnTy>),
     Ptr(Box<Qt>),
     Arr(Box<Qt>, Option<u32>),
+    /// A typedef name or tag whose declaration failed (a key of `Declarations::unusable`).
+    Unusable(String),
 }
 
 #[derive(Clone, Debug)]
@@ -196,6 +231,8 @@ impl Declarations {
     pub fn add_prototype(&mut self, prototype: &str) -> Result<Prototype> {
         let text = with_semicolon(prototype);
         self.last_declared = None;
+        let before = self.unusable.clone();
+        let restore = self.clone();
         self.add_from(&text, Some("prototype".into())).map_err(|e| match e {
             // The `;` is ours, not the user's: an error there is at the end of what they wrote.
             Error::Declaration { origin, line, column, message, source_line: _ }
@@ -206,6 +243,11 @@ impl Declarations {
             }
             other => other,
         })?;
+        // A prototype is used as soon as it is given: what it cannot use is its error.
+        if let Some(f) = self.unusable.iter().find(|(k, v)| before.get(*k) != Some(*v)).map(|(_, v)| v.clone()) {
+            *self = restore;
+            return Err(f.error());
+        }
         match self.last_declared {
             Some(i) => Ok(self.functions[i].clone()),
             None => Err(Error::Declaration {
@@ -227,7 +269,7 @@ impl Declarations {
     fn add_from(&mut self, text: &str, origin: Option<String>) -> Result<&mut Self> {
         // Work on a copy so a failed parse leaves the declarations as they were.
         let mut next = self.clone();
-        match next.parse_text(text) {
+        match next.parse_text(text, origin.as_deref()) {
             Ok(()) => {
                 *self = next;
                 Ok(self)
@@ -240,6 +282,15 @@ impl Declarations {
                 message: f.message,
             }),
         }
+    }
+
+    /// Why `name` (a function, a typedef name, or `struct tag`) cannot be used, when its declaration
+    /// uses something unsupported: the error, naming the construct and its line. Such a declaration
+    /// does not fail the text it is in; only using it does ([`Library::declare`](crate::Library::declare)
+    /// returns this error).
+    pub fn unusable(&self, name: &str) -> Option<Error> {
+        let key = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.unusable.get(&key).map(Failure::error)
     }
 
     /// The signature of function `name`.
@@ -274,7 +325,7 @@ impl Declarations {
         self.constants.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    fn parse_text(&mut self, text: &str) -> Result<(), Fail> {
+    fn parse_text(&mut self, text: &str, origin: Option<&str>) -> Result<(), Fail> {
         let pre = Preprocessor::new(self).run(text)?;
         // lang-c's parser recurses per nesting level: refuse absurd nesting before it can overflow the stack.
         let mut depth = 0usize;
@@ -328,7 +379,36 @@ impl Declarations {
         let mut sem = Semantics { d: self, map: &map };
         // The prelude's own typedefs are only for the parser.
         for ext in unit.unit.0.iter().filter(|e| e.span.start >= map.prelude) {
-            sem.external(ext)?;
+            // A declaration that uses something unsupported fails alone, when what it declares is used.
+            if let Err(f) = sem.external(ext) {
+                let (names, typedefs) = declared_names(ext);
+                if names.is_empty() {
+                    return Err(f);
+                }
+                let failure = Failure {
+                    origin: origin.map(str::to_owned),
+                    line: f.line,
+                    column: f.column,
+                    source_line: text.lines().nth(f.line.saturating_sub(1)).unwrap_or("").trim().to_owned(),
+                    message: f.message,
+                };
+                for name in names {
+                    if let Some(&i) = sem.d.function_index.get(&name) {
+                        // A failed redeclaration replaces the earlier one.
+                        sem.d.functions.remove(i);
+                        sem.d.function_index =
+                            sem.d.functions.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
+                        sem.d.last_declared = None;
+                    }
+                    sem.d.public_types.remove(&name);
+                    if typedefs.contains(&name) {
+                        sem.d.typedefs.insert(name.clone(), Qt { ty: Ty::Unusable(name.clone()), konst: false });
+                    } else if name.starts_with("struct ") || name.starts_with("union ") {
+                        sem.d.tags.insert(name.clone(), Qt { ty: Ty::Unusable(name.clone()), konst: false });
+                    }
+                    sem.d.unusable.insert(name, failure.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -357,6 +437,9 @@ struct Preprocessor<'a> {
     pack: Option<u32>,
     pack_stack: Vec<Option<u32>>,
     packs: Vec<(usize, Option<u32>)>,
+    /// Macros whose definition is not supported (function-like, `#`/`##`, a type or expression
+    /// body): ignored unless the text after them uses their name, which then refuses the text.
+    skipped: Vec<(String, Fail)>,
 }
 
 struct Cond {
@@ -422,6 +505,7 @@ impl<'a> Preprocessor<'a> {
             pack: None,
             pack_stack: Vec::new(),
             packs: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -475,6 +559,12 @@ impl<'a> Preprocessor<'a> {
         out.pop(); // the split added one line too many
         if let Some(c) = self.conds.last() {
             return Err(fail(c.line, 1, format!("this `#{}` is not closed by `#endif`", c.directive)));
+        }
+        if !self.skipped.is_empty() {
+            let used: HashSet<&str> = identifiers(&out).collect();
+            if let Some((_, f)) = self.skipped.iter().find(|(n, _)| used.contains(n.as_str())) {
+                return Err(fail(f.line, f.column, f.message.clone()));
+            }
         }
         Ok(PreText { text: out, edits, packs: self.packs })
     }
@@ -616,9 +706,23 @@ impl<'a> Preprocessor<'a> {
             }
             _ if !self.active() => {}
             "" => {}
-            "define" => self.define(rest).map_err(err)?,
+            "define" => {
+                if let Err(m) = self.define(rest) {
+                    let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                    if name_len == 0 {
+                        return Err(err(m));
+                    }
+                    // A helper macro for code, not declarations: an error only if something uses it.
+                    let name = rest[..name_len].to_owned();
+                    self.skipped.retain(|(n, _)| *n != name);
+                    self.d.macros.remove(&name);
+                    self.d.constants.remove(&name);
+                    self.skipped.push((name, err(m)));
+                }
+            }
             "undef" => {
                 let n = rest.split_whitespace().next().unwrap_or("");
+                self.skipped.retain(|(s, _)| s != n);
                 self.d.macros.remove(n);
                 self.d.constants.remove(n);
             }
@@ -1615,6 +1719,9 @@ impl Semantics<'_, '_> {
             let name = &n.node.name;
             let t = self.d.typedefs.get(name).cloned().or_else(|| builtin_typedef(name));
             let t = t.ok_or_else(|| self.at(&n.span, format!("unknown type name `{name}`")))?;
+            if let Ty::Unusable(key) = &t.ty {
+                return Err(self.unusable_at(&n.span, key));
+            }
             return Ok(Qt { ty: t.ty, konst: t.konst || s.konst });
         } else {
             let words: Vec<&str> = s.words.iter().map(|w| w.0).collect();
@@ -1655,28 +1762,47 @@ impl Semantics<'_, '_> {
             if f.node.declarators.is_empty() {
                 // An anonymous struct or union member (C11).
                 let t = self.ctype(&base, Use::Member, &f.span)?;
-                fields.push((String::new(), t));
+                fields.push(Field::new(String::new(), t));
             }
             for sd in &f.node.declarators {
-                let name = sd.node.declarator.as_ref().and_then(|d| declarator_name(&d.node));
-                if sd.node.bit_width.is_some() {
-                    return Err(self.at(
-                        &sd.span,
-                        format!(
-                            "the bit-field `{}` in {kind} {} is not supported (declare the whole storage unit instead)",
-                            name.as_deref().unwrap_or("<unnamed>"),
-                            tag.as_deref().unwrap_or("<anonymous>")
-                        ),
-                    ));
+                if let Some(w) = &sd.node.bit_width {
+                    // A bit-field: `unsigned ready : 1;`, `int : 0;` (unnamed).
+                    let (name, qt) = match &sd.node.declarator {
+                        Some(d) => self.declarator(&d.node, base.clone(), None)?,
+                        None => (None, base.clone()),
+                    };
+                    let t = self.ctype(&qt, Use::Member, &sd.span)?;
+                    let member = name.clone().unwrap_or_else(|| "<unnamed>".into());
+                    if !t.is_integer() {
+                        return Err(self.at(
+                            &sd.span,
+                            format!("the bit-field `{member}` has type `{t}`; a bit-field must have an integer type"),
+                        ));
+                    }
+                    let width = match self.eval(w)? {
+                        Num::I(i, _) => u32::try_from(i).ok(),
+                        Num::F(_) => None,
+                    };
+                    let width = width.ok_or_else(|| {
+                        self.at(
+                            &w.span,
+                            format!("the width of the bit-field `{member}` must be a non-negative integer"),
+                        )
+                    })?;
+                    if width == 0 && name.is_some() {
+                        return Err(self.at(&sd.span, format!("the zero-width bit-field `{member}` must be unnamed")));
+                    }
+                    fields.push(Field::bit_field(name.unwrap_or_default(), t, width));
+                    continue;
                 }
                 let Some(d) = &sd.node.declarator else { continue };
                 let (name, qt) = self.declarator(&d.node, base.clone(), None)?;
                 let t = self.ctype(&qt, Use::Member, &d.span)?;
-                fields.push((name.unwrap_or_default(), t));
+                fields.push(Field::new(name.unwrap_or_default(), t));
             }
         }
         let pack = if packed { Some(1) } else { self.map.pack_at(self.line_of(&r.span)) };
-        let def = Arc::new(StructDef::new(tag.as_deref().unwrap_or(""), fields, pack));
+        let def = Arc::new(StructDef { name: tag.as_deref().unwrap_or("").to_owned(), fields, pack });
         let t = if kind == "struct" { CType::Struct(def) } else { CType::Union(def) };
         if let Some(key) = key {
             self.d.public_types.insert(key.clone(), t.clone());
@@ -1820,8 +1946,17 @@ impl Semantics<'_, '_> {
     }
 
     /// Maps a C type onto the type model for a use.
+    /// The failure of a use of `key`, whose own declaration failed.
+    fn unusable_at(&self, span: &lang_c::span::Span, key: &str) -> Fail {
+        match self.d.unusable.get(key) {
+            Some(f) => self.at(span, format!("`{key}` cannot be used: {} (at {})", f.message, f.place())),
+            None => self.at(span, format!("`{key}` cannot be used")),
+        }
+    }
+
     fn ctype(&self, qt: &Qt, u: Use, span: &lang_c::span::Span) -> Result<CType, Fail> {
         match &qt.ty {
+            Ty::Unusable(key) => Err(self.unusable_at(span, key)),
             Ty::C(t) => Ok(t.clone()),
             Ty::Opaque(name) => Err(self.at(
                 span,
@@ -1957,6 +2092,44 @@ fn pointer_conv(q: &[Node<ast::PointerQualifier>]) -> Option<CallConv> {
         ast::PointerQualifier::Extension(e) => attr_conv(e),
         _ => None,
     })
+}
+
+/// The names an external declaration declares (functions, typedef names, a defined `struct tag`),
+/// and which of them are typedef names.
+fn declared_names(ext: &Node<ast::ExternalDeclaration>) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut typedefs = Vec::new();
+    match &ext.node {
+        ast::ExternalDeclaration::Declaration(d) => {
+            let is_typedef = d.node.specifiers.iter().any(|s| {
+                matches!(&s.node, ast::DeclarationSpecifier::StorageClass(c) if c.node == ast::StorageClassSpecifier::Typedef)
+            });
+            for s in &d.node.specifiers {
+                if let ast::DeclarationSpecifier::TypeSpecifier(t) = &s.node {
+                    if let ast::TypeSpecifier::Struct(r) = &t.node {
+                        if let (Some(tag), Some(_)) = (&r.node.identifier, &r.node.declarations) {
+                            let kind = match r.node.kind.node {
+                                ast::StructKind::Struct => "struct",
+                                ast::StructKind::Union => "union",
+                            };
+                            names.push(format!("{kind} {}", tag.node.name));
+                        }
+                    }
+                }
+            }
+            for init in &d.node.declarators {
+                if let Some(n) = declarator_name(&init.node.declarator.node) {
+                    if is_typedef {
+                        typedefs.push(n.clone());
+                    }
+                    names.push(n);
+                }
+            }
+        }
+        ast::ExternalDeclaration::FunctionDefinition(f) => names.extend(declarator_name(&f.node.declarator.node)),
+        ast::ExternalDeclaration::StaticAssert(_) => {}
+    }
+    (names, typedefs)
 }
 
 fn declarator_name(d: &ast::Declarator) -> Option<String> {

@@ -24,10 +24,21 @@ pub struct LibraryInfo {
 /// Reads the header of `path` and says which server could host it.
 pub fn inspect(path: &Path) -> Result<LibraryInfo> {
     let file = File::open(path).map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
+    let meta = file.metadata().map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
+    if meta.is_dir() {
+        return Err(Error::NotALibrary { path: path.into(), reason: "it is a directory".into() });
+    }
+    if !meta.is_file() {
+        return Err(Error::NotALibrary { path: path.into(), reason: "it is not a regular file".into() });
+    }
     let cache = ReadCache::new(file);
     let obj = object::File::parse(&cache).map_err(|e| Error::NotALibrary {
         path: path.into(),
-        reason: format!("{e} (is it a linker script or a text file?)"),
+        reason: if meta.len() == 0 {
+            "the file is empty".into()
+        } else {
+            format!("{e} (is it a linker script or a text file?)")
+        },
     })?;
     let os = match obj.format() {
         BinaryFormat::Elf => Os::Linux,
@@ -49,6 +60,28 @@ pub fn inspect(path: &Path) -> Result<LibraryInfo> {
         let fmt = if os == Os::Windows { "a Windows DLL (PE)" } else { "an ELF library" };
         format!("{fmt} for {:?}", obj.architecture())
     };
+    if os == Os::Linux {
+        if obj.kind() == object::ObjectKind::Executable {
+            return Err(Error::NotALibrary {
+                path: path.into(),
+                reason: "it is an executable, not a shared object (ET_EXEC)".into(),
+            });
+        }
+        if obj.kind() != object::ObjectKind::Dynamic {
+            return Err(Error::NotALibrary {
+                path: path.into(),
+                reason: format!("it is an ELF file of kind {:?}, not a shared object", obj.kind()),
+            });
+        }
+        if is_pie(path) {
+            return Err(Error::NotALibrary {
+                path: path.into(),
+                reason: "it is a position-independent executable (DF_1_PIE), which the loader refuses to open \
+                         (build the code as a shared library with -shared)"
+                    .into(),
+            });
+        }
+    }
     match (arch, os) {
         (Some(arch), Os::Linux) => Ok(LibraryInfo { arch, os, path: path.into() }),
         (Some(_), Os::Windows) => Err(Error::UnsupportedArchitecture {
@@ -163,6 +196,29 @@ fn elf_needed<Elf: object::read::elf::FileHeader<Endian = object::Endianness>>(
         }
     }
     Some((needed, runpaths))
+}
+
+/// Whether an ELF file is a position-independent executable: `DT_FLAGS_1` has `DF_1_PIE`, which is
+/// what glibc's loader checks to refuse `dlopen` of one.
+fn is_pie(path: &Path) -> bool {
+    use object::read::elf::{Dyn, FileHeader};
+    fn read<Elf: FileHeader<Endian = object::Endianness>>(data: &[u8]) -> Option<bool> {
+        let header = Elf::parse(data).ok()?;
+        let endian = header.endian().ok()?;
+        let sections = header.sections(endian, data).ok()?;
+        let (dynamic, _) = sections.dynamic(endian, data).ok()??;
+        Some(dynamic.iter().any(|d| {
+            d.tag32(endian) == Some(object::elf::DT_FLAGS_1)
+                && d.val32(endian).is_some_and(|v| v & object::elf::DF_1_PIE != 0)
+        }))
+    }
+    let Ok(data) = std::fs::read(path) else { return false };
+    match object::FileKind::parse(&*data) {
+        Ok(object::FileKind::Elf32) => read::<object::elf::FileHeader32<object::Endianness>>(&data),
+        Ok(object::FileKind::Elf64) => read::<object::elf::FileHeader64<object::Endianness>>(&data),
+        _ => None,
+    }
+    .unwrap_or(false)
 }
 
 /// The `DT_SONAME` of an ELF shared library, if it has one.

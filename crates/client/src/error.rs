@@ -8,13 +8,17 @@ use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError};
 
 /// Everything that can go wrong between a client and its server.
 ///
+/// Every variant's `Display` is the whole message, its cause included (`bad argument to `f`: argument
+/// 2 -> .x: expected a number, got a string`); `source()` still returns the cause for programs that
+/// walk the chain, so a printer of chains should skip a cause whose text the message already holds.
+///
 /// Each variant names what failed and carries what is needed to fix it. A server that dies is always
 /// [`Error::ServerDied`] (with its exit status or signal and the end of its stderr), never a hang.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The library file does not exist or cannot be read.
-    #[error("cannot read library {}", path.display())]
+    #[error("cannot read library {}: {source}", path.display())]
     LibraryNotFound {
         /// The path given.
         path: PathBuf,
@@ -71,7 +75,7 @@ pub enum Error {
         reason: String,
     },
     /// The server could not be started.
-    #[error("cannot start the server {}", path.display())]
+    #[error("cannot start the server {}: {source}", path.display())]
     Spawn {
         /// The server binary.
         path: PathBuf,
@@ -208,7 +212,7 @@ pub enum Error {
         message: String,
     },
     /// An argument does not match the declared signature (count, kind or range).
-    #[error("bad argument to `{function}`")]
+    #[error("bad argument to `{function}`: {source}")]
     Argument {
         /// The function.
         function: String,
@@ -217,7 +221,7 @@ pub enum Error {
         source: Box<MarshalError>,
     },
     /// A value read back from the server does not fit its type.
-    #[error("cannot read back the result of `{function}`")]
+    #[error("cannot read back the result of `{function}`: {source}")]
     Result {
         /// The function.
         function: String,
@@ -256,13 +260,13 @@ pub enum Error {
         message: String,
     },
     /// Another error reported by the server (a bad address, an unknown handle, out of memory).
-    #[error("the server refused the request")]
+    #[error("the server refused the request: {0}")]
     Remote(#[source] RemoteError),
     /// The server sent something that is not a valid message; the connection is closed.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// Communication with the server failed.
-    #[error("I/O error talking to the server")]
+    #[error("I/O error talking to the server: {0}")]
     Io(#[source] io::Error),
 }
 

@@ -207,6 +207,11 @@ impl Library {
     /// On a 64-bit server, `__stdcall`/`__fastcall`/`__thiscall` markers are ignored, as x86_64
     /// compilers ignore them.
     pub fn declare(&self, decls: &Declarations, name: &str) -> Result<Function> {
+        if decls.function(name).is_none() {
+            if let Some(e) = decls.unusable(name) {
+                return Err(e);
+            }
+        }
         let Some(sig) = decls.function(name) else {
             let names: Vec<&str> = decls.functions().map(|p| p.name.as_str()).take(20).collect();
             let hint = if names.is_empty() {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bitbridge_proto::{decode_results, encode_call_bulk};
+use bitbridge_proto::{decode_results_at, encode_call_bulk};
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
@@ -1021,16 +1021,40 @@ impl Server {
             }
         }
         let meta: Vec<(bool, Option<u64>, u64)> = call.blocks.iter().map(|b| (b.copy_back, b.arena, b.len)).collect();
+        // When the library may replace pointers (a written pointer to pointers), the small blocks
+        // that do not come back (strings passed in) are kept: a replaced pointer into one of them (the
+        // `endptr` of `strtol`) is read from here, since the server frees them after the call.
+        let may_replace = sig.params.iter().any(|p| {
+            p.dir != bitbridge_proto::Direction::In && matches!(&p.ty, CType::Pointer(to) if to.contains_pointer())
+        });
+        let kept: Vec<Option<Vec<u8>>> = if may_replace {
+            call.blocks
+                .iter()
+                .map(|b| (!b.copy_back && b.arena.is_none() && b.data.len() <= 64 << 10).then(|| b.data.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let back_sizes: Vec<u64> = meta.iter().filter(|(c, a, _)| *c && a.is_none()).map(|m| m.2).collect();
         let allow = match (&sig.ret, ret_size) {
             (CType::CStr | CType::WStr, _) | (_, None) => u64::from(DEFAULT_MAX_FRAME),
-            (_, Some(r)) => back_sizes.iter().fold(SMALL_REPLY + r, |a, b| a.saturating_add(*b)),
+            (_, Some(r)) => {
+                back_sizes.iter().fold(SMALL_REPLY + r + 8 * meta.len() as u64, |a, b| a.saturating_add(*b))
+            }
         };
         let returned = match self.request_on(Request::Call { func, call }, timeout, true, allow)? {
             Reply::Returned(r) => r,
             other => return Err(self.broken(unexpected(&other))),
         };
         check_returned(name, &sig.ret, ret_size, &back_sizes, &returned).map_err(|e| self.broken(e))?;
+        if returned.addrs.len() != meta.len() {
+            let e = Error::Protocol(format!(
+                "the server gave {} block addresses for `{name}`, which has {} blocks",
+                returned.addrs.len(),
+                meta.len()
+            ));
+            return Err(self.broken(e));
+        }
         let mut back = returned.blocks.iter();
         let arena = guard.as_ref().and_then(|g| g.as_ref()).map(|(_, a)| a);
         let views: Vec<Option<&[u8]>> = meta
@@ -1042,9 +1066,138 @@ impl Server {
                 (true, None, _) => back.next().map(Vec::as_slice),
             })
             .collect();
-        let (ret, outs) = decode_results(&target, sig, args, &plan, &returned.value, returned.string.clone(), &views)
-            .map_err(res_err)?;
+        let (ret, mut outs) = decode_results_at(
+            &target,
+            sig,
+            args,
+            &plan,
+            &returned.value,
+            returned.string.clone(),
+            &views,
+            &returned.addrs,
+        )
+        .map_err(res_err)?;
+        // Pointers the library replaced inside memory that came back: read what they point to now.
+        if may_replace {
+            let within: Vec<Within<'_>> = returned
+                .addrs
+                .iter()
+                .zip(&meta)
+                .enumerate()
+                .map(|(i, (&start, m))| Within {
+                    start,
+                    len: m.2,
+                    content: views.get(i).copied().flatten().or_else(|| kept.get(i)?.as_deref()),
+                })
+                .collect();
+            for ((p, orig), out) in sig.params.iter().zip(args).zip(outs.iter_mut()) {
+                if let (CType::Pointer(to), Some(after)) = (&p.ty, out.as_mut()) {
+                    self.follow(to, Some(orig), after, &within, 0)?;
+                }
+            }
+        }
+        drop(guard);
         Ok(Outcome { ret, outs, errno: returned.errno })
+    }
+
+    /// What a replaced pointer of type `ty` points to, read from `bytes` (the rest of a block of the
+    /// call): a string up to its NUL for `char *`/`wchar_t *`, one `T` for a `T *`.
+    fn pointee_in(&self, ty: &CType, bytes: &[u8]) -> Option<Value> {
+        let target = self.target();
+        let text = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0)?;
+            Some(String::from_utf8(b[..end].to_vec()).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes())))
+        };
+        match ty {
+            CType::CStr => text(bytes),
+            CType::Pointer(to) if **to == CType::Char => text(bytes),
+            CType::WStr => {
+                let unit = target.layout(&CType::WChar).ok()?.size as usize;
+                let end = bytes.chunks_exact(unit).position(|u| u.iter().all(|&c| c == 0))?;
+                Some(Value::Str(bitbridge_proto::decode_wide(&target, &bytes[..end * unit])))
+            }
+            CType::Pointer(to) if !to.is_pointer() && **to != CType::Void => {
+                let size = target.layout(to).ok()?.size as usize;
+                bitbridge_proto::decode_value(&target, to, bytes.get(..size)?).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Replaces each pointer in `v` (a value of type `ty` read back after a call, `orig` what was
+    /// passed) that the library wrote, by what it points to when its type says how much: the string
+    /// of a `char *`/`wchar_t *`, one `T` of a `T *` (`T` sized, not a pointer). An address inside the
+    /// call's own (now freed) memory, `NULL`, an unreadable address or a pointer to `void` stays an
+    /// address.
+    fn follow(&self, ty: &CType, orig: Option<&Value>, v: &mut Value, within: &[Within<'_>], depth: u32) -> Result<()> {
+        if depth > 64 || !ty.contains_pointer() {
+            return Ok(()); // nothing in it can have been replaced (no walk over big arrays of numbers)
+        }
+        let item = |i: usize| orig.and_then(|o| o.get(i));
+        match (ty, &mut *v) {
+            (CType::Array(of, _), Value::Array(items)) => {
+                for (i, x) in items.iter_mut().enumerate() {
+                    self.follow(of, item(i), x, within, depth + 1)?;
+                }
+            }
+            (_, Value::Array(items)) => {
+                // The elements of a pointer's memory.
+                for (i, x) in items.iter_mut().enumerate() {
+                    self.follow(ty, item(i), x, within, depth + 1)?;
+                }
+            }
+            (CType::Struct(def), Value::Struct(vals)) => {
+                for (i, (f, x)) in def.fields.iter().zip(vals.iter_mut()).enumerate() {
+                    self.follow(&f.ty, item(i), x, within, depth + 1)?;
+                }
+            }
+            (CType::CStr | CType::WStr | CType::Pointer(_), Value::Pointer(a)) => {
+                let a = *a;
+                if a == 0 || orig == Some(&Value::Pointer(a)) {
+                    return Ok(());
+                }
+                if let Some(w) = within.iter().find(|w| a >= w.start && a - w.start < w.len) {
+                    // Into the call's own memory, freed by now: read from what the client has of it.
+                    if let Some(x) = w.content.and_then(|c| self.pointee_in(ty, c.get((a - w.start) as usize..)?)) {
+                        *v = x;
+                    }
+                    return Ok(());
+                }
+                // A buffer the caller passed (an array) that the library replaced: its length is not
+                // in the type, so the new address is the answer.
+                let buffer = matches!(orig, Some(Value::Array(_) | Value::Bytes(_) | Value::Zeros(_)));
+                let read = match ty {
+                    CType::CStr => self
+                        .read_cstring(a)
+                        .map(|b| String::from_utf8(b).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes()))),
+                    CType::WStr => {
+                        match self.request(Request::ReadString { addr: a, wide: true, max_len: u64::MAX }, None) {
+                            Ok(Reply::Bytes(b)) => Ok(Value::Str(bitbridge_proto::decode_wide(&self.target(), &b))),
+                            Ok(other) => Err(self.broken(unexpected(&other))),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    // A `char *` written by the library is a string, as ctypes' `c_char_p`.
+                    CType::Pointer(to) if **to == CType::Char => self
+                        .read_cstring(a)
+                        .map(|b| String::from_utf8(b).map(Value::Str).unwrap_or_else(|e| Value::Bytes(e.into_bytes()))),
+                    CType::Pointer(to)
+                        if !buffer && !to.is_pointer() && **to != CType::Void && self.target().layout(to).is_ok() =>
+                    {
+                        self.read_value(a, to)
+                    }
+                    _ => return Ok(()),
+                };
+                match read {
+                    Ok(x) => *v = x,
+                    // An address the library wrote that cannot be read: the address is the answer.
+                    Err(Error::Remote(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The arena, at least `needed` bytes and attached to the current server.
@@ -1727,6 +1880,14 @@ pub(crate) fn bounded(mut message: String) -> String {
 
 /// A call's reply must hold exactly what the request allows: the return type's bytes and each block
 /// sent to come back at the size it was sent; anything else is a protocol error naming both sizes.
+/// A block of a call, for following pointers the library replaced: its server address, its length,
+/// and its content when the client has it (copied back, or kept because small and sent in).
+struct Within<'a> {
+    start: u64,
+    len: u64,
+    content: Option<&'a [u8]>,
+}
+
 fn check_returned(
     name: &str,
     ret: &CType,

@@ -49,6 +49,7 @@ fn main() {
                 string: Some(b"x".to_vec()),
                 blocks: vec![vec![0; 8], vec![0; 16]],
                 errno: Some(34),
+                addrs: vec![0x1000, 0x2000],
             })),
         },
         Frame::Reply { id: 9, reply: Err(RemoteError { kind: ErrorKind::SymbolNotFound, message: "nope".into() }) },
@@ -62,8 +63,13 @@ fn main() {
         stream.extend_from_slice(&out);
     }
     std::fs::write(sdir.join("seed-all"), &stream).unwrap();
-    let r =
-        Returned { value: vec![1; 16], string: None, blocks: vec![vec![2; 16], vec![3; 16], vec![4; 4]], errno: None };
+    let r = Returned {
+        value: vec![1; 16],
+        string: None,
+        blocks: vec![vec![2; 16], vec![3; 16], vec![4; 4]],
+        errno: None,
+        addrs: vec![0x1000, 0x2000, 0x3000],
+    };
     let mut out = Vec::new();
     msg::encode(&r, &mut out);
     std::fs::write(mdir.join("seed-0"), &out).unwrap();

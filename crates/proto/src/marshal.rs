@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::msg::{Block, CallData, Loc, Reloc, Returned, MAX_BLOCK};
 use crate::target::{LayoutError, Os, Target};
-use crate::types::{CType, Direction, Signature};
+use crate::types::{CType, Direction, Field, Signature};
 use crate::value::{ExtF80, Value};
 
 /// A value that does not fit its declared type, naming where it is (`argument 2 -> [3] -> .x`).
@@ -30,7 +30,11 @@ pub struct MarshalError {
 #[non_exhaustive]
 pub enum MarshalErrorKind {
     /// The number of arguments differs from the signature's.
-    #[error("the function takes {expected} arguments, {got} were given")]
+    #[error(
+        "the function takes {expected} argument{}, {got} {} given",
+        plural(*expected),
+        if *got == 1 { "was" } else { "were" }
+    )]
     ArgCount {
         /// Parameters declared.
         expected: usize,
@@ -58,18 +62,29 @@ pub enum MarshalErrorKind {
         max: i128,
     },
     /// More elements than an array or buffer holds.
-    #[error("{got} elements do not fit in `{ty}`")]
+    #[error("{got} element{} {} not fit in `{ty}`", plural(*got), if *got == 1 { "does" } else { "do" })]
     TooLong {
         /// Elements given.
         got: usize,
         /// The declared type.
         ty: String,
     },
+    /// More elements than one block of memory may hold (the target's address space, or the largest
+    /// block a call may carry).
+    #[error("{count} elements of `{ty}` are more than one block of memory may hold ({max} bytes)")]
+    TooLarge {
+        /// Elements asked for.
+        count: u64,
+        /// The element type.
+        ty: String,
+        /// The largest block, in bytes.
+        max: u64,
+    },
     /// The type has no layout.
     #[error(transparent)]
     Layout(#[from] LayoutError),
     /// The server sent back a different number of memory blocks than the call copies back.
-    #[error("{got} memory blocks came back, the call copies back {expected}")]
+    #[error("{got} memory block{} came back, the call copies back {expected}", plural(*got))]
     BlockCount {
         /// Blocks with copy-back.
         expected: usize,
@@ -86,6 +101,15 @@ pub enum MarshalErrorKind {
         /// The type.
         ty: String,
     },
+}
+
+/// `"s"` unless there is one.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// What the client keeps of an encoded call to read its results.
@@ -245,14 +269,20 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             CType::Struct(def) => match v {
                 Value::Struct(vals) => {
                     if vals.len() != def.fields.len() {
-                        return Err(self.mismatch(format!("{} values for `{ty}`", def.fields.len()), v));
+                        let n = def.fields.len();
+                        let what = if n == 1 { "value" } else { "values" };
+                        return Err(self.mismatch(format!("{n} {what} for `{ty}`"), v));
                     }
                     let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
-                    for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
-                        let size = self.size_of(&f.ty)?;
-                        let (s, e) = (*off as usize, (*off + size) as usize);
+                    for (i, ((f, off), fv)) in def.fields.iter().zip(&layout.offsets).zip(vals).enumerate() {
                         self.path.push(Seg::Field(&f.name));
-                        self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
+                        if let (Some(width), Some(Some(bit))) = (f.bits, layout.bit_offsets.get(i)) {
+                            self.write_bits(f, width, fv, out, *bit)?;
+                        } else {
+                            let size = self.size_of(&f.ty)?;
+                            let (s, e) = (*off as usize, (*off + size) as usize);
+                            self.write(&f.ty, fv, &mut out[s..e], loc, base + off, dir)?;
+                        }
                         self.path.pop();
                     }
                 }
@@ -267,9 +297,13 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                             got: "a larger index",
                         })
                     })?;
-                    let size = self.size_of(&f.ty)? as usize;
                     self.path.push(Seg::Field(&f.name));
-                    self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
+                    if let Some(width) = f.bits {
+                        self.write_bits(f, width, member, out, 0)?;
+                    } else {
+                        let size = self.size_of(&f.ty)? as usize;
+                        self.write(&f.ty, member, &mut out[..size], loc, base, dir)?;
+                    }
                     self.path.pop();
                 }
                 Value::Bytes(b) if b.len() <= out.len() => out[..b.len()].copy_from_slice(b),
@@ -277,6 +311,32 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             },
             _ => unreachable!("integers are handled above"),
         }
+        Ok(())
+    }
+
+    /// Writes an integer into the `width` bits of a bit-field starting at bit `bit` of `out`, checked
+    /// against the range those bits hold. An unnamed bit-field is padding: its value is ignored.
+    fn write_bits(&self, f: &Field, width: u32, v: &Value, out: &mut [u8], bit: u64) -> Result<(), MarshalError> {
+        if f.name.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let n: i128 = match v {
+            Value::Int(i) => i128::from(*i),
+            Value::UInt(u) => i128::from(*u),
+            Value::Bool(b) => i128::from(*b),
+            Value::Zeros(_) => 0,
+            _ => return Err(self.mismatch(format!("an integer for the bit-field `{} : {width}`", f.ty), v)),
+        };
+        let (min, max) = bit_range(self.target, &f.ty, width);
+        if n < min || n > max {
+            return Err(self.err(MarshalErrorKind::OutOfRange {
+                value: n,
+                ty: format!("{} : {width}", f.ty),
+                min,
+                max,
+            }));
+        }
+        set_bits(out, bit, width, n as u128);
         Ok(())
     }
 
@@ -379,9 +439,13 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
 
     /// `count` elements of `size` bytes, checked against the target's address space.
     fn total(&self, size: u64, count: u64, ty: &CType) -> Result<u64, MarshalError> {
-        size.checked_mul(count)
-            .filter(|t| *t <= self.target.max_address() && *t <= MAX_BLOCK)
-            .ok_or_else(|| self.err(MarshalErrorKind::TooLong { got: count as usize, ty: format!("memory of `{ty}`") }))
+        size.checked_mul(count).filter(|t| *t <= self.target.max_address() && *t <= MAX_BLOCK).ok_or_else(|| {
+            self.err(MarshalErrorKind::TooLarge {
+                count,
+                ty: ty.to_string(),
+                max: self.target.max_address().min(MAX_BLOCK),
+            })
+        })
     }
 
     /// Reserves a block and lays out the memory a pointer to `to` points to, given as `v`.
@@ -495,6 +559,44 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
     }
 }
 
+/// The values a bit-field of `width` bits of type `ty` holds.
+fn bit_range(target: &Target, ty: &CType, width: u32) -> (i128, i128) {
+    if target.int_signed(ty) && *ty != CType::Bool {
+        (-(1i128 << (width - 1)), (1i128 << (width - 1)) - 1)
+    } else {
+        (0, (1i128 << width) - 1)
+    }
+}
+
+/// Sets `width` bits of `out` from bit `bit` (least significant first) to the low bits of `v`.
+fn set_bits(out: &mut [u8], bit: u64, width: u32, v: u128) {
+    for i in 0..u64::from(width) {
+        let (byte, shift) = (((bit + i) / 8) as usize, (bit + i) % 8);
+        if v >> i & 1 == 1 {
+            out[byte] |= 1 << shift;
+        } else {
+            out[byte] &= !(1 << shift);
+        }
+    }
+}
+
+/// Reads `width` bits of `bytes` from bit `bit` as a value of the bit-field's type `ty`.
+fn get_bits(target: &Target, ty: &CType, bytes: &[u8], bit: u64, width: u32) -> Option<Value> {
+    let mut raw = 0u128;
+    for i in 0..u64::from(width) {
+        let (byte, shift) = (((bit + i) / 8) as usize, (bit + i) % 8);
+        raw |= u128::from(bytes.get(byte)? >> shift & 1) << i;
+    }
+    Some(if *ty == CType::Bool {
+        Value::Bool(raw != 0)
+    } else if target.int_signed(ty) && width > 0 {
+        let shift = 128 - width;
+        Value::Int((((raw << shift) as i128) >> shift) as i64)
+    } else {
+        Value::UInt(raw as u64)
+    })
+}
+
 fn nul_terminated(b: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(b.len() + 1);
     v.extend_from_slice(b);
@@ -514,7 +616,13 @@ fn has_nested_pointer(ty: &CType) -> bool {
 /// Reads a value of type `ty` from bytes laid out for `target`. Pointers become [`Value::Pointer`],
 /// byte arrays [`Value::Bytes`], unions [`Value::Union`] (every member's view).
 pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
-    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")] }.fresh(ty, bytes)
+    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")], addrs: &[], in_block: false }
+        .fresh(ty, bytes)
+}
+
+/// Wide-character units read from the server (a `wchar_t *` string without its NUL) as text.
+pub fn decode_wide(target: &Target, units: &[u8]) -> String {
+    Reader { target, blocks: &[], next: 0, path: Vec::new(), addrs: &[], in_block: false }.wide_str(units)
 }
 
 /// Reads the arguments of a callback the server reports ([`Request::Callback`](crate::Request)):
@@ -585,7 +693,7 @@ pub fn encode_callback_result(
         };
         blocks.push(bytes);
     }
-    Ok(Returned { value, string: None, blocks, errno: None })
+    Ok(Returned { value, string: None, blocks, errno: None, addrs: Vec::new() })
 }
 
 /// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.
@@ -607,7 +715,7 @@ pub fn decode_returned(
     let mut back = returned.blocks.iter();
     let views: Vec<Option<&[u8]>> =
         plan.copy_back.iter().map(|&c| if c { back.next().map(Vec::as_slice) } else { None }).collect();
-    decode_results(target, sig, values, plan, &returned.value, returned.string, &views)
+    decode_results_at(target, sig, values, plan, &returned.value, returned.string, &views, &returned.addrs)
 }
 
 /// Like [`decode_returned`], with the content of each block after the call given directly (`None` for
@@ -621,7 +729,26 @@ pub fn decode_results(
     string: Option<Vec<u8>>,
     blocks: &[Option<&[u8]>],
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
-    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")] };
+    decode_results_at(target, sig, values, plan, value, string, blocks, &[])
+}
+
+/// Like [`decode_results`], knowing the server's address of every block (`addrs`, from
+/// [`Returned::addrs`]): a pointer inside a copied-back block that the library replaced (it no longer
+/// holds its block's address) is read back as [`Value::Pointer`] with the new address (`NULL`
+/// included), never as the old content of its block. [`follow_up`] lists them. With `addrs` empty,
+/// pointers are taken to be unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_results_at(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    plan: &CallPlan,
+    value: &[u8],
+    string: Option<Vec<u8>>,
+    blocks: &[Option<&[u8]>],
+    addrs: &[u64],
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")], addrs, in_block: false };
     let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
         (CType::CStr | CType::WStr, None) => Value::NULL,
@@ -647,6 +774,10 @@ struct Reader<'a, 's> {
     /// The number of the next block, counted in the encoder's order.
     next: u32,
     path: Vec<Seg<'s>>,
+    /// The server's address of each block (empty: unknown).
+    addrs: &'a [u64],
+    /// Whether the bytes being read are a block's content after the call (not an argument slot).
+    in_block: bool,
 }
 
 impl<'s> Reader<'_, 's> {
@@ -690,15 +821,21 @@ impl<'s> Reader<'_, 's> {
                 Ok(orig.clone())
             }
             (CType::CStr | CType::WStr, _) => {
+                let index = self.next;
                 self.next += 1; // its block never comes back
-                Ok(orig.clone())
+                Ok(self.replaced(index, bytes).unwrap_or_else(|| orig.clone()))
             }
             (CType::Pointer(to), _) => {
                 let index = self.next;
                 self.next += 1;
+                let replaced = self.replaced(index, bytes);
                 let blocks = self.blocks;
                 match blocks.get(index as usize) {
-                    Some(Some(block)) => self.pointee(to, orig, block),
+                    Some(Some(block)) => {
+                        let v = self.pointee(to, orig, block)?;
+                        // Walked either way, to keep the block count in step.
+                        Ok(replaced.unwrap_or(v))
+                    }
                     _ => {
                         // Not copied back (under an `In` parameter, whose value is not returned): walk it
                         // only to count the blocks nested in it.
@@ -713,10 +850,14 @@ impl<'s> Reader<'_, 's> {
             (CType::Struct(def), Value::Struct(vals)) => {
                 let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                 let mut out = Vec::with_capacity(vals.len());
-                for ((f, off), fv) in def.fields.iter().zip(&layout.offsets).zip(vals) {
+                for (i, ((f, off), fv)) in def.fields.iter().zip(&layout.offsets).zip(vals).enumerate() {
                     self.path.push(Seg::Field(&f.name));
-                    let b = self.slice(bytes, *off, &f.ty)?;
-                    out.push(self.like(&f.ty, fv, b)?);
+                    if let Some(v) = self.bit_field(f, layout.bit_offsets.get(i).copied().flatten(), bytes)? {
+                        out.push(v);
+                    } else {
+                        let b = self.slice(bytes, *off, &f.ty)?;
+                        out.push(self.like(&f.ty, fv, b)?);
+                    }
                     self.path.pop();
                 }
                 Ok(Value::Struct(out))
@@ -728,6 +869,9 @@ impl<'s> Reader<'_, 's> {
                         got: "a larger index",
                     })
                 })?;
+                if let Some(v) = self.bit_field(f, Some(0), bytes)? {
+                    return Ok(Value::Variant(*i, Box::new(v)));
+                }
                 let b = self.slice(bytes, 0, &f.ty)?;
                 Ok(Value::Variant(*i, Box::new(self.like(&f.ty, member, b)?)))
             }
@@ -762,8 +906,29 @@ impl<'s> Reader<'_, 's> {
         })
     }
 
+    /// When the pointer at the start of `bytes` (inside a block after the call) no longer holds the
+    /// address of its block `index`: the address it holds now.
+    fn replaced(&self, index: u32, bytes: &[u8]) -> Option<Value> {
+        if !self.in_block {
+            return None;
+        }
+        let block_addr = *self.addrs.get(index as usize)?;
+        let size = self.target.pointer_size() as usize;
+        let mut raw = [0u8; 8];
+        raw[..size].copy_from_slice(bytes.get(..size)?);
+        let now = u64::from_le_bytes(raw);
+        (now != block_addr).then_some(Value::Pointer(now))
+    }
+
     /// Reads the memory a pointer to `to` pointed to, shaped like `orig`.
     fn pointee(&mut self, to: &'s CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
+        let outer = std::mem::replace(&mut self.in_block, true);
+        let v = self.pointee_in(to, orig, block);
+        self.in_block = outer;
+        v
+    }
+
+    fn pointee_in(&mut self, to: &'s CType, orig: &Value, block: &[u8]) -> Result<Value, MarshalError> {
         Ok(match orig {
             Value::Bytes(_) => Value::Bytes(block.to_vec()),
             Value::Str(_) if to.is_byte() => {
@@ -835,20 +1000,38 @@ impl<'s> Reader<'_, 's> {
             CType::Struct(def) => {
                 let layout = self.target.struct_layout(def).map_err(|e| self.err(e.into()))?;
                 let mut out = Vec::with_capacity(def.fields.len());
-                for (f, off) in def.fields.iter().zip(&layout.offsets) {
-                    out.push(self.fresh(&f.ty, self.slice(b, *off, &f.ty)?)?);
+                for (i, (f, off)) in def.fields.iter().zip(&layout.offsets).enumerate() {
+                    match self.bit_field(f, layout.bit_offsets.get(i).copied().flatten(), b)? {
+                        Some(v) => out.push(v),
+                        None => out.push(self.fresh(&f.ty, self.slice(b, *off, &f.ty)?)?),
+                    }
                 }
                 Value::Struct(out)
             }
             CType::Union(def) => {
                 let mut out = Vec::with_capacity(def.fields.len());
                 for f in &def.fields {
-                    out.push(self.fresh(&f.ty, self.slice(b, 0, &f.ty)?)?);
+                    match self.bit_field(f, Some(0), b)? {
+                        Some(v) => out.push(v),
+                        None => out.push(self.fresh(&f.ty, self.slice(b, 0, &f.ty)?)?),
+                    }
                 }
                 Value::Union(out)
             }
             CType::Void => Value::Void,
             _ => unreachable!("integers are handled above"),
+        })
+    }
+
+    /// A bit-field member's value (`None` for other members), read from the aggregate's `bytes`.
+    fn bit_field(&self, f: &Field, bit: Option<u64>, bytes: &[u8]) -> Result<Option<Value>, MarshalError> {
+        let (Some(width), Some(bit)) = (f.bits, bit) else { return Ok(None) };
+        get_bits(self.target, &f.ty, bytes, bit, width).map(Some).ok_or_else(|| {
+            self.err(MarshalErrorKind::Short {
+                got: bytes.len(),
+                want: (bit + u64::from(width)).div_ceil(8),
+                ty: f.ty.to_string(),
+            })
         })
     }
 
@@ -907,11 +1090,48 @@ mod tests {
             let mut outer = data.blocks[0].data.clone();
             outer[..4].copy_from_slice(&3i32.to_le_bytes());
             let inner = [5.0f64.to_le_bytes(), 6.0f64.to_le_bytes()].concat();
-            let returned = Returned { value: vec![], string: None, blocks: vec![outer, inner], errno: None };
+            let returned = Returned { blocks: vec![outer, inner], ..Returned::default() };
             let (ret, outs) = decode_returned(&target, &sig, &v, &plan, returned).unwrap();
             assert_eq!(ret, Value::Void);
             assert_eq!(outs, vec![Some(Value::Struct(vec![Value::Int(3), Value::f64s([5.0, 6.0])]))]);
         }
+    }
+
+    #[test]
+    fn bit_fields_round_trip_and_are_range_checked() {
+        use crate::types::Field;
+        let ty = CType::struct_of(
+            "F",
+            vec![
+                Field::bit_field("ready", CType::Bool, 1),
+                Field::bit_field("mode", CType::UInt, 3),
+                Field::bit_field("level", CType::Int, 5),
+                Field::bit_field("", CType::UInt, 0),
+                Field::bit_field("big", CType::LongLong, 40),
+            ],
+            None,
+        );
+        let v = Value::Struct(vec![
+            Value::Bool(true),
+            Value::UInt(5),
+            Value::Int(-3),
+            Value::UInt(0),
+            Value::Int(-(1 << 39)),
+        ]);
+        for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
+            let bytes = encode_value(&t, &ty, &v).unwrap();
+            assert_eq!(decode_value(&t, &ty, &bytes).unwrap(), v, "{t}");
+            if t.os == crate::Os::Linux {
+                // gcc: ready, mode and level share the first bits: 1 | 5 << 1 | (-3 & 31) << 4.
+                assert_eq!(u16::from_le_bytes([bytes[0], bytes[1]]) & 0x1ff, 1 | 5 << 1 | (29 << 4), "{t}");
+            } else {
+                // MSVC: `_Bool` has a unit of its own (1 byte); mode and level share the `unsigned` at 4.
+                assert_eq!((bytes[0], bytes[4]), (1, 5 | (29 << 3)), "{t}");
+            }
+        }
+        let bad = Value::Struct(vec![false.into(), 8u32.into(), 0.into(), 0.into(), 0.into()]);
+        let e = encode_value(&Target::I386_SYSV, &ty, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "value -> .mode: 8 does not fit in `unsigned int : 3` (0..=7)");
     }
 
     #[test]

@@ -53,8 +53,13 @@ pub struct Layout {
 pub struct StructLayout {
     /// Size and alignment of the whole aggregate.
     pub layout: Layout,
-    /// `offsetof` of each member, in declaration order (all zero for a union).
+    /// `offsetof` of each member, in declaration order (all zero for a union); for a bit-field, the
+    /// byte holding its first bit.
     pub offsets: Vec<u64>,
+    /// For each bit-field member, its first bit counted from the start of the aggregate (bit `b` is
+    /// bit `b % 8` of byte `b / 8`, least significant first, as on every x86 target); `None` for the
+    /// other members.
+    pub bit_offsets: Vec<Option<u64>>,
 }
 
 /// Why a type has no layout.
@@ -78,6 +83,15 @@ pub enum LayoutError {
     /// A type larger than the target's address space.
     #[error("{0} is larger than the target's address space")]
     TooLarge(String),
+    /// A bit-field that C does not allow (a width wider than its type, a type that is not an integer,
+    /// a named zero-width field).
+    #[error("bit-field {member}: {reason}")]
+    BadBitField {
+        /// `struct S.name`.
+        member: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Types nested deeper than bitbridge follows.
     #[error("type nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -240,6 +254,9 @@ impl Target {
                 return Err(LayoutError::BadPack { name: name(), pack: p });
             }
         }
+        if def.fields.iter().any(|f| f.bits.is_some()) {
+            return self.aggregate_with_bits(def, union, depth);
+        }
         let mut offset = 0u64;
         let mut size = 0u64;
         let mut align = 1u64;
@@ -262,7 +279,136 @@ impl Target {
         }
         let size = size.checked_next_multiple_of(align).filter(|s| *s <= self.max_address());
         let size = size.ok_or_else(|| LayoutError::TooLarge(name()))?;
-        Ok(StructLayout { layout: Layout { size, align }, offsets })
+        let bit_offsets = vec![None; offsets.len()];
+        Ok(StructLayout { layout: Layout { size, align }, offsets, bit_offsets })
+    }
+
+    /// A struct or union with bit-fields, positions counted in bits.
+    ///
+    /// Linux targets follow gcc's System V rules (`PCC_BITFIELD_TYPE_MATTERS`): a bit-field goes at the
+    /// next free bit unless it would span more units of its type's alignment than its type has, then
+    /// it starts at the next such unit (not under `#pragma pack` or `packed`, which place it at the
+    /// next bit); a named bit-field aligns the whole aggregate like its type (capped by the pack), an
+    /// unnamed one does not; `T : 0` moves to the next boundary of `T`'s alignment, whatever the pack.
+    /// Windows targets follow MSVC's: consecutive bit-fields share a storage unit of their type's size
+    /// while their types have the same size and the bits fit, else a new unit starts (aligned like
+    /// the type); a member after bit-fields starts after the whole unit; `T : 0` closes the unit.
+    fn aggregate_with_bits(&self, def: &StructDef, union: bool, depth: u32) -> Result<StructLayout, LayoutError> {
+        let kind = if union { "union" } else { "struct" };
+        let name = || format!("{kind} {}", def.name);
+        let too_large = || LayoutError::TooLarge(name());
+        let msvc = self.os == Os::Windows;
+        let pack = def.pack.map(u64::from);
+        let mut bitpos = 0u64; // the next free bit
+        let mut end = 0u64; // bits used so far (a union's largest member)
+        let mut align = 1u64;
+        let mut offsets = Vec::with_capacity(def.fields.len());
+        let mut bit_offsets = Vec::with_capacity(def.fields.len());
+        // MSVC: the open storage unit (start bit, size in bits, bits used).
+        let mut unit: Option<(u64, u64, u64)> = None;
+        for field in &def.fields {
+            let l = self.layout_at(&field.ty, depth + 1)?;
+            let packed_align = pack.map_or(l.align, |p| l.align.min(p));
+            let Some(width) = field.bits else {
+                if let Some((start, size, _)) = unit.take() {
+                    bitpos = bitpos.max(start + size);
+                }
+                align = align.max(packed_align);
+                let at =
+                    if union { 0 } else { bitpos.checked_next_multiple_of(packed_align * 8).ok_or_else(too_large)? };
+                offsets.push(at / 8);
+                bit_offsets.push(None);
+                let after = at.checked_add(l.size.checked_mul(8).ok_or_else(too_large)?).ok_or_else(too_large)?;
+                if !union {
+                    bitpos = after;
+                }
+                end = end.max(after);
+                continue;
+            };
+            let bad =
+                |reason: String| LayoutError::BadBitField { member: format!("{}.{}", name(), field.name), reason };
+            if !field.ty.is_integer() {
+                return Err(bad(format!("a bit-field must have an integer type, not `{}`", field.ty)));
+            }
+            let type_bits = l.size * 8;
+            if u64::from(width) > type_bits {
+                return Err(bad(format!("{width} bits do not fit in `{}` ({type_bits} bits)", field.ty)));
+            }
+            if width == 0 && !field.name.is_empty() {
+                return Err(bad("a zero-width bit-field must be unnamed".into()));
+            }
+            let width = u64::from(width);
+            let at;
+            if msvc {
+                if width == 0 {
+                    if let Some((start, size, _)) = unit.take() {
+                        bitpos = bitpos.max(start + size);
+                    }
+                    offsets.push(bitpos / 8);
+                    bit_offsets.push(Some(bitpos));
+                    continue;
+                }
+                match unit {
+                    Some((start, size, used)) if !union && size == type_bits && used + width <= size => {
+                        at = start + used;
+                        unit = Some((start, size, used + width));
+                    }
+                    _ => {
+                        if let Some((start, size, _)) = unit.take() {
+                            bitpos = bitpos.max(start + size);
+                        }
+                        let start = if union {
+                            0
+                        } else {
+                            bitpos.checked_next_multiple_of(packed_align * 8).ok_or_else(too_large)?
+                        };
+                        at = start;
+                        unit = Some((start, type_bits, width));
+                        if !union {
+                            bitpos = start + type_bits;
+                        }
+                    }
+                }
+                align = align.max(packed_align);
+                end = end.max(if union { type_bits } else { at + width });
+                if union {
+                    unit = None;
+                }
+            } else {
+                let type_align = l.align * 8;
+                if width == 0 {
+                    // Not influenced by the pack; unnamed, so the aggregate's alignment is unchanged.
+                    if !union {
+                        bitpos = bitpos.checked_next_multiple_of(type_align).ok_or_else(too_large)?;
+                    }
+                    offsets.push(bitpos / 8);
+                    bit_offsets.push(Some(bitpos));
+                    end = end.max(bitpos);
+                    continue;
+                }
+                let mut p = if union { 0 } else { bitpos };
+                let units = |p: u64| (p % type_align + width).div_ceil(type_align);
+                if pack.is_none() && units(p) > type_bits / type_align {
+                    p = p.checked_next_multiple_of(type_align).ok_or_else(too_large)?;
+                }
+                at = p;
+                if !union {
+                    bitpos = p + width;
+                }
+                end = end.max(p + width);
+                if !field.name.is_empty() {
+                    align = align.max(packed_align);
+                }
+            }
+            offsets.push(at / 8);
+            bit_offsets.push(Some(at));
+        }
+        if let Some((start, size, _)) = unit {
+            end = end.max(start + size);
+        }
+        let size = end.div_ceil(8).checked_next_multiple_of(align).filter(|s| *s <= self.max_address());
+        let size = size.ok_or_else(too_large)?;
+        Ok(StructLayout { layout: Layout { size, align }, offsets, bit_offsets })
     }
 }
 

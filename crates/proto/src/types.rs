@@ -105,10 +105,27 @@ pub struct StructDef {
 /// One member of a struct or union.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct Field {
-    /// The member's name.
+    /// The member's name (empty for an unnamed bit-field or an anonymous struct or union member).
     pub name: String,
-    /// The member's type.
+    /// The member's type (for a bit-field, its declared integer type: `unsigned`, `int`, `_Bool`, ...).
     pub ty: CType,
+    /// `Some(width)` for a bit-field of `width` bits (`unsigned ready : 1`); `Some(0)` is an unnamed
+    /// zero-width bit-field (`int : 0`), which only moves the next member to a new storage unit. Its
+    /// place is [`StructLayout::bit_offsets`](crate::StructLayout::bit_offsets), per the target's rules
+    /// (gcc's System V layout on Linux, MSVC's on Windows). Its value is an integer (a bool for `_Bool`).
+    pub bits: Option<u32>,
+}
+
+impl Field {
+    /// A member of type `ty`.
+    pub fn new(name: impl Into<String>, ty: CType) -> Field {
+        Field { name: name.into(), ty, bits: None }
+    }
+
+    /// A bit-field of `width` bits of the integer type `ty`.
+    pub fn bit_field(name: impl Into<String>, ty: CType, width: u32) -> Field {
+        Field { name: name.into(), ty, bits: Some(width) }
+    }
 }
 
 /// How a pointer argument's memory travels (ctypes' `paramflags`, zugbruecke's memsync).
@@ -244,6 +261,11 @@ impl CType {
         CType::Struct(Arc::new(StructDef::new(name, fields, Some(pack))))
     }
 
+    /// A struct of the given members (bit-fields among them), under `#pragma pack(pack)` if given.
+    pub fn struct_of(name: &str, fields: Vec<Field>, pack: Option<u32>) -> CType {
+        CType::Struct(Arc::new(StructDef { name: name.to_owned(), fields, pack }))
+    }
+
     /// A union with the given `(name, type)` members.
     pub fn union<N: Into<String>>(name: &str, fields: impl IntoIterator<Item = (N, CType)>) -> CType {
         CType::Union(Arc::new(StructDef::new(name, fields, None)))
@@ -330,11 +352,7 @@ impl CType {
 impl StructDef {
     /// A struct or union definition from `(name, type)` members.
     pub fn new<N: Into<String>>(name: &str, fields: impl IntoIterator<Item = (N, CType)>, pack: Option<u32>) -> Self {
-        StructDef {
-            name: name.to_owned(),
-            fields: fields.into_iter().map(|(n, ty)| Field { name: n.into(), ty }).collect(),
-            pack,
-        }
+        StructDef { name: name.to_owned(), fields: fields.into_iter().map(|(n, ty)| Field::new(n, ty)).collect(), pack }
     }
 
     /// The index of the member called `name`.

@@ -307,7 +307,13 @@ fn members<'py>(
 ) -> CResult<Value> {
     let items: Vec<_> = items.collect();
     if items.len() > d.fields.len() {
-        return Err(Conv::Msg(format!("{} values for the {} members of `{}`", items.len(), d.fields.len(), d.name)));
+        let n = d.fields.len();
+        return Err(Conv::Msg(format!(
+            "{} values for the {n} member{} of `{}`",
+            items.len(),
+            if n == 1 { "" } else { "s" },
+            d.name
+        )));
     }
     let mut out = Vec::with_capacity(d.fields.len());
     for (i, f) in d.fields.iter().enumerate() {

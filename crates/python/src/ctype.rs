@@ -163,10 +163,19 @@ impl PyCType {
         Ok(layout(&self.ty, parse_target(target)?)?.align)
     }
 
-    /// `offsetof` of each member of a struct or union on `target`; `TypeError` for other types.
+    /// `offsetof` of each member of a struct or union on `target`; `TypeError` for other types,
+    /// `ValueError` for one with bit-fields (which the Python views do not lay out yet).
     #[pyo3(signature = (target="host"))]
     fn offsets(&self, target: &str) -> PyResult<Vec<u64>> {
         let t = parse_target(target)?;
+        if let CType::Struct(d) | CType::Union(d) = &self.ty {
+            if let Some(f) = d.fields.iter().find(|f| f.bits.is_some()) {
+                return Err(PyValueError::new_err(format!(
+                    "`{}` has the bit-field `{}`: bit-fields are not supported in Python yet",
+                    self.ty, f.name
+                )));
+            }
+        }
         match t.aggregate_layout(&self.ty) {
             Some(l) => Ok(l.map_err(|e| PyValueError::new_err(e.to_string()))?.offsets),
             None => Err(PyTypeError::new_err(format!("`{}` is not a struct or union", self.ty))),

@@ -115,9 +115,12 @@ def test_declaration_errors_give_line_and_column() -> None:
     with pytest.raises(bitbridge.DeclarationError) as e:
         lib.function("double sum(double *f, int n")
     assert e.value.column is not None and "ends too early" in str(e.value)
+    # A declaration that cannot be used fails when it is used, not the whole header.
+    h = lib.declare("struct S { int a; };\nstruct S f(struct T t);\nint g(void);\n")
+    assert "g" in h.functions
     with pytest.raises(bitbridge.DeclarationError) as e:
-        lib.declare("struct S { int a; };\nstruct S f(struct T t);\n")
-    assert e.value.line == 2
+        h.f  # noqa: B018
+    assert e.value.line == 2 and "struct T" in str(e.value)
 
 
 def test_shutdown_returns_what_the_library_printed(bridged: Any) -> None:

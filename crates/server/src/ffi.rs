@@ -74,11 +74,14 @@ fn push_member(target: &Target, ty: &CType, out: &mut Vec<Type>) -> Result<(), U
     }
 }
 
-/// True when `ty` contains a union or a packed struct, which libffi cannot describe directly.
+/// True when `ty` contains a union, a packed struct or a bit-field, which libffi cannot describe
+/// directly.
 fn needs_synthesis(ty: &CType) -> bool {
     match ty {
         CType::Union(_) => true,
-        CType::Struct(def) => def.pack.is_some() || def.fields.iter().any(|f| needs_synthesis(&f.ty)),
+        CType::Struct(def) => {
+            def.pack.is_some() || def.fields.iter().any(|f| f.bits.is_some() || needs_synthesis(&f.ty))
+        }
         CType::Array(of, _) => needs_synthesis(of),
         _ => false,
     }
@@ -97,13 +100,19 @@ fn leaves(target: &Target, ty: &CType, base: u64, out: &mut Vec<(u64, u64, Class
     match ty {
         CType::Struct(def) => {
             let l = target.struct_layout(def).map_err(err)?;
-            for (f, off) in def.fields.iter().zip(l.offsets) {
-                leaves(target, &f.ty, base + off, out)?;
+            for ((f, off), bit) in def.fields.iter().zip(l.offsets).zip(l.bit_offsets) {
+                match (f.bits, bit) {
+                    (Some(width), Some(bit)) => bit_leaf(target, &f.ty, base, bit, width, out)?,
+                    _ => leaves(target, &f.ty, base + off, out)?,
+                }
             }
         }
         CType::Union(def) => {
             for f in &def.fields {
-                leaves(target, &f.ty, base, out)?;
+                match f.bits {
+                    Some(width) => bit_leaf(target, &f.ty, base, 0, width, out)?,
+                    None => leaves(target, &f.ty, base, out)?,
+                }
             }
         }
         CType::Array(of, n) => {
@@ -123,6 +132,26 @@ fn leaves(target: &Target, ty: &CType, base: u64, out: &mut Vec<(u64, u64, Class
             out.push((base, l.size, class, l.align));
         }
     }
+    Ok(())
+}
+
+/// The bytes a bit-field occupies, as an INTEGER leaf starting at a multiple of its type's alignment
+/// (the classification only asks which eightbytes hold integer data).
+fn bit_leaf(
+    target: &Target,
+    ty: &CType,
+    base: u64,
+    bit: u64,
+    width: u32,
+    out: &mut Vec<(u64, u64, Class, u64)>,
+) -> Result<(), Unsupported> {
+    if width == 0 {
+        return Ok(());
+    }
+    let align = target.layout(ty).map_err(|e| e.to_string())?.align;
+    let start = bit / 8 / align * align;
+    let end = (bit + u64::from(width)).div_ceil(8);
+    out.push((base + start, end - start, Class::Integer, align));
     Ok(())
 }
 

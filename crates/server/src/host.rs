@@ -520,6 +520,7 @@ impl Host {
             dest[r.offset as usize..r.offset as usize + ptr_size].copy_from_slice(&addr[..ptr_size]);
         }
 
+        let addrs: Vec<u64> = blocks.iter().map(BlockMem::addr).collect();
         let base: *mut u8 = slots.as_mut_ptr().cast();
         avalues.clear();
         // SAFETY: every offset is inside `slots` (args_len bytes fit, as sized above).
@@ -572,7 +573,7 @@ impl Host {
                 back.push(buf.bytes_mut(b.len as usize).to_vec());
             }
         }
-        Ok(Returned { value, string, blocks: back, errno })
+        Ok(Returned { value, string, blocks: back, errno, addrs })
     }
 
     /// Serves requests from `recv`, answering on `send`, until the client shuts the server down or goes

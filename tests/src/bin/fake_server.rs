@@ -89,11 +89,11 @@ fn main() {
             return;
         }
         let Ok(Frame::Request { id, request }) = msg::decode::<Frame>(&buf) else { return };
-        let (read_len, blocks) = match &request {
-            Request::Read { len, .. } => (Some(*len), Vec::new()),
+        let (read_len, blocks, nblocks) = match &request {
+            Request::Read { len, .. } => (Some(*len), Vec::new(), 0),
             Request::Call { call, .. } => {
                 let back = call.blocks.iter().filter(|b| b.copy_back && b.arena.is_none()).map(|b| b.len).collect();
-                (None, back)
+                (None, back, call.blocks.len())
             }
             Request::Shutdown => return,
             Request::Prepare { .. } => {
@@ -108,7 +108,9 @@ fn main() {
             }
         };
         let returned = |value: Vec<u8>, blocks: Vec<Vec<u8>>| {
-            Reply::Returned(Returned { value, string: None, blocks, errno: None })
+            // Addresses no pointer in the blocks holds: nothing was replaced.
+            let addrs = (0..nblocks as u64).map(|i| 0x1000_0000 + 0x1000 * i).collect();
+            Reply::Returned(Returned { value, string: None, blocks, errno: None, addrs })
         };
         match fault.as_str() {
             "silent" => hang(),
