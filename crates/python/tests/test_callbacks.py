@@ -102,7 +102,7 @@ def test_callbacks_from_eight_threads_at_once() -> None:
         lib.maybe_call.restype, lib.maybe_call.argtypes = ct.c_int, [CB, ct.c_int]
         errors: list = []
 
-        def work(k: int) -> None:
+        def work(k: int, CB: Any = CB, lib: Any = lib, errors: list = errors) -> None:  # noqa: N803
             cb = CB(lambda x: x + k)
             for i in range(300):
                 r = lib.maybe_call(cb, i)
