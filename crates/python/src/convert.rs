@@ -217,6 +217,10 @@ fn int_value(obj: &Bound<'_, PyAny>) -> Option<Value> {
 pub fn to_value(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>) -> CResult<Value> {
     let py = obj.py();
     let c = ctypes(py)?;
+    if *ty == CType::Bool && !is_instance(obj, &c.simple) {
+        // As ctypes' c_bool: any object, by its truth.
+        return Ok(Value::Bool(obj.is_truthy()?));
+    }
     if ty.is_integer() {
         if let Some(v) = int_value(obj) {
             return Ok(v);
@@ -245,13 +249,14 @@ pub fn to_value(obj: &Bound<'_, PyAny>, ty: &CType, cx: &Cx<'_>) -> CResult<Valu
             if let Ok(f) = obj.cast::<PyFloat>() {
                 return Ok(Value::Float(f.value()));
             }
-            if let Some(v) = int_value(obj) {
-                return Ok(v);
-            }
             if is_instance(obj, &c.simple) {
                 return to_value(&obj.getattr("value")?, ty, cx);
             }
-            bad("a number", ty, obj)
+            // Anything with __float__ or __index__, as ctypes takes it (bool, int, numpy scalars).
+            match obj.extract::<f64>() {
+                Ok(f) => Ok(Value::Float(f)),
+                Err(_) => bad("a number", ty, obj),
+            }
         }
         CType::LongDouble => {
             if is_instance(obj, &c.longdouble) {
@@ -424,6 +429,14 @@ fn pointed_object<'py>(ptr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     f.bind(py).call1((ptr,))
 }
 
+/// What `byref(obj)` refers to (an error for `byref(obj, offset)`).
+fn byref_object<'py>(arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    static HELPER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = arg.py();
+    let f = HELPER.get_or_try_init(py, || py.import("bitbridge._types")?.getattr("byref_object").map(Bound::unbind))?;
+    f.bind(py).call1((arg,))
+}
+
 /// A bitbridge.sharedctypes object: mapped into the server (once), nothing copied.
 fn shared_value(share_with: &Bound<'_, PyAny>, cx: &Cx<'_>) -> CResult<Value> {
     let token = share_with.call1((server_of(cx)?,))?;
@@ -445,13 +458,14 @@ fn pointer(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
         return shared_value(&shared, cx);
     }
     if is_instance(obj, &c.carg) {
-        return pointee(&obj.getattr("_obj")?, to, ty, cx, c);
+        return pointee(&byref_object(obj)?, to, ty, cx, c);
     }
     if is_instance(obj, &c.pointer) {
         if !obj.is_truthy()? {
             return Ok(Value::NULL);
         }
-        return pointee(&pointed_object(obj)?, to, ty, cx, c);
+        // The object it was made from: a ctypes object, or a numpy array for `ndarray.ctypes.data_as`.
+        return pointer(&pointed_object(obj)?, to, ty, cx, c);
     }
     if is_instance(obj, &c.void_p) {
         return match obj.getattr("value")?.extract::<Option<u64>>()? {
@@ -595,11 +609,11 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
     let py = obj.py();
     let c = ctypes(py)?;
     if is_instance(obj, &c.carg) {
-        return write_into(&obj.getattr("_obj")?, to, v, cx, c);
+        return write_into(&byref_object(obj)?, to, v, cx, c);
     }
     if is_instance(obj, &c.pointer) {
         if obj.is_truthy()? {
-            return write_into(&pointed_object(obj)?, to, v, cx, c);
+            return write_back(&pointed_object(obj)?, to, v, cx);
         }
         return Ok(());
     }

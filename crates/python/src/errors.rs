@@ -106,6 +106,11 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
                 None => (message.clone(), String::new()),
             };
             let short = format!("{kind}: {value}");
+            // The traceback's last line is that same line: say it once.
+            let traceback = match traceback.trim_end().rsplit_once('\n') {
+                Some((head, last)) if last.trim() == short.trim() => head.to_owned(),
+                _ => traceback,
+            };
             return raise(
                 py,
                 "Server32Error",

@@ -12,7 +12,7 @@ from . import _native
 from ._client64 import Client64
 from ._errors import *  # noqa: F403 - the exception classes
 from ._errors import __all__ as _errors_all
-from ._library import CDLL, FuncPtr, Header, RemotePointer, WinDLL, cdll, get_errno, set_errno
+from ._library import CDLL, FuncPtr, Header, RemotePointer, ServerAddress, WinDLL, cdll, get_errno, set_errno
 from ._server32 import Server32
 
 Server = _native.Server
@@ -27,6 +27,7 @@ __all__ = [
     "FuncPtr",
     "Header",
     "RemotePointer",
+    "ServerAddress",
     "Server",
     "WinDLL",
     "cdll",

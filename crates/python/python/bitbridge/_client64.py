@@ -187,7 +187,14 @@ class Client64:
             err = ConnectionTimeoutError(f"{self._module32}: {e.name}: {e.value}\n{e.traceback}".rstrip())
             err.reason = e.traceback or e.value
             raise err from None
-        except (ServerDied, StartupTimeout, Timeout) as e:
+        except (StartupTimeout, Timeout) as e:
+            err = ConnectionTimeoutError(
+                f"the 32-bit server for {self._module32!r} did not start within timeout={timeout} s: the "
+                f"interpreter, the module's import or its class's constructor did not finish ({e})"
+            )
+            err.reason = str(e)
+            raise err from None
+        except ServerDied as e:
             err = ConnectionTimeoutError(f"the 32-bit server for {self._module32!r} did not start: {e}")
             err.reason = getattr(e, "stderr", "") or str(e)
             raise err from None

@@ -39,6 +39,27 @@ def _packaged_servers() -> str | None:
 _native.set_default_server_dir(_packaged_servers())
 
 
+class ServerAddress(int):
+    """An address in a server's memory, as a ``c_void_p`` result gives it: an ``int`` (pass it back,
+    compare it, print it) that remembers its server, so ``bitbridge.ctypes.cast(addr, POINTER(T))``
+    gives a ``RemotePointer`` and ``string_at(addr)`` reads the server's memory. Dereferencing it as
+    a pointer of *this* process (plain ``ctypes.cast``) would read memory that is not there."""
+
+    _bb_server_: Any
+
+    def __new__(cls, value: int, server: Any) -> ServerAddress:
+        obj = super().__new__(cls, value)
+        obj._bb_server_ = server
+        return obj
+
+    @property
+    def _bb_address_(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"ServerAddress({int(self):#x})"
+
+
 class RemotePointer:
     """A pointer into the server's memory, as a function returning ``POINTER(T)`` gives it.
 
@@ -51,7 +72,7 @@ class RemotePointer:
 
     def __init__(self, server: Any, address: int, type_: Any) -> None:
         self._server = server
-        self._bb_address_ = address
+        self._bb_address_ = int(address)  # a plain int, even from a ServerAddress
         self._type_ = type_
 
     @property
@@ -118,6 +139,9 @@ def _encode_for(ct: Any, value: Any, target: str) -> bytes:
     return bytes(memoryview(cls(value)).cast("B"))
 
 
+_MISSING = object()
+
+
 class FuncPtr:
     """A function of a library in a server, configured the ctypes way.
 
@@ -134,6 +158,7 @@ class FuncPtr:
         self.__name__ = name
         self._lib = lib
         self._argtypes: list | None = None
+        self._argtypes_given: Any = None
         self._restype: Any = _ct.c_int
         self._errcheck: Any = None
         self._paramflags = tuple(paramflags) if paramflags else None
@@ -152,11 +177,13 @@ class FuncPtr:
 
     # The ctypes attributes; changing one drops what was prepared.
     @property
-    def argtypes(self) -> list | None:
-        return self._argtypes
+    def argtypes(self) -> Any:
+        """The sequence given (as ctypes keeps it); assign a new one to change the signature."""
+        return self._argtypes_given
 
     @argtypes.setter
     def argtypes(self, value: Any) -> None:
+        self._argtypes_given = value
         self._argtypes = list(value) if value is not None else None
         self._reset()
 
@@ -224,6 +251,12 @@ class FuncPtr:
             except SignatureError as e:
                 raise SignatureError(f"argument {i + 1} of `{self.__name__}`: {e}") from None
         ret, _ = self._restype_ctype()
+        if ret.kind in ("struct", "union") and ret.contains_pointer():
+            raise SignatureError(
+                f"`{self.__name__}` returns `{ret}` by value, whose pointer members would be server addresses "
+                "in a ctypes object of this process: return it through a pointer (restype POINTER(T)) and "
+                "read it with the RemotePointer"
+            )
         ctype_of(self._restype, amb) if isinstance(self._restype, type) else None
         lib = self._lib
         warn_ambiguous(amb, lib._lib.server.target, f"`{self.__name__}`")
@@ -271,7 +304,11 @@ class FuncPtr:
     def _finish(self, result: Any, ret: Any, args: tuple, outs: list[int]) -> Any:
         result = _make_result(result, ret, self._restype, self._lib)
         if self._errcheck is not None:
-            result = self._errcheck(result, self, args)
+            checked = self._errcheck(result, self, args)
+            # ctypes: with output parameters, errcheck returning the arguments means "return the
+            # outputs"; anything else is the result.
+            if not outs or checked is not args:
+                return checked
         if outs:
             vals = [_out_value(args[i]) for i in outs]
             return vals[0] if len(vals) == 1 else tuple(vals)
@@ -293,6 +330,9 @@ class FuncPtr:
                 outs.append(i)
                 continue
             if name is not None and name in kwargs:
+                positional = next(it, _MISSING)
+                if positional is not _MISSING:
+                    raise TypeError(f"`{self.__name__}`: argument {name!r} given by position and by keyword")
                 full.append(kwargs.pop(name))
                 continue
             try:
@@ -337,7 +377,7 @@ def _make_result(result: Any, ret: Any, restype: Any, lib: CDLL) -> Any:
         return storage(cls).from_buffer_copy(result)
     if kind == "pointer":
         if ret.name == "void *":
-            return result or None
+            return ServerAddress(result, lib._lib.server) if result else None
         pointee = (
             restype._type_
             if isinstance(restype, type) and hasattr(restype, "_type_")

@@ -352,7 +352,8 @@ def _compute(t: Any, amb: list, building: set) -> Any:
 
 def _default_direction(t: Any) -> str:
     """ctypes gives no directions: a pointer's memory is read and may be written (in/out)."""
-    return "inout" if _is_pointer_class(t) or t is _ct.c_void_p else "in"
+    # c_void_p's subclasses too: numpy.ctypeslib.ndpointer types are.
+    return "inout" if _is_pointer_class(t) or (isinstance(t, type) and issubclass(t, _ct.c_void_p)) else "in"
 
 
 def param_ctype(t: Any, amb: list | None = None) -> Any:
@@ -373,9 +374,11 @@ def param_direction(t: Any) -> str:
 
 
 def pointed_object(p: Any) -> Any:
-    """What a ctypes pointer object points at: the array (or other object) it was made from, found
-    among the objects it keeps alive, when that object starts at the pointed-to address; else its
-    ``contents``."""
+    """What a ctypes pointer object points at: the object it was made from (found among the objects it
+    keeps alive, a numpy array's for ``ndarray.ctypes.data_as``), when that object starts at the
+    pointed-to address; an array is sent whole. Raises ``ArgumentError`` for a pointer whose extent
+    cannot be known (made from an address, or into the middle of an object): sending one element of
+    what may be an array would hand the library too little memory."""
     address = _ct.cast(p, _ct.c_void_p).value
     best = None
     seen: set[int] = set()
@@ -396,9 +399,35 @@ def pointed_object(p: Any) -> Any:
     visit(getattr(p, "_objects", None))
     # A pointer read from a struct member keeps nothing itself: its struct keeps what was assigned.
     visit(getattr(getattr(p, "_b_base_", None), "_objects", None))
-    if best is not None and isinstance(best, _ct.Array):
+    if best is not None:
         return best
-    return p.contents
+    arr = getattr(p, "_arr", None)  # numpy's ndarray.ctypes.data_as keeps its array here
+    if arr is not None and getattr(arr, "ctypes", None) is not None and arr.ctypes.data == address:
+        return arr
+    from ._errors import ArgumentError
+
+    raise ArgumentError(
+        f"a {type(p).__name__} made from an address: bitbridge cannot tell how much memory it covers, so "
+        "it cannot copy it to the server; pass the array (a ctypes array, numpy array or buffer) itself"
+    )
+
+
+def byref_object(arg: Any) -> Any:
+    """The object ``byref(obj)`` refers to; ``ArgumentError`` for ``byref(obj, offset)`` with an offset,
+    whose extent in the server would be wrong."""
+    obj = arg._obj
+    text = repr(arg)
+    start = text.rfind("(0x")
+    if start >= 0 and isinstance(obj, _ct._SimpleCData | _ct.Structure | _ct.Union | _ct.Array):
+        address = int(text[start + 1 : text.index(")", start)], 16)
+        if address != _ct.addressof(obj):
+            from ._errors import ArgumentError
+
+            raise ArgumentError(
+                f"byref({type(obj).__name__}, offset): an offset into an object cannot be sent to the server; "
+                "pass the part as its own array (or slice a numpy array)"
+            )
+    return obj
 
 
 def warn_ambiguous(amb: list, target: str, where: str) -> None:

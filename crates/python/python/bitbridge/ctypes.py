@@ -29,7 +29,7 @@ from typing import Any
 
 # The names this module redefines: imported after `from ctypes import *` so that they win. (Listed in
 # __all__ below, so linters keep them.)
-from ._library import CDLL, LibraryLoader, RemotePointer, WinDLL, cdll, get_errno, set_errno
+from ._library import CDLL, LibraryLoader, RemotePointer, ServerAddress, WinDLL, cdll, get_errno, set_errno
 from ._types import (
     CFUNCTYPE,
     POINTER,
@@ -84,14 +84,30 @@ def addressof(obj: Any) -> HostAddress:
 
 
 def cast(obj: Any, typ: Any) -> Any:
-    """ctypes' ``cast``. A ``RemotePointer`` (from the server) is cast to another pointer type in the
-    server; ctypes objects of this process are cast as ctypes does."""
-    if isinstance(obj, RemotePointer):
-        to = getattr(typ, "_type_", None)
+    """ctypes' ``cast``. A ``RemotePointer`` or ``ServerAddress`` (from the server) becomes a pointer into
+    the server: a ``RemotePointer`` for ``POINTER(T)``, a ``ServerAddress`` for ``c_void_p``, the string
+    for ``c_char_p``. ctypes objects of this process are cast as ctypes does."""
+    server = obj._server if isinstance(obj, RemotePointer) else getattr(obj, "_bb_server_", None)
+    if server is not None:
+        address = int(obj)
         if typ is _ct.c_void_p:
-            return obj.value
-        return RemotePointer(obj._server, obj.value, to)
+            return ServerAddress(address, server)
+        if typ is _ct.c_char_p:
+            return server.read_cstring(address) if address else None
+        if getattr(typ, "_type_", None) is None or not issubclass(typ, _ct._Pointer):
+            raise TypeError(
+                f"cast of a server address to {getattr(typ, '__name__', typ)}: use POINTER(T), c_void_p or c_char_p"
+            )
+        return RemotePointer(server, address, typ._type_)
     return _ct.cast(obj, typ)
+
+
+def string_at(address: Any, size: int = -1) -> bytes:
+    """ctypes' ``string_at``; for a ``ServerAddress`` or ``RemotePointer``, read in the server."""
+    server = address._server if isinstance(address, RemotePointer) else getattr(address, "_bb_server_", None)
+    if server is None:
+        return _ct.string_at(address, size)
+    return server.read_cstring(int(address)) if size < 0 else server.read(int(address), size)
 
 
 def LoadLibrary(name: str, **options: Any) -> CDLL:  # noqa: N802 - ctypes' name
@@ -122,6 +138,8 @@ _OURS = [
     "c_ulong",
     "c_ulonglong",
     "cast",
+    "string_at",
+    "ServerAddress",
     "cdll",
     "ctype_of",
     "get_errno",

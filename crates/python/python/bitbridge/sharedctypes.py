@@ -157,6 +157,14 @@ class Synchronized:
         with self._lock:
             return getattr(self._obj, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Members of a shared struct, written under the lock (the wrapper's own state starts with "_").
+        if name.startswith("_") or name in ("acquire", "release", "value"):
+            object.__setattr__(self, name, value)
+            return
+        with self._lock:
+            setattr(self._obj, name, value)
+
     def __repr__(self) -> str:
         return f"<Synchronized wrapper for {self._obj!r}>"
 
