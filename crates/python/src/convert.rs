@@ -13,6 +13,7 @@ use bitbridge::{CType, ExtF80, Target, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::IntoPyObject;
 
 /// A conversion failure: a message that callers prefix with where it happened, or a Python error.
 pub enum Conv {
@@ -470,6 +471,8 @@ fn pointer(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
     if is_instance(obj, &c.void_p) {
         return match obj.getattr("value")?.extract::<Option<u64>>()? {
             None => Ok(Value::NULL),
+            // A c_void_p a call filled with a server address (`byref(c_void_p())` for a `void **`).
+            Some(a) if obj.hasattr("_bb_server_address_")? => Ok(Value::Pointer(a)),
             Some(_) => Err(Conv::Msg(
                 "a c_void_p holding an address of this process cannot cross to the server (pass the server's address as an int)".into(),
             )),
@@ -566,6 +569,12 @@ fn pointee(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
         }
         return bad("a ctypes object", ty, obj);
     }
+    if to.is_pointer() {
+        // `T **` given `byref(p)` (p a pointer, c_void_p or c_char_p): the argument points at memory that
+        // holds a pointer, so that pointer goes in a block of its own, one element long (its value alone
+        // would be taken for the argument itself and a level lost).
+        return Ok(Value::Array(vec![to_value(obj, to, cx)?]));
+    }
     to_value(obj, to, cx)
 }
 
@@ -642,6 +651,11 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
 /// Writes a value of `to` (or an array of them) into a ctypes object's memory.
 fn write_into(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>, c: &CTypes) -> PyResult<()> {
     let py = obj.py();
+    if let (true, Value::Array(items)) = (to.is_pointer(), v) {
+        if let ([e], false) = (items.as_slice(), is_instance(obj, &c.array)) {
+            return write_pointer_back(obj, to, e, cx, c);
+        }
+    }
     match v {
         Value::Bytes(b) if !is_instance(obj, &c.simple) || to.is_byte() => {
             // Same layout on both sides (or raw bytes asked for): copy as it is.
@@ -697,6 +711,48 @@ fn write_into(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>, c: &CT
         }
     }
     Ok(())
+}
+
+/// After a call through `T **`: the pointer the library left in the one-element block, into the object
+/// `byref` was given. A ctypes pointer gets what the new pointer points at (read in the server) as an
+/// object of this process, or, when it still points at what it pointed at, that object is updated; a
+/// `c_void_p` gets the server's address (usable as an argument again); a `c_char_p`/`c_wchar_p` the
+/// text.
+fn write_pointer_back(obj: &Bound<'_, PyAny>, to: &CType, e: &Value, cx: &Cx<'_>, c: &CTypes) -> PyResult<()> {
+    let py = obj.py();
+    if is_instance(obj, &c.void_p) {
+        if let Value::Pointer(a) = e {
+            obj.setattr("value", if *a == 0 { py.None() } else { a.into_pyobject(py)?.into_any().unbind() })?;
+            obj.setattr("_bb_server_address_", true)?;
+        }
+        return Ok(());
+    }
+    if is_instance(obj, &c.char_p) || is_instance(obj, &c.wchar_p) {
+        match e {
+            Value::Pointer(0) => obj.setattr("value", py.None())?,
+            Value::Str(_) | Value::Bytes(_) => obj.setattr("value", to_py(py, e, to, cx)?)?,
+            _ => {}
+        }
+        return Ok(());
+    }
+    let CType::Pointer(inner) = to else { return Ok(()) };
+    if !is_instance(obj, &c.pointer) {
+        return Ok(());
+    }
+    match e {
+        Value::Pointer(0) => obj.call_method0("__init__").map(drop),
+        Value::Pointer(_) => Ok(()), // an address not followed: nothing of this process to point at
+        value => {
+            if obj.is_truthy()? {
+                // Still pointing where it did: update that object.
+                write_back(&pointed_object(obj)?, inner, value, cx)
+            } else {
+                let target = obj.getattr("_type_")?.call0()?;
+                write_into(&target, inner, value, cx, c)?;
+                obj.setattr("contents", target)
+            }
+        }
+    }
 }
 
 /// A value as the plain Python object ctypes gives for `ty`: `int`, `float`, `bytes` for `char` and

@@ -119,3 +119,31 @@ def test_a_struct_with_pointer_members_returned_by_value_is_a_clear_error() -> N
     f.restype, f.argtypes = Buf, [bct.c_int]
     with pytest.raises(bitbridge.SignatureError, match="return it through a pointer"):
         f(1)
+
+
+def test_pointers_to_pointers_keep_their_level(agree: Any) -> None:
+    def case(b: Any) -> Any:
+        ct, lib = b.ct, b.load("edge", fresh=True)
+        lib.get_ptr.argtypes = [ct.POINTER(ct.POINTER(ct.c_int))]
+        p = ct.POINTER(ct.c_int)()
+        lib.get_ptr(ct.byref(p))
+        lib.deref2.argtypes, lib.deref2.restype = [ct.POINTER(ct.POINTER(ct.c_int))], ct.c_int
+        x = ct.c_int(41)
+        r = lib.deref2(ct.byref(ct.pointer(x)))
+        lib.make_string.argtypes = [ct.POINTER(ct.c_char_p)]
+        s = ct.c_char_p()
+        lib.make_string(ct.byref(s))
+        return p[0], r, x.value, s.value
+
+    assert agree(case) == (10, 42, 42, b"made in C")
+
+
+def test_a_void_pointer_filled_by_the_library_passes_back() -> None:
+    for b in BRIDGED:
+        lib = b.load("edge", fresh=True)
+        lib.get_ptr.argtypes = [bct.POINTER(bct.c_void_p)]
+        v = bct.c_void_p()
+        lib.get_ptr(bct.byref(v))
+        assert v.value
+        lib.is_null.argtypes, lib.is_null.restype = [bct.c_void_p], bct.c_int
+        assert lib.is_null(v) == 0 and lib.is_null(None) == 1
