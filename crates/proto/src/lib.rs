@@ -15,8 +15,8 @@ pub mod types;
 pub mod value;
 
 pub use marshal::{
-    decode_callback_args, decode_results, decode_results_at, decode_returned, decode_value, decode_wide, encode_call,
-    encode_call_bulk, encode_callback_result, encode_value, CallPlan, MarshalError,
+    decode_callback_args, decode_results_at, decode_returned, decode_value, decode_wide, encode_call, encode_call_bulk,
+    encode_callback_result, encode_value, CallPlan, MarshalError,
 };
 pub use msg::{
     Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned, MAGIC,

@@ -719,20 +719,8 @@ pub fn decode_returned(
 }
 
 /// Like [`decode_returned`], with the content of each block after the call given directly (`None` for
-/// blocks that do not come back): for blocks read in place from shared memory.
-pub fn decode_results(
-    target: &Target,
-    sig: &Signature,
-    values: &[Value],
-    plan: &CallPlan,
-    value: &[u8],
-    string: Option<Vec<u8>>,
-    blocks: &[Option<&[u8]>],
-) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
-    decode_results_at(target, sig, values, plan, value, string, blocks, &[])
-}
-
-/// Like [`decode_results`], knowing the server's address of every block (`addrs`, from
+/// blocks that do not come back: for blocks read in place from shared memory), knowing the server's
+/// address of every block (`addrs`, from
 /// [`Returned::addrs`]): a pointer inside a copied-back block that the library replaced (it no longer
 /// holds its block's address) is read back as [`Value::Pointer`] with the new address (`NULL`
 /// included), never as the old content of its block. [`follow_up`] lists them. With `addrs` empty,
