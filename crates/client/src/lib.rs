@@ -19,7 +19,7 @@ pub use cdecl::{Constant, Declarations, Prototype};
 pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
-pub use locate::{find_server, server_file_name};
+pub use locate::{find_server, server_file_name, user_server_dir};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
 
