@@ -13,7 +13,7 @@ mod service;
 pub mod shared;
 
 pub use bitbridge_proto::{
-    Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value,
+    Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value, ValueTypeError,
 };
 pub use cdecl::{Constant, Declarations, Prototype};
 pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
