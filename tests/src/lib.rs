@@ -298,3 +298,9 @@ pub fn system_library(name: &str, b: Backend) -> Library {
     track(lib.server());
     lib
 }
+
+/// The project README's Rust examples, compiled as doctests here (the `bitbridge` crate's own docs are
+/// its package README, `crates/client/README.md`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct RootReadme;

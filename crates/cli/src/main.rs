@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod literal;
 mod longdouble;
+mod servers;
 mod show;
 
 /// Call the C functions of a library that cannot be loaded into your process (a 32-bit .so from a
@@ -26,7 +27,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the library cannot be loaded (a dependency is missing, its initialiser failed, ...), or does not
-     export the function called
+     export the function called; or `servers install` failed
   2  bad usage: options, a header or prototype that does not parse, the wrong number of arguments, an
      argument that does not parse or does not fit its parameter
   3  the file is missing, is not a shared library, or no server can host it
@@ -120,6 +121,37 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
     },
+    /// The server binaries programs using the bitbridge crate start: install them, or show which ones
+    /// would be used.
+    Servers {
+        #[command(subcommand)]
+        action: ServersCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServersCommand {
+    /// Build bitbridge-server (cargo install) for every architecture this machine can build (i686 when
+    /// the Rust target i686-unknown-linux-gnu is installed, x86_64) and put each, as
+    /// bitbridge-server-<arch>, into the per-user folder the client searches
+    /// ($XDG_DATA_HOME/bitbridge/servers, else ~/.local/share/bitbridge/servers).
+    #[command(
+        after_help = "Examples:\n  bitbridge servers install\n  bitbridge servers install --arch i686\n  bitbridge servers install --path ./crates/server --dir ./dist"
+    )]
+    Install {
+        /// Only this architecture: i686 or x86_64 (may be repeated).
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Vec<bitbridge::Arch>,
+        /// Build from this folder holding the bitbridge-server crate (a checkout's crates/server, an
+        /// unpacked package) instead of crates.io's bitbridge-server of this command's version.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// Put the servers here instead (to ship beside a program, or for BITBRIDGE_SERVER_DIR).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the per-user folder and the server each architecture would use, as a program would find it.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +212,16 @@ fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
                 arch,
             })
             .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Servers { action } => {
+            let done = match action {
+                ServersCommand::Install { arch, path, dir } => {
+                    let source = path.map_or(servers::Source::Registry, servers::Source::Path);
+                    servers::install(&source, &arch, dir)
+                }
+                ServersCommand::List => servers::list(),
+            };
+            done.map(|()| ExitCode::SUCCESS).map_err(|error| call::Failure { code: 1, error })
         }
     }
 }

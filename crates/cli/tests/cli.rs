@@ -323,3 +323,40 @@ fn call_help_documents_literals_and_exit_codes() {
     let o = bitbridge(&["call"]);
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
 }
+
+/// A program outside any build folder finds the servers `bitbridge servers install` puts into the per-user
+/// folder (`$XDG_DATA_HOME/bitbridge/servers`), and `servers list` says which one each architecture uses.
+#[test]
+fn the_per_user_server_folder_is_searched_and_listed() {
+    bitbridge_tests::watchdog();
+    // Outside `target/` (no ancestor of that name), as a dependent's installed program would be.
+    let home = std::env::temp_dir().join(format!("bitbridge-user-servers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let servers = home.join("data/bitbridge/servers");
+    std::fs::create_dir_all(&servers).unwrap();
+    let exe = home.join("bitbridge");
+    std::fs::copy(env!("CARGO_BIN_EXE_bitbridge"), &exe).unwrap();
+    std::fs::copy(bitbridge_tests::server_binary(Bits::B32), servers.join("bitbridge-server-i686")).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&exe)
+            .args(args)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("BITBRIDGE_SERVER_DIR")
+            .env_remove("BITBRIDGE_SERVER_I686")
+            .env_remove("BITBRIDGE_SERVER_X86_64")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["servers", "list"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains(&format!("per-user folder: {}", servers.display())), "{out}");
+    assert!(out.contains(&format!("i686: {}", servers.join("bitbridge-server-i686").display())), "{out}");
+    assert!(out.contains("x86_64: none: ") && out.contains("bitbridge servers install"), "{out}");
+
+    let lib = fixture("ctest", Bits::B32);
+    let o = run(&["call", lib.to_str().unwrap(), "double sum(double *f, int n)", "[1,2,3]", "3"]);
+    assert_eq!(text(&o).0.lines().next(), Some("6"), "{:?}", text(&o));
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError};
+use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError, ValueTypeError};
 
 /// Everything that can go wrong between a client and its server.
 ///
@@ -17,6 +17,9 @@ use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A result converted to a Rust type it does not have (`i32::try_from(outcome.ret)?`).
+    #[error("{0}")]
+    ValueType(#[from] ValueTypeError),
     /// The library file does not exist or cannot be read.
     #[error("cannot read library {}: {source}", path.display())]
     LibraryNotFound {

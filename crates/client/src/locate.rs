@@ -1,9 +1,11 @@
 //! Finding the server binary for an architecture.
 //!
 //! In order: an explicit path; `BITBRIDGE_SERVER_<ARCH>` (a file) or `BITBRIDGE_SERVER_DIR` (a folder);
-//! beside the running executable (`bitbridge-server-i686`, as installed); the Cargo target directory
-//! the executable runs from, or `$CARGO_TARGET_DIR` (`target/i686-unknown-linux-gnu/{release,debug}`).
-//! No build directory is compiled in. Every candidate's ELF header is checked, so a server built for the
+//! beside the running executable (`bitbridge-server-i686`: how a deployed program ships its server); the
+//! Cargo target directory the executable runs from, or `$CARGO_TARGET_DIR`
+//! (`target/i686-unknown-linux-gnu/{release,debug}`: only a workspace that builds `bitbridge-server`
+//! itself has one there, so this serves bitbridge's own development); the per-user folder
+//! ([`user_server_dir`], filled by `bitbridge servers install`). No build directory is compiled in. Every candidate's ELF header is checked, so a server built for the
 //! wrong target is never started, and so are its owner and mode: a file that another user could have
 //! replaced (writable by group or others, or owned by someone other than this user or root) is refused.
 
@@ -17,6 +19,17 @@ use crate::error::{Error, Result};
 /// The file name of an installed server for `arch`.
 pub fn server_file_name(arch: Arch) -> String {
     format!("bitbridge-server-{arch}")
+}
+
+/// The per-user folder of installed servers, searched after the other places (see the module docs):
+/// `$XDG_DATA_HOME/bitbridge/servers`, or `~/.local/share/bitbridge/servers` when `XDG_DATA_HOME` is
+/// unset or not absolute. `bitbridge servers install` (crate `bitbridge-cli`) puts servers there, named
+/// as [`server_file_name`] says. `None` when neither variable gives a folder.
+pub fn user_server_dir() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local/share"))
+    })?;
+    Some(data.join("bitbridge").join("servers"))
 }
 
 fn env_name(arch: Arch) -> &'static str {
@@ -33,7 +46,7 @@ fn env_name(arch: Arch) -> &'static str {
 pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    type Key = (Arch, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>);
+    type Key = (Arch, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>, Option<PathBuf>);
     static FOUND: Mutex<Option<HashMap<Key, (PathBuf, std::time::SystemTime)>>> = Mutex::new(None);
     // What the search depends on besides the files: the environment variables it reads.
     let key = (
@@ -41,6 +54,7 @@ pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         explicit.map(Path::to_path_buf),
         std::env::var_os(env_name(arch)),
         std::env::var_os("BITBRIDGE_SERVER_DIR"),
+        user_server_dir(),
     );
     let stamp = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
     if let Some((p, when)) = FOUND.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key)
@@ -158,9 +172,14 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         if let Some((_, p)) = built.into_iter().max_by_key(|(m, _)| *m) {
             return Ok(p);
         }
+        if let Some(dir) = user_server_dir() {
+            if let Some(p) = check(dir.join(&name), &mut searched) {
+                return Ok(p);
+            }
+        }
     }
     let mut hint = format!(
-        "build it with `cargo build --release -p bitbridge-server --target {}`{}, or name it with ServerOptions::server_path or {}",
+        "install one with `cargo install bitbridge-cli && bitbridge servers install`, or build it with `cargo build --release -p bitbridge-server --target {}`{} and name it with ServerOptions::server_path or {}",
         arch.linux_triple(),
         if arch == Arch::X86 { " (needs `rustup target add i686-unknown-linux-gnu` and gcc-multilib)" } else { "" },
         env_name(arch)

@@ -25,4 +25,4 @@ pub use msg::{
 pub use target::{Arch, Layout, LayoutError, Os, StructLayout, Target};
 pub use transport::{FrameError, StreamTransport, Transport, DEFAULT_MAX_FRAME};
 pub use types::{CType, CallConv, Direction, Field, Param, Signature, StructDef};
-pub use value::{ExtF80, Value};
+pub use value::{ExtF80, Value, ValueTypeError};

@@ -224,6 +224,107 @@ impl From<Vec<Value>> for Value {
     }
 }
 
+/// A [`Value`] that is not of the Rust type asked for: its kind, or an integer out of that type's range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {found}")]
+#[non_exhaustive]
+pub struct ValueTypeError {
+    /// The Rust type asked for (`i32`, `String`, `Vec<f64>`).
+    pub expected: &'static str,
+    /// What the value was (`a string`, `an integer out of range: 300`).
+    pub found: String,
+}
+
+impl ValueTypeError {
+    fn new(expected: &'static str, v: &Value) -> Self {
+        let found = match v {
+            Value::Int(i) => format!("an integer out of range: {i}"),
+            Value::UInt(u) => format!("an integer out of range: {u}"),
+            other => other.kind().to_owned(),
+        };
+        ValueTypeError { expected, found }
+    }
+}
+
+macro_rules! try_from_int {
+    ($via:ident: $($t:ty),*) => {$(
+        /// The integer, if it is one (or a bool) and fits; a float is refused, not truncated.
+        impl TryFrom<Value> for $t {
+            type Error = ValueTypeError;
+            fn try_from(v: Value) -> Result<$t, ValueTypeError> {
+                v.$via().and_then(|i| <$t>::try_from(i).ok()).ok_or_else(|| ValueTypeError::new(stringify!($t), &v))
+            }
+        }
+    )*};
+}
+try_from_int!(as_i64: i8, i16, i32, i64);
+try_from_int!(as_u64: u8, u16, u32, u64);
+
+/// A `float`/`double` (or `long double`, rounded); an integer is refused.
+impl TryFrom<Value> for f64 {
+    type Error = ValueTypeError;
+    fn try_from(v: Value) -> Result<f64, ValueTypeError> {
+        match v {
+            Value::Float(f) => Ok(f),
+            Value::LongDouble(x) => Ok(x.to_f64()),
+            other => Err(ValueTypeError::new("f64", &other)),
+        }
+    }
+}
+
+/// A `float` (exact: a C `float` comes back as a `Value::Float` it converts to without rounding).
+impl TryFrom<Value> for f32 {
+    type Error = ValueTypeError;
+    fn try_from(v: Value) -> Result<f32, ValueTypeError> {
+        match v {
+            Value::Float(f) => Ok(f as f32),
+            other => Err(ValueTypeError::new("f32", &other)),
+        }
+    }
+}
+
+/// A `bool` (a C `_Bool`), or an integer 0 or 1.
+impl TryFrom<Value> for bool {
+    type Error = ValueTypeError;
+    fn try_from(v: Value) -> Result<bool, ValueTypeError> {
+        match v {
+            Value::Bool(b) => Ok(b),
+            Value::Int(0) | Value::UInt(0) => Ok(false),
+            Value::Int(1) | Value::UInt(1) => Ok(true),
+            other => Err(ValueTypeError::new("bool", &other)),
+        }
+    }
+}
+
+/// Text up to the first NUL, as [`Value::as_str`] reads it (a string, or bytes holding UTF-8).
+impl TryFrom<Value> for String {
+    type Error = ValueTypeError;
+    fn try_from(v: Value) -> Result<String, ValueTypeError> {
+        match v {
+            Value::Str(mut s) => {
+                if let Some(end) = s.find('\0') {
+                    s.truncate(end);
+                }
+                Ok(s)
+            }
+            other => other.as_str().map(str::to_owned).ok_or_else(|| ValueTypeError::new("String", &other)),
+        }
+    }
+}
+
+/// The elements of an array (each converted), or of bytes (each byte as an integer, so `Vec<u8>` takes
+/// a `char`/`uint8_t` buffer).
+impl<T: TryFrom<Value, Error = ValueTypeError>> TryFrom<Value> for Vec<T> {
+    type Error = ValueTypeError;
+    fn try_from(v: Value) -> Result<Vec<T>, ValueTypeError> {
+        match v {
+            Value::Array(items) => items.into_iter().map(T::try_from).collect(),
+            Value::Bytes(b) => b.into_iter().map(|c| T::try_from(Value::UInt(u64::from(c)))).collect(),
+            other => Err(ValueTypeError::new("Vec", &other)),
+        }
+    }
+}
+
 /// An x87 80-bit extended-precision float (`long double` on x86 Linux), stored as its 10 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ExtF80(pub [u8; 10]);
@@ -299,5 +400,29 @@ mod tests {
         assert!(ExtF80::from_f64(f64::NAN).to_f64().is_nan());
         // 1.0 is 0x3fff 8000000000000000.
         assert_eq!(ExtF80::from_f64(1.0).0, [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]);
+    }
+}
+
+#[cfg(test)]
+mod try_from_tests {
+    use super::{Value, ValueTypeError};
+
+    #[test]
+    fn scalars_strings_and_vectors_convert_or_say_why_not() {
+        assert_eq!(i32::try_from(Value::Int(-7)), Ok(-7));
+        assert_eq!(u8::try_from(Value::UInt(255)), Ok(255));
+        let e = u8::try_from(Value::Int(300)).unwrap_err();
+        assert_eq!(e.to_string(), "expected u8, got an integer out of range: 300");
+        assert_eq!(i64::try_from(Value::Float(1.5)).unwrap_err().found, "a float");
+        assert_eq!(f64::try_from(Value::Float(2.5)), Ok(2.5));
+        assert_eq!(f32::try_from(Value::Float(0.5)), Ok(0.5));
+        assert_eq!(bool::try_from(Value::Int(1)), Ok(true));
+        assert_eq!(String::try_from(Value::Str("ab\0cd".into())).as_deref(), Ok("ab"));
+        assert_eq!(String::try_from(Value::Bytes(b"hi\0\0".to_vec())).as_deref(), Ok("hi"));
+        assert_eq!(Vec::<f64>::try_from(Value::f64s([1.0, 2.0])), Ok(vec![1.0, 2.0]));
+        assert_eq!(Vec::<u8>::try_from(Value::Bytes(vec![1, 2])), Ok(vec![1, 2]));
+        assert_eq!(Vec::<Vec<i32>>::try_from(Value::Array(vec![Value::ints([1, 2])])), Ok(vec![vec![1, 2]]));
+        let e: ValueTypeError = Vec::<i32>::try_from(Value::Str("x".into())).unwrap_err();
+        assert_eq!(e.found, "a string");
     }
 }

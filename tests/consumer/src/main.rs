@@ -1,0 +1,26 @@
+//! A new project's first program: one call into a 32-bit library, errors printed readably.
+use std::process::ExitCode;
+
+use bitbridge::{CType, Library, Signature, Value};
+
+fn run(path: &str) -> bitbridge::Result<()> {
+    let lib = Library::open(path)?;
+    let server = lib.server().path().map(|p| p.display().to_string()).unwrap_or_else(|| "in-process".into());
+    println!("server: {server}");
+    // double sum(double f[], int n)
+    let sum = lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int))?;
+    let r = sum.call(&[Value::f64s([1.0, 2.0, 3.0]), 3.into()])?;
+    println!("sum: {}", r.ret.as_f64().unwrap_or(f64::NAN));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let path = std::env::args().nth(1).unwrap_or_else(|| "./libctest32.so".into());
+    match run(&path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
