@@ -96,6 +96,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         ),
         Error::NotDeclared { function, .. } => ("NotDeclared", vec![("function", o(py, function.clone()))]),
         Error::Signature { .. } => ("SignatureError", vec![]),
+        Error::ValueType(_) => ("ResultError", vec![]),
         Error::Argument { .. } => ("ArgumentError", vec![]),
         Error::Result { .. } => ("ResultError", vec![]),
         Error::Callback { .. } => ("CallbackError", vec![]),
