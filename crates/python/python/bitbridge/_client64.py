@@ -20,7 +20,7 @@ from ._errors import (
     StartupTimeout,
     Timeout,
 )
-from ._server32 import Server32, _find_class, _load_module
+from ._server32 import Server32, _construct
 
 PY_VERSION = "3.11"
 SERVER_NAME = f"bitbridge-server-python{PY_VERSION}-i686"
@@ -284,14 +284,9 @@ class Client64:
 
 def _mock(module32: str, sys_path: list[str], env_path: list[str], kwargs: dict) -> Server32:
     """msl-loadlib's mock mode: the module imported here, its class constructed here."""
-    for p in sys_path:
-        if p not in sys.path:
-            sys.path.append(p)
-    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *env_path])
+    options = {"module32": module32, "sys_path": sys_path, "environ_path": env_path, "kwargs": kwargs}
     try:
-        module = _load_module(module32)
-        cls = _find_class(module)
-        return cls(None, None, **kwargs)
+        return _construct(options)  # type: ignore[no-any-return]
     except Exception as e:
         err = ConnectionTimeoutError(f"{module32}: {type(e).__name__}: {e}")
         err.reason = str(e)

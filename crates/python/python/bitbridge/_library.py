@@ -217,13 +217,14 @@ class FuncPtr:
         self._fast = None
         self._nargs = -1
 
-    def _restype_ctype(self) -> tuple[Any, Any]:
-        """The C return type, and the class that results are made into."""
+    def _restype_ctype(self, ambiguous: list | None = None) -> tuple[Any, Any]:
+        """The C return type (aliased plain ctypes classes recorded in ``ambiguous``), and the class
+        that results are made into."""
         r = self._restype
         if r is None:
             return _types.CType.scalar("void"), None
         if isinstance(r, type):
-            return ctype_of(r), r
+            return ctype_of(r, ambiguous), r
         if callable(r):  # ctypes: a callable restype gets the int result
             return _types.CType.scalar("int"), r
         raise SignatureError(f"restype of `{self.__name__}` must be a ctypes type, None or a callable")
@@ -250,14 +251,13 @@ class FuncPtr:
                 params.append((_types.param_ctype(t, amb), d))
             except SignatureError as e:
                 raise SignatureError(f"argument {i + 1} of `{self.__name__}`: {e}") from None
-        ret, _ = self._restype_ctype()
+        ret, _ = self._restype_ctype(amb)
         if ret.kind in ("struct", "union") and ret.contains_pointer():
             raise SignatureError(
                 f"`{self.__name__}` returns `{ret}` by value, whose pointer members would be server addresses "
                 "in a ctypes object of this process: return it through a pointer (restype POINTER(T)) and "
                 "read it with the RemotePointer"
             )
-        ctype_of(self._restype, amb) if isinstance(self._restype, type) else None
         lib = self._lib
         warn_ambiguous(amb, lib._lib.server.target, f"`{self.__name__}`")
         conv = "stdcall" if lib._stdcall else "cdecl"

@@ -136,12 +136,10 @@ def _find_class(module: Any) -> type:
     )
 
 
-def _start(options: dict) -> Any:
-    """In the Python server: import the module and construct its ``Server32`` subclass (raises what
-    the module or its constructor raise, which the client reports with the traceback)."""
-    global _IN_SERVER
-    _IN_SERVER = True
-    sys.modules["bitbridge"] = sys.modules[__name__]
+def _construct(options: dict) -> Any:
+    """Imports ``options["module32"]`` with the ``sys.path`` and ``PATH`` additions and constructs its
+    ``Server32`` subclass with ``host``, ``port`` and the keyword arguments: the server's start, and
+    msl-loadlib's mock mode in the client."""
     for p in options.get("sys_path", []):
         if p not in sys.path:
             sys.path.append(p)
@@ -151,3 +149,12 @@ def _start(options: dict) -> Any:
     module = _load_module(options["module32"])
     cls = _find_class(module)
     return cls(options.get("host"), options.get("port"), **options.get("kwargs", {}))
+
+
+def _start(options: dict) -> Any:
+    """In the Python server: import the module and construct its ``Server32`` subclass (raises what
+    the module or its constructor raise, which the client reports with the traceback)."""
+    global _IN_SERVER
+    _IN_SERVER = True
+    sys.modules["bitbridge"] = sys.modules[__name__]
+    return _construct(options)

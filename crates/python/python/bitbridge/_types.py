@@ -340,8 +340,6 @@ def _compute(t: Any, amb: list, building: set) -> Any:
             fields.append((f[0], _compute(f[1], amb, building)))
         pack = t.__dict__.get("_pack_") or None
         return CType.aggregate(t.__name__, fields, pack, issubclass(t, _ct.Union))
-    if issubclass(t, CFuncPtr.__mro__[0]):
-        pass
     if issubclass(t, _CFUNC_BASE):
         raise SignatureError(
             f"{t.__name__} is a plain ctypes function type: use bitbridge.ctypes.CFUNCTYPE, whose callbacks "
