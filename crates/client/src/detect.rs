@@ -82,13 +82,14 @@ pub fn inspect(path: &Path) -> Result<LibraryInfo> {
             });
         }
     }
-    match (arch, os) {
-        (Some(arch), Os::Linux) => Ok(LibraryInfo { arch, os, path: path.into() }),
-        (Some(_), Os::Windows) => Err(Error::UnsupportedArchitecture {
+    if os == Os::Windows && obj.kind() != object::ObjectKind::Dynamic {
+        return Err(Error::NotALibrary {
             path: path.into(),
-            found: found(),
-            hint: "; a Windows DLL needs a Windows server, which is not built on Linux yet".into(),
-        }),
+            reason: "it is a Windows executable (.exe), not a DLL (IMAGE_FILE_DLL is not set)".into(),
+        });
+    }
+    match (arch, os) {
+        (Some(arch), _) => Ok(LibraryInfo { arch, os, path: path.into() }),
         _ => Err(Error::UnsupportedArchitecture {
             path: path.into(),
             found: found(),

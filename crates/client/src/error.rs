@@ -38,7 +38,7 @@ pub enum Error {
         reason: String,
     },
     /// The library is for an architecture or platform no bitbridge server here can host.
-    #[error("{} is {found}; bitbridge on this machine hosts i686 and x86_64 Linux (ELF) libraries{hint}", path.display())]
+    #[error("{} is {found}; bitbridge hosts i686 and x86_64 Linux libraries (ELF) and Windows DLLs (PE, under Wine){hint}", path.display())]
     UnsupportedArchitecture {
         /// The library.
         path: PathBuf,
@@ -46,6 +46,24 @@ pub enum Error {
         found: String,
         /// What would be needed.
         hint: String,
+    },
+    /// A Windows DLL needs Wine, and no Wine loader for its architecture was found.
+    #[error("no Wine for {arch} Windows DLLs found (looked at: {}); {hint}", list(searched))]
+    WineNotFound {
+        /// The DLL's architecture.
+        arch: Arch,
+        /// Every place looked at, in order.
+        searched: Vec<PathBuf>,
+        /// How to install or point to one.
+        hint: String,
+    },
+    /// bitbridge's Wine prefix could not be created or used.
+    #[error("the Wine prefix {} cannot be used: {reason}", prefix.display())]
+    WinePrefix {
+        /// The prefix (a folder).
+        prefix: PathBuf,
+        /// What failed.
+        reason: String,
     },
     /// No server binary for the architecture was found.
     #[error("no bitbridge-server for {arch} found (looked at: {}); {hint}", list(searched))]

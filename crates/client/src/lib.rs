@@ -11,6 +11,7 @@ mod process;
 mod server;
 mod service;
 pub mod shared;
+mod wine;
 
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value, ValueTypeError,
@@ -19,7 +20,7 @@ pub use cdecl::{Constant, Declarations, Prototype};
 pub use detect::{dependencies, exports, inspect, Dependency, LibraryInfo};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
-pub use locate::{find_server, server_file_name, user_server_dir};
+pub use locate::{find_server, find_server_for, server_file_name, server_relative_path, user_server_dir};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitbridge_proto::{Arch, CType, CallConv, ErrorKind, RemoteError, Reply, Request, Signature, Value};
+use bitbridge_proto::{Arch, CType, CallConv, ErrorKind, Os, RemoteError, Reply, Request, Signature, Target, Value};
 
 use crate::cdecl::Declarations;
 use crate::detect::{find_by_name, inspect};
@@ -40,6 +40,12 @@ impl LibraryOptions {
         self
     }
 
+    /// Whether the library is a bare name of a Windows DLL (`kernel32.dll`, `user32`): one ending in
+    /// `.dll`, any case.
+    fn is_dll_name(&self) -> bool {
+        self.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dll"))
+    }
+
     /// Whether the library is given by a bare name (`libc.so.6`): no folder, and no such file here.
     fn is_bare_name(&self) -> bool {
         self.path.components().count() == 1 && !self.path.to_string_lossy().contains('/') && !self.path.exists()
@@ -68,6 +74,11 @@ impl LibraryOptions {
     /// file of that name bitbridge finds, else the client's own. [`Library::file`] tells the file used.
     pub fn open(&self) -> Result<Library> {
         if self.is_bare_name() {
+            if self.is_dll_name() {
+                // A Windows system DLL (`kernel32.dll`): the Windows loader under Wine finds it.
+                let arch = self.arch.unwrap_or(Arch::X86_64);
+                return self.server.spawn_for(Target { arch, os: Os::Windows })?.load(&self.path);
+            }
             let arch = self
                 .arch
                 .or_else(|| self.resolve().ok().and_then(|p| inspect(&p).ok()).map(|i| i.arch))
@@ -78,13 +89,14 @@ impl LibraryOptions {
         let path = self.path.clone();
         let info = inspect(&path)?;
         if let Some(a) = self.arch.filter(|a| *a != info.arch) {
+            let what = if info.os == Os::Windows { "a Windows DLL" } else { "an ELF library" };
             return Err(Error::UnsupportedArchitecture {
                 path,
-                found: format!("an ELF library for {}", info.arch),
+                found: format!("{what} for {}", info.arch),
                 hint: format!("; {a} was asked for"),
             });
         }
-        self.server.spawn(info.arch)?.load(&path)
+        self.server.spawn_for(Target { arch: info.arch, os: info.os })?.load(&path)
     }
 
     /// Loads the library into this process (msl-loadlib's mock mode): the same API, no server. The

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bitbridge_proto::Arch;
+use bitbridge_proto::{Arch, Os, Target};
 
 use crate::detect::executable_arch;
 use crate::error::{Error, Result};
@@ -21,22 +21,48 @@ pub fn server_file_name(arch: Arch) -> String {
     format!("bitbridge-server-{arch}")
 }
 
+/// Where an installed server for `target` is, relative to a servers folder: [`server_file_name`] for
+/// Linux; for Windows a folder of its own, `bitbridge-server-windows-<arch>/bitbridge-server.exe`,
+/// since the DLL it needs beside it (`bcryptprimitives.dll`, see `docs/WINDOWS.md`) has the same name
+/// for both architectures.
+pub fn server_relative_path(target: Target) -> PathBuf {
+    match target.os {
+        Os::Windows => Path::new(&format!("bitbridge-server-windows-{}", target.arch)).join("bitbridge-server.exe"),
+        _ => PathBuf::from(server_file_name(target.arch)),
+    }
+}
+
+/// `$XDG_DATA_HOME`, or `~/.local/share` when it is unset or not absolute.
+pub(crate) fn data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local/share"))
+    })
+}
+
 /// The per-user folder of installed servers, searched after the other places (see the module docs):
 /// `$XDG_DATA_HOME/bitbridge/servers`, or `~/.local/share/bitbridge/servers` when `XDG_DATA_HOME` is
 /// unset or not absolute. `bitbridge servers install` (crate `bitbridge-cli`) puts servers there, named
 /// as [`server_file_name`] says. `None` when neither variable gives a folder.
 pub fn user_server_dir() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local/share"))
-    })?;
-    Some(data.join("bitbridge").join("servers"))
+    Some(data_dir()?.join("bitbridge").join("servers"))
 }
 
-fn env_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86 => "BITBRIDGE_SERVER_I686",
-        Arch::X86_64 => "BITBRIDGE_SERVER_X86_64",
+fn env_name(target: Target) -> &'static str {
+    match (target.os, target.arch) {
+        (Os::Windows, Arch::X86) => "BITBRIDGE_SERVER_WINDOWS_I686",
+        (Os::Windows, _) => "BITBRIDGE_SERVER_WINDOWS_X86_64",
+        (_, Arch::X86) => "BITBRIDGE_SERVER_I686",
+        (_, Arch::X86_64) => "BITBRIDGE_SERVER_X86_64",
         _ => "BITBRIDGE_SERVER_OTHER",
+    }
+}
+
+/// The Rust target a server for `target` is built for.
+pub(crate) fn rust_triple(target: Target) -> &'static str {
+    match (target.os, target.arch) {
+        (Os::Windows, Arch::X86) => "i686-pc-windows-gnu",
+        (Os::Windows, _) => "x86_64-pc-windows-gnu",
+        (_, arch) => arch.linux_triple(),
     }
 }
 
@@ -44,15 +70,22 @@ fn env_name(arch: Arch) -> &'static str {
 /// with `ServerOptions::server_path`), or says where it looked and how to build one. A server found and
 /// checked once is reused while its file is unchanged (its ELF header is not read again at every start).
 pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    find_server_for(Target { arch, os: Os::Linux }, explicit)
+}
+
+/// Finds the server for `target` (Linux or Windows) the way [`find_server`] does; a Windows server is
+/// `bitbridge-server.exe` in the folder [`server_relative_path`] names, or in the Cargo target
+/// directory of its Rust target (`target/i686-pc-windows-gnu/release`).
+pub fn find_server_for(target: Target, explicit: Option<&Path>) -> Result<PathBuf> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    type Key = (Arch, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>, Option<PathBuf>);
+    type Key = (Target, Option<PathBuf>, Option<std::ffi::OsString>, Option<std::ffi::OsString>, Option<PathBuf>);
     static FOUND: Mutex<Option<HashMap<Key, (PathBuf, std::time::SystemTime)>>> = Mutex::new(None);
     // What the search depends on besides the files: the environment variables it reads.
     let key = (
-        arch,
+        target,
         explicit.map(Path::to_path_buf),
-        std::env::var_os(env_name(arch)),
+        std::env::var_os(env_name(target)),
         std::env::var_os("BITBRIDGE_SERVER_DIR"),
         user_server_dir(),
     );
@@ -63,7 +96,7 @@ pub fn find_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
             return Ok(p.clone());
         }
     }
-    let found = search_server(arch, explicit)?;
+    let found = search_server(target, explicit)?;
     if let Some(when) = stamp(&found) {
         FOUND
             .lock()
@@ -93,7 +126,8 @@ fn trusted(p: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+fn search_server(target: Target, explicit: Option<&Path>) -> Result<PathBuf> {
+    let arch = target.arch;
     let mut searched = Vec::new();
     let mut wrong = Vec::new();
     let mut untrusted = Vec::new();
@@ -126,12 +160,12 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
             return Err(Error::UntrustedServer { path, reason });
         }
     } else {
-        if let Some(p) = std::env::var_os(env_name(arch)) {
+        if let Some(p) = std::env::var_os(env_name(target)) {
             if let Some(p) = check(PathBuf::from(p), &mut searched) {
                 return Ok(p);
             }
         }
-        let name = server_file_name(arch);
+        let name = server_relative_path(target);
         if let Some(dir) = std::env::var_os("BITBRIDGE_SERVER_DIR") {
             if let Some(p) = check(Path::new(&dir).join(&name), &mut searched) {
                 return Ok(p);
@@ -156,8 +190,9 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         let mut built = Vec::new();
         for t in targets {
             for profile in ["release", "debug"] {
-                let mut candidates = vec![t.join(arch.linux_triple()).join(profile).join("bitbridge-server")];
-                if bitbridge_proto::Target::host().is_some_and(|h| h.arch == arch) {
+                let exe = if target.os == Os::Windows { "bitbridge-server.exe" } else { "bitbridge-server" };
+                let mut candidates = vec![t.join(rust_triple(target)).join(profile).join(exe)];
+                if Target::host() == Some(target) {
                     candidates.push(t.join(profile).join("bitbridge-server"));
                 }
                 for c in candidates {
@@ -178,12 +213,21 @@ fn search_server(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
             }
         }
     }
-    let mut hint = format!(
-        "install one with `cargo install bitbridge-cli && bitbridge servers install`, or build it with `cargo build --release -p bitbridge-server --target {}`{} and name it with ServerOptions::server_path or {}",
-        arch.linux_triple(),
-        if arch == Arch::X86 { " (needs `rustup target add i686-unknown-linux-gnu` and gcc-multilib)" } else { "" },
-        env_name(arch)
-    );
+    let mut hint = if target.os == Os::Windows {
+        format!(
+            "build it with `./x winservers` in bitbridge's repository (it needs `rustup target add {}` and mingw-w64; \
+             see docs/WINDOWS.md) and name it with ServerOptions::server_path or {}",
+            rust_triple(target),
+            env_name(target)
+        )
+    } else {
+        format!(
+            "install one with `cargo install bitbridge-cli && bitbridge servers install`, or build it with `cargo build --release -p bitbridge-server --target {}`{} and name it with ServerOptions::server_path or {}",
+            arch.linux_triple(),
+            if arch == Arch::X86 { " (needs `rustup target add i686-unknown-linux-gnu` and gcc-multilib)" } else { "" },
+            env_name(target)
+        )
+    };
     wrong.extend(untrusted.iter().map(|(p, why)| format!("{} was refused: {why}", p.display())));
     if !wrong.is_empty() {
         hint = format!("{}; {hint}", wrong.join("; "));

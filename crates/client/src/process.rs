@@ -144,13 +144,24 @@ pub(crate) struct Inherit<'a> {
     pub(crate) remove: &'a [OsString],
 }
 
+///
+/// With a `launcher` (a Wine loader), the command is `launcher path`: Wine runs the Windows program in
+/// the process it was started as, so the process watched is the server itself.
 pub(crate) fn spawn(
     path: &Path,
+    launcher: Option<&Path>,
     env: &[(OsString, OsString)],
     inherit: Inherit<'_>,
 ) -> Result<(ServerProcess, UnixStream)> {
     let (ours, theirs) = UnixStream::pair().map_err(Error::Io)?;
-    let mut cmd = Command::new(path);
+    let mut cmd = match launcher {
+        Some(l) => {
+            let mut c = Command::new(l);
+            c.arg(path);
+            c
+        }
+        None => Command::new(path),
+    };
     if inherit.clear {
         cmd.env_clear();
     }

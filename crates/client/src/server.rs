@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bitbridge_proto::{decode_results_at, encode_call_bulk};
 use bitbridge_proto::{
-    msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, RemoteError, Reply, Request, Signature, StreamTransport,
+    msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, Os, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
 };
 use bitbridge_shm::Arena;
@@ -43,6 +43,8 @@ pub struct ServerOptions {
     shared_memory: bool,
     spin: Duration,
     wait: bitbridge_shm::WaitMode,
+    wine: Option<PathBuf>,
+    wine_prefix: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +63,8 @@ impl Default for ServerOptions {
             shared_memory: true,
             spin: bitbridge_shm::DEFAULT_SPIN,
             wait: bitbridge_shm::WaitMode::Spin,
+            wine: None,
+            wine_prefix: None,
         }
     }
 }
@@ -173,11 +177,38 @@ impl ServerOptions {
         self
     }
 
-    /// Starts a server process for `arch`.
+    /// The Wine loader that runs Windows servers of this options' architecture (`wine` for i686,
+    /// `wine64` for x86_64), instead of searching for one (see [`ServerOptions::spawn_for`]).
+    pub fn wine(mut self, loader: impl Into<PathBuf>) -> Self {
+        self.wine = Some(loader.into());
+        self
+    }
+
+    /// The Wine prefix Windows servers run in, instead of bitbridge's own one per architecture
+    /// (created on first use when it does not exist; it must be of the server's architecture).
+    pub fn wine_prefix(mut self, prefix: impl Into<PathBuf>) -> Self {
+        self.wine_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Starts a server process for `arch` Linux libraries.
     pub fn spawn(&self, arch: Arch) -> Result<Server> {
-        let link = self.connect(arch)?;
-        let target = Target { arch: link.hello.arch, os: link.hello.os };
-        Ok(Server::new(link, target, false, Some((self.clone(), arch))))
+        self.spawn_for(Target { arch, os: Os::Linux })
+    }
+
+    /// Starts a server process for `target`: Linux libraries of its architecture, or Windows DLLs
+    /// ([`Target::WIN32`], [`Target::WIN64`]), whose server runs under Wine. The Wine loader is the one
+    /// given with [`ServerOptions::wine`], else `BITBRIDGE_WINE_I686`/`BITBRIDGE_WINE_X86_64`, else
+    /// the distribution's (`/usr/lib/wine/wine`, `wine64` ...); the prefix is bitbridge's own per
+    /// architecture unless [`ServerOptions::wine_prefix`] or `BITBRIDGE_WINEPREFIX_<ARCH>` names one.
+    /// See `docs/WINDOWS.md`.
+    ///
+    /// # Errors
+    /// [`Error::WineNotFound`] and [`Error::WinePrefix`] besides those of [`ServerOptions::spawn`].
+    pub fn spawn_for(&self, target: Target) -> Result<Server> {
+        let link = self.connect(target)?;
+        let got = Target { arch: link.hello.arch, os: link.hello.os };
+        Ok(Server::new(link, got, false, Some((self.clone(), target))))
     }
 
     fn environment(&self) -> Vec<(OsString, OsString)> {
@@ -216,10 +247,24 @@ impl ServerOptions {
     }
 
     /// Starts the process and reads its greeting.
-    fn connect(&self, arch: Arch) -> Result<Link> {
-        let path = crate::locate::find_server(arch, self.server_path.as_deref())?;
+    fn connect(&self, target: Target) -> Result<Link> {
+        let arch = target.arch;
+        let windows = target.os == Os::Windows;
+        let path = crate::locate::find_server_for(target, self.server_path.as_deref())?;
         let inherit = process::Inherit { clear: self.env_clear, remove: &self.env_remove };
-        let (mut proc_, stream) = process::spawn(&path, &self.environment(), inherit)?;
+        let mut env = self.environment();
+        let launcher = if windows {
+            let loader = crate::wine::find_loader(arch, self.wine.as_deref())?;
+            let prefix = crate::wine::prefix(arch, self.wine_prefix.as_deref())?;
+            crate::wine::ensure_prefix(&loader, arch, &prefix, self.startup_timeout.max(Duration::from_secs(180)))?;
+            let mut wine_env = crate::wine::environment(&loader, arch, &prefix);
+            wine_env.append(&mut env);
+            env = wine_env;
+            Some(loader)
+        } else {
+            None
+        };
+        let (mut proc_, stream) = process::spawn(&path, launcher.as_deref(), &env, inherit)?;
         let pid = proc_.pid();
         let fail = |proc_: &mut ServerProcess, e: Error| {
             proc_.reap(Duration::ZERO);
@@ -250,8 +295,12 @@ impl ServerOptions {
             }
         };
         let hello = match hello {
-            Ok(h) if h.arch != arch => {
-                let e = Error::Handshake(format!("{} hosts {} libraries, {arch} was needed", path.display(), h.arch));
+            Ok(h) if h.arch != arch || h.os != target.os => {
+                let e = Error::Handshake(format!(
+                    "{} hosts {} libraries, {target} was needed",
+                    path.display(),
+                    Target { arch: h.arch, os: h.os }
+                ));
                 return Err(fail(&mut proc_, e));
             }
             Ok(h) => h,
@@ -263,7 +312,11 @@ impl ServerOptions {
             Box::new(SocketTransport(StreamTransport::new(process::Watched::new(w, pidfd.clone()))));
         if self.shared_memory {
             let shm = bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new).and_then(|seg| {
-                bitbridge_shm::send_segment(&stream, &seg)?;
+                if windows {
+                    announce_fd(&stream, seg.fd(), b"SHM1", 0)?;
+                } else {
+                    bitbridge_shm::send_segment(&stream, &seg)?;
+                }
                 let watch = bitbridge_shm::Watch::start(stream.try_clone()?, seg.clone(), pidfd.clone())?;
                 Ok((seg, watch, stream.try_clone()?, stream.try_clone()?))
             });
@@ -280,6 +333,28 @@ impl ServerOptions {
         }
         let fd_sock = if self.shared_memory { Some(stream) } else { None };
         Ok(Link { send, recv, fd_sock, process: Some(proc_), hello, pid, path: Some(path) })
+    }
+}
+
+/// Tells a Windows server (which cannot receive descriptors) the number of one of ours to open as
+/// `Z:\\proc\\<our pid>\\fd\\<n>` (see [`bitbridge_shm::ANNOUNCEMENT`]); the descriptor must stay open
+/// until the server has opened it (its owner keeps it for the connection's life).
+pub(crate) fn announce_fd(sock: &UnixStream, fd: &std::os::fd::OwnedFd, tag: &[u8; 4], id: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut msg = [0u8; bitbridge_shm::ANNOUNCEMENT];
+    msg[..4].copy_from_slice(tag);
+    msg[4..8].copy_from_slice(&id.to_le_bytes());
+    msg[8..].copy_from_slice(&(fd.as_raw_fd() as u32).to_le_bytes());
+    (&*sock).write_all(&msg)
+}
+
+/// Passes `fd` to a server of `os`: over the socket (`SCM_RIGHTS`) to a Linux one, by number to a
+/// Windows one ([`announce_fd`]).
+fn pass_fd(os: Os, sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4], id: u32) -> std::io::Result<()> {
+    match os {
+        Os::Windows => announce_fd(sock, fd, tag, id),
+        _ => bitbridge_shm::send_fd(sock, fd, tag, id),
     }
 }
 
@@ -340,7 +415,7 @@ struct Inner {
     path: Option<PathBuf>,
     in_process: bool,
     /// How to start it again, for `restart_on_failure` (`None` in-process).
-    respawn: Option<(ServerOptions, Arch)>,
+    respawn: Option<(ServerOptions, Target)>,
     call_timeout: Option<Duration>,
     pid: AtomicU32,
     next_id: AtomicU64,
@@ -572,7 +647,7 @@ impl Server {
         Server::new(link, target, true, None)
     }
 
-    fn new(link: Link, target: Target, in_process: bool, respawn: Option<(ServerOptions, Arch)>) -> Server {
+    fn new(link: Link, target: Target, in_process: bool, respawn: Option<(ServerOptions, Target)>) -> Server {
         let call_timeout = respawn.as_ref().and_then(|(o, _)| o.call_timeout);
         Server {
             inner: Arc::new(Inner {
@@ -644,9 +719,13 @@ impl Server {
         self.check_singleton(path)?;
         let lib = self.next_handle();
         let after = self.inner.respawn.as_ref().map_or(DEFAULT_LOAD_TIMEOUT, |(o, _)| o.load_timeout);
-        match self.request(Request::Load { lib, path: p.to_owned() }, Some(after)) {
+        let server_path = match self.inner.target.os {
+            Os::Windows => crate::wine::dos_path(path),
+            _ => p.to_owned(),
+        };
+        match self.request(Request::Load { lib, path: server_path.clone() }, Some(after)) {
             Ok(Reply::Done) => {
-                lock(&self.inner.registry).libs.insert(lib, p.to_owned());
+                lock(&self.inner.registry).libs.insert(lib, server_path);
                 let file = self.loaded_file(p);
                 Ok(Library::new(self.clone(), lib, p.to_owned(), file))
             }
@@ -857,7 +936,7 @@ impl Server {
             let sock = sock
                 .as_ref()
                 .ok_or_else(|| Error::Unsupported("shared memory needs the shared-memory transport".into()))?;
-            if let Err(e) = bitbridge_shm::send_fd(sock, fd, tag, id) {
+            if let Err(e) = pass_fd(self.inner.target.os, sock, fd, tag, id) {
                 // The server is gone (EPIPE): report its death rather than the socket's error.
                 let mut st = lock(&self.inner.state);
                 return Err(self.fail(&mut st, FrameError::Io(e)));
@@ -1626,14 +1705,14 @@ impl Server {
             Some(d) if !inner.respawn.as_ref().is_some_and(|(o, _)| o.restart) => return Err(d.error(self.pid())),
             Some(_) => {}
         }
-        let (opts, arch) = inner.respawn.as_ref().expect("checked above");
+        let (opts, target) = inner.respawn.as_ref().expect("checked above");
         // Exclusive: no request is being sent or read while the connection is replaced.
         let mut send = lock(&inner.send);
         let mut recv = lock(&inner.recv);
         if lock(&inner.state).dead.is_none() {
             return Ok(()); // another thread restarted it meanwhile
         }
-        let mut link = opts.connect(*arch)?;
+        let mut link = opts.connect(*target)?;
         // Replay what was loaded and prepared, with the same handles, before anyone else can send; bounded
         // by the start-up timeout (a library may block in its initialiser on a lock its dead twin held).
         let mut replay: Vec<Request> = {
@@ -1652,7 +1731,7 @@ impl Server {
         let shared: Vec<(u32, Arc<OwnedFd>, u64)> =
             lock(&inner.registry).shared.iter().map(|(r, (fd, size))| (*r, fd.clone(), *size)).collect();
         for (region, fd, size) in shared {
-            let sent = link.fd_sock.as_ref().map(|s| bitbridge_shm::send_fd(s, &fd, b"SHR1", region));
+            let sent = link.fd_sock.as_ref().map(|s| pass_fd(target.os, s, &fd, b"SHR1", region));
             if !matches!(sent, Some(Ok(()))) {
                 return Err(Error::Handshake("cannot share the shared buffers with the restarted server".into()));
             }

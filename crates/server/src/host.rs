@@ -69,7 +69,9 @@ pub struct Raised {
 type VariadicCache = HashMap<(u32, Vec<CType>), Arc<Prepared>>;
 
 /// Where the host gets file descriptors the client sends (the arena's), read from the socket.
-pub type FdSource = Box<dyn Fn(&[u8; 4], u32) -> std::io::Result<std::os::fd::OwnedFd> + Send + Sync>;
+/// On Linux they come over the socket (`SCM_RIGHTS`); a Windows server under Wine opens the client's
+/// descriptor by name (`Z:\\proc\\<client pid>\\fd\\<n>`).
+pub type FdSource = Box<dyn Fn(&[u8; 4], u32) -> std::io::Result<std::fs::File> + Send + Sync>;
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,7 +310,7 @@ impl Host {
             message: "this connection cannot carry shared memory".into(),
         })?;
         let mem = source(tag, region)
-            .and_then(|fd| Arena::open(fd, size))
+            .and_then(|file| crate::sys::open_arena(file, size))
             .or_else(|e| fail(ErrorKind::BadArguments, format!("cannot map shared region {region}: {e}")))?;
         self.regions.write().unwrap_or_else(|e| e.into_inner()).insert(region, Arc::new(mem));
         Ok(Reply::Done)
@@ -322,14 +324,12 @@ impl Host {
         if lock(&self.libs).contains_key(&id) {
             return fail(ErrorKind::BadArguments, format!("library handle {id} is in use"));
         }
-        // RTLD_NOW: an unresolved symbol is reported now, with its name, not as a crash at first call.
-        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading runs the library's initialisers; hosting untrusted-to-be-correct libraries is
         // this process's job, and the contract of Host::new covers it.
-        let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) };
+        let lib = unsafe { crate::sys::load_library(&path) };
         match lib {
             Ok(lib) => {
-                lock(&self.libs).insert(id, Arc::new(Loaded { lib: lib.into(), path }));
+                lock(&self.libs).insert(id, Arc::new(Loaded { lib, path }));
                 Ok(Reply::Done)
             }
             Err(e) => fail(ErrorKind::LoadFailed, source_chain(&e)),
@@ -339,6 +339,23 @@ impl Host {
     fn symbol(&self, lib: u32, symbol: &str) -> Res<u64> {
         let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
         Self::address_of(&loaded, symbol)
+    }
+
+    /// The names a 32-bit Windows DLL may export an undecorated C name under, tried when the plain name
+    /// is not exported: `name@N` and `_name@N` for stdcall and fastcall (`@name@N`), N being the bytes
+    /// of arguments on the stack (each rounded up to 4), as MinGW and MSVC decorate them; `_name` for
+    /// cdecl. Nothing on other targets, or for a name that is decorated already.
+    fn decorated(&self, symbol: &str, sig: &Signature) -> Vec<String> {
+        if self.target != bitbridge_proto::Target::WIN32 || symbol.contains('@') {
+            return Vec::new();
+        }
+        let bytes: Option<u64> =
+            sig.params.iter().map(|p| self.target.layout(&p.ty).ok().map(|l| l.size.div_ceil(4) * 4)).sum();
+        match (sig.conv, bytes) {
+            (CallConv::Stdcall, Some(n)) => vec![format!("{symbol}@{n}"), format!("_{symbol}@{n}")],
+            (CallConv::Fastcall, Some(n)) => vec![format!("@{symbol}@{n}")],
+            _ => vec![format!("_{symbol}")],
+        }
     }
 
     fn address_of(loaded: &Loaded, symbol: &str) -> Res<u64> {
@@ -356,7 +373,12 @@ impl Host {
             return fail(ErrorKind::BadArguments, format!("function handle {id} is in use"));
         }
         let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
-        let addr = Self::address_of(&loaded, symbol)?;
+        let addr = match Self::address_of(&loaded, symbol) {
+            Ok(a) => a,
+            Err(e) => {
+                self.decorated(symbol, &sig).into_iter().find_map(|d| Self::address_of(&loaded, &d).ok()).ok_or(e)?
+            }
+        };
         let code = CodePtr::from_ptr(addr as usize as *const c_void);
         let prepared = self
             .build(loaded, code, sig, None)
@@ -535,7 +557,7 @@ impl Host {
             &mut large
         };
         if f.sig.use_errno {
-            set_errno(0);
+            crate::sys::set_errno(0);
         }
         // SAFETY: the cif was prepared from the client's signature for this very function; each argument
         // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
@@ -551,7 +573,7 @@ impl Host {
         }
 
         // Before anything else can touch errno.
-        let errno = f.sig.use_errno.then(get_errno);
+        let errno = f.sig.use_errno.then(crate::sys::get_errno);
         let value = as_bytes_mut(ret)[..f.ret_size].to_vec();
         let string = match f.sig.ret {
             CType::CStr | CType::WStr => {
@@ -670,16 +692,6 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn set_errno(v: i32) {
-    // SAFETY: __errno_location returns this thread's errno, valid for the thread's lifetime.
-    unsafe { *libc::__errno_location() = v }
-}
-
-fn get_errno() -> i32 {
-    // SAFETY: as in set_errno.
-    unsafe { *libc::__errno_location() }
-}
-
 fn unknown(what: &str, id: u32) -> RemoteError {
     RemoteError { kind: ErrorKind::UnknownHandle, message: format!("no {what} with handle {id}") }
 }
@@ -725,6 +737,9 @@ fn abi(target: &Target, conv: CallConv) -> Result<libffi::middle::FfiAbi, String
     {
         match conv {
             CallConv::Cdecl => Ok(ffi_abi_FFI_DEFAULT_ABI),
+            // Win64 has one convention; its compilers accept and ignore __stdcall and the others (so
+            // ctypes' WinDLL works there as CDLL does).
+            _ if target.os == bitbridge_proto::Os::Windows => Ok(ffi_abi_FFI_DEFAULT_ABI),
             other => Err(format!("{other:?} exists only on 32-bit x86, not on {target}")),
         }
     }

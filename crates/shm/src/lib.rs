@@ -17,22 +17,35 @@
 //! that died is noticed within [`LIVENESS`] even though no futex wake-up will ever come from it.
 #![deny(missing_docs)]
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::{offset_of, size_of, MaybeUninit};
+use std::io;
+#[cfg(unix)]
+use std::io::{IoSlice, IoSliceMut};
+#[cfg(unix)]
+use std::mem::MaybeUninit;
+use std::mem::{offset_of, size_of};
+#[cfg(unix)]
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod futex;
+#[cfg(unix)]
 pub mod object;
 
 use bitbridge_proto::{FrameError, Transport};
+#[cfg(unix)]
 use memmap2::MmapRaw;
+#[cfg(windows)]
+mod winmap;
+#[cfg(unix)]
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
-use rustix::thread::futex;
+#[cfg(windows)]
+use winmap::MmapRaw;
 
 /// How often a sleeping side checks that its peer is still there.
 pub const LIVENESS: Duration = Duration::from_millis(5);
@@ -46,6 +59,7 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// before a fork belongs to the parent (its server, its shared memory, its replies), and the child must
 /// neither use it nor shut it down. Counted by a `pthread_atfork` child handler, registered at the first
 /// call, so checking costs one atomic load.
+#[cfg(unix)]
 pub fn fork_generation() -> u32 {
     static GENERATION: AtomicU32 = AtomicU32::new(0);
     static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -58,6 +72,12 @@ pub fn fork_generation() -> u32 {
         unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     });
     GENERATION.load(Ordering::SeqCst)
+}
+
+/// Windows has no `fork()`: always 0.
+#[cfg(windows)]
+pub fn fork_generation() -> u32 {
+    0
 }
 
 /// How one side of a shared-memory connection waits for the other.
@@ -170,6 +190,7 @@ const _: () = {
 #[derive(Debug)]
 pub struct Segment {
     map: MmapRaw,
+    #[cfg(unix)]
     fd: OwnedFd,
     capacity: usize,
 }
@@ -185,6 +206,7 @@ pub enum Direction {
 
 impl Segment {
     /// Creates a segment with mailboxes of `capacity` bytes each (client side).
+    #[cfg(unix)]
     pub fn create(capacity: u32) -> io::Result<Segment> {
         let capacity = capacity.max(4096) as usize;
         let size = DATA + 2 * capacity;
@@ -206,8 +228,24 @@ impl Segment {
     }
 
     /// Maps a segment received from a client (server side), checking its header.
+    #[cfg(unix)]
     pub fn open(fd: OwnedFd) -> io::Result<Segment> {
         let map = MmapRaw::map_raw(&std::fs::File::from(fd.try_clone()?))?;
+        let capacity = Self::check(&map)?;
+        Ok(Segment { map, fd, capacity })
+    }
+
+    /// Maps a segment the client created, opened by name (a Windows server under Wine opens the
+    /// client's memfd as `Z:\proc\<client pid>\fd\<n>`), checking its header.
+    #[cfg(windows)]
+    pub fn open_file(file: &std::fs::File) -> io::Result<Segment> {
+        let map = MmapRaw::map_raw(file)?;
+        let capacity = Self::check(&map)?;
+        Ok(Segment { map, capacity })
+    }
+
+    /// The mailbox capacity a mapped segment's header states, checked against the mapping.
+    fn check(map: &MmapRaw) -> io::Result<usize> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a bitbridge segment: {m}"));
         if map.len() < DATA {
             return Err(bad("too small"));
@@ -223,10 +261,11 @@ impl Segment {
         if capacity < 4096 || h.size != map.len() as u64 || expected != Some(map.len()) {
             return Err(bad("sizes do not match the mapping"));
         }
-        Ok(Segment { map, fd, capacity })
+        Ok(capacity)
     }
 
     /// The memfd, to send to the server.
+    #[cfg(unix)]
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
@@ -256,6 +295,7 @@ impl Segment {
     }
 }
 
+#[cfg(unix)]
 /// Sends a file descriptor over the socket (`SCM_RIGHTS`) with a 4-byte tag saying what it is and
 /// the id it is for, so the receiver can check it gets the descriptor it expects.
 pub fn send_fd(sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4], id: u32) -> io::Result<()> {
@@ -271,6 +311,7 @@ pub fn send_fd(sock: &UnixStream, fd: &OwnedFd, tag: &[u8; 4], id: u32) -> io::R
     Ok(())
 }
 
+#[cfg(unix)]
 /// Receives a file descriptor sent with [`send_fd`], checking its tag and id.
 pub fn recv_fd(sock: &UnixStream, want: &[u8; 4], id: u32) -> io::Result<OwnedFd> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -290,11 +331,13 @@ pub fn recv_fd(sock: &UnixStream, want: &[u8; 4], id: u32) -> io::Result<OwnedFd
     fd.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no file descriptor came with the message"))
 }
 
+#[cfg(unix)]
 /// Sends the segment's memfd over the socket.
 pub fn send_segment(sock: &UnixStream, seg: &Segment) -> io::Result<()> {
     send_fd(sock, seg.fd(), b"SHM1", 0)
 }
 
+#[cfg(unix)]
 /// Receives a segment's memfd sent with [`send_segment`] and maps it.
 pub fn recv_segment(sock: &UnixStream) -> io::Result<Segment> {
     Segment::open(recv_fd(sock, b"SHM1", 0)?)
@@ -309,11 +352,13 @@ pub fn recv_segment(sock: &UnixStream) -> io::Result<Segment> {
 #[derive(Debug)]
 pub struct Arena {
     map: MmapRaw,
+    #[cfg(unix)]
     fd: OwnedFd,
 }
 
 impl Arena {
     /// Creates an arena of `len` bytes (client side); its pages cost memory only once touched.
+    #[cfg(unix)]
     pub fn create(len: u64) -> io::Result<Arena> {
         let fd = rustix::fs::memfd_create(c"bitbridge-arena", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, len)?;
@@ -322,18 +367,34 @@ impl Arena {
     }
 
     /// Maps an arena received from a client (server side), which must be `len` bytes.
+    #[cfg(unix)]
     pub fn open(fd: OwnedFd, len: u64) -> io::Result<Arena> {
         let map = MmapRaw::map_raw(&std::fs::File::from(fd.try_clone()?))?;
+        Self::check_len(&map, len)?;
+        Ok(Arena { map, fd })
+    }
+
+    /// Maps an arena the client created, opened by name (see [`Segment::open_file`]); it must be `len`
+    /// bytes.
+    #[cfg(windows)]
+    pub fn open_file(file: &std::fs::File, len: u64) -> io::Result<Arena> {
+        let map = MmapRaw::map_raw(file)?;
+        Self::check_len(&map, len)?;
+        Ok(Arena { map })
+    }
+
+    fn check_len(map: &MmapRaw, len: u64) -> io::Result<()> {
         if map.len() as u64 != len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the arena is {} bytes, not {len}", map.len()),
             ));
         }
-        Ok(Arena { map, fd })
+        Ok(())
     }
 
     /// The memfd, to send to the server.
+    #[cfg(unix)]
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
@@ -394,6 +455,7 @@ impl Arena {
     }
 }
 
+#[cfg(unix)]
 /// Whether the peer at the other end of `sock` has gone (EOF or an error), without blocking.
 fn peer_gone(sock: &UnixStream) -> bool {
     let mut b = [0u8; 1];
@@ -404,6 +466,7 @@ fn peer_gone(sock: &UnixStream) -> bool {
     }
 }
 
+#[cfg(unix)]
 /// Whether `fd` (a pidfd) is readable now: the process it refers to has exited.
 fn exited(pidfd: &OwnedFd) -> bool {
     let mut fds = [rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN)];
@@ -418,13 +481,47 @@ fn exited(pidfd: &OwnedFd) -> bool {
 /// side that never reads the socket otherwise (the client).
 #[derive(Debug, Clone)]
 pub struct Watch {
-    gone: Arc<std::sync::atomic::AtomicBool>,
+    gone: Arc<AtomicBool>,
+    #[cfg(unix)]
     pidfd: Option<Arc<OwnedFd>>,
 }
 
+/// The size of a descriptor announcement on a Windows server's connection: a 4-byte tag, the
+/// little-endian id it is for and the client's descriptor number (see [`Watch::reader`]).
+pub const ANNOUNCEMENT: usize = 12;
+
 impl Watch {
+    /// Watches a connection that carries nothing but descriptor announcements after the greeting (a
+    /// Windows server's, whose client cannot pass descriptors): a thread reads `conn` until its end,
+    /// hands each [`ANNOUNCEMENT`] to `announce`, and at EOF or an error raises the flag and wakes every
+    /// sleeper on the segment's futex words.
+    pub fn reader(
+        mut conn: impl io::Read + Send + 'static,
+        seg: Arc<Segment>,
+        mut announce: impl FnMut([u8; ANNOUNCEMENT]) + Send + 'static,
+    ) -> io::Result<Watch> {
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        std::thread::Builder::new().name("bitbridge-watch".into()).spawn(move || {
+            let mut msg = [0u8; ANNOUNCEMENT];
+            while conn.read_exact(&mut msg).is_ok() {
+                announce(msg);
+            }
+            flag.store(true, Ordering::SeqCst);
+            for dir in [Direction::ToServer, Direction::ToClient] {
+                futex::wake(&seg.control(dir).state);
+            }
+        })?;
+        Ok(Watch {
+            gone,
+            #[cfg(unix)]
+            pidfd: None,
+        })
+    }
+
     /// Starts watching `sock` (a clone of the connection) for EOF, and `pidfd` (the peer process's) for
     /// its exit.
+    #[cfg(unix)]
     pub fn start(sock: UnixStream, seg: Arc<Segment>, pidfd: Option<Arc<OwnedFd>>) -> io::Result<Watch> {
         let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = gone.clone();
@@ -456,14 +553,18 @@ impl Watch {
             }
             flag.store(true, Ordering::SeqCst);
             for dir in [Direction::ToServer, Direction::ToClient] {
-                let _ = futex::wake(&seg.control(dir).state, futex::Flags::empty(), i32::MAX as u32);
+                futex::wake(&seg.control(dir).state);
             }
         })?;
         Ok(Watch { gone, pidfd })
     }
 
     fn gone(&self) -> bool {
-        self.gone.load(Ordering::SeqCst) || self.pidfd.as_deref().is_some_and(exited)
+        #[cfg(unix)]
+        if self.pidfd.as_deref().is_some_and(exited) {
+            return true;
+        }
+        self.gone.load(Ordering::SeqCst)
     }
 }
 
@@ -473,7 +574,9 @@ pub struct ShmTransport {
     seg: Arc<Segment>,
     send: Direction,
     recv: Direction,
-    sock: UnixStream,
+    /// The connection, checked without blocking for the peer's end (a Unix server's).
+    #[cfg(unix)]
+    sock: Option<UnixStream>,
     watch: Option<Watch>,
     spin: Duration,
     mode: WaitMode,
@@ -490,12 +593,13 @@ pub struct ShmTransport {
 impl ShmTransport {
     /// A client end: sends to the server, receives from it. `sock` is the connection, kept for liveness;
     /// `watch` reports the server's end at once.
+    #[cfg(unix)]
     pub fn client(seg: Arc<Segment>, sock: UnixStream, watch: Watch, spin: Duration) -> ShmTransport {
         ShmTransport {
             seg,
             send: Direction::ToServer,
             recv: Direction::ToClient,
-            sock,
+            sock: Some(sock),
             watch: Some(watch),
             spin,
             mode: WaitMode::Spin,
@@ -508,14 +612,35 @@ impl ShmTransport {
         }
     }
 
-    /// A server end.
+    /// A server end whose connection `sock` is checked for the client's end while it sleeps.
+    #[cfg(unix)]
     pub fn server(seg: Arc<Segment>, sock: UnixStream, spin: Duration) -> ShmTransport {
         ShmTransport {
             seg,
             send: Direction::ToClient,
             recv: Direction::ToServer,
-            sock,
+            sock: Some(sock),
             watch: None,
+            spin,
+            mode: WaitMode::Spin,
+            adapt: Adapt::new(),
+            timeout: None,
+            send_timeout: None,
+            partial: Vec::new(),
+            in_frame: false,
+            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// A server end told of the client's end by `watch` (see [`Watch::reader`]).
+    pub fn server_watched(seg: Arc<Segment>, watch: Watch, spin: Duration) -> ShmTransport {
+        ShmTransport {
+            seg,
+            send: Direction::ToClient,
+            recv: Direction::ToServer,
+            #[cfg(unix)]
+            sock: None,
+            watch: Some(watch),
             spin,
             mode: WaitMode::Spin,
             adapt: Adapt::new(),
@@ -534,7 +659,11 @@ impl ShmTransport {
     }
 
     fn peer_gone(&self) -> bool {
-        self.watch.as_ref().is_some_and(Watch::gone) || peer_gone(&self.sock)
+        #[cfg(unix)]
+        if self.sock.as_ref().is_some_and(peer_gone) {
+            return true;
+        }
+        self.watch.as_ref().is_some_and(Watch::gone)
     }
 
     /// Waits until `ctl.state` is `want`: spins (as the [`WaitMode`] says), then sleeps on the futex in
@@ -588,9 +717,7 @@ impl ShmTransport {
                 if let Some(d) = deadline {
                     slice = slice.min(d.saturating_duration_since(Instant::now()));
                 }
-                let ts = rustix::time::Timespec { tv_sec: slice.as_secs() as _, tv_nsec: slice.subsec_nanos() as _ };
-                // Not FUTEX_PRIVATE: the word is shared with another process.
-                let _ = futex::wait(&ctl.state, futex::Flags::empty(), now, Some(&ts));
+                futex::wait(&ctl.state, now, slice);
             }
             ctl.sleepers.fetch_sub(1, Ordering::SeqCst);
             if ctl.state.load(Ordering::Acquire) == want {
@@ -670,7 +797,7 @@ impl ShmTransport {
     fn publish(ctl: &Control, state: u32) {
         ctl.state.store(state, Ordering::SeqCst);
         if ctl.sleepers.load(Ordering::SeqCst) > 0 {
-            let _ = futex::wake(&ctl.state, futex::Flags::empty(), i32::MAX as u32);
+            futex::wake(&ctl.state);
         }
     }
 }

@@ -1,8 +1,15 @@
-//! Platform code behind one small API. Only Unix exists so far; Windows slots in beside it.
+//! Platform code behind one small API: Linux, and Windows (run under Wine).
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub use unix::take_connection;
 #[cfg(unix)]
-pub(crate) use unix::{copy_own_memory, copy_to_own_memory};
+pub(crate) use unix::{copy_own_memory, copy_to_own_memory, get_errno, load_library, open_arena, set_errno};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::take_connection;
+#[cfg(windows)]
+pub(crate) use windows::{copy_own_memory, copy_to_own_memory, get_errno, load_library, open_arena, set_errno};

@@ -153,3 +153,31 @@ fn guard_process_group() -> io::Result<()> {
         libc::_exit(0)
     }
 }
+
+/// Opens a library with `dlopen(RTLD_NOW | RTLD_LOCAL)`: an unresolved symbol is reported now, with its
+/// name, not as a crash at the first call.
+///
+/// # Safety
+/// Runs the library's initialisers (see `Host::new`).
+pub(crate) unsafe fn load_library(path: &str) -> Result<libloading::Library, libloading::Error> {
+    let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // SAFETY: forwarded to the caller.
+    unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map(Into::into)
+}
+
+/// Maps the arena whose descriptor the client sent.
+pub(crate) fn open_arena(file: std::fs::File, len: u64) -> io::Result<bitbridge_shm::Arena> {
+    bitbridge_shm::Arena::open(OwnedFd::from(file), len)
+}
+
+/// Sets this thread's `errno`.
+pub(crate) fn set_errno(v: i32) {
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's lifetime.
+    unsafe { *libc::__errno_location() = v }
+}
+
+/// This thread's `errno`.
+pub(crate) fn get_errno() -> i32 {
+    // SAFETY: as in set_errno.
+    unsafe { *libc::__errno_location() }
+}

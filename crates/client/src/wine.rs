@@ -1,0 +1,212 @@
+//! Running a Windows server under Wine: which `wine` loader, which prefix, and the prefix's creation.
+//!
+//! Each architecture has its own prefix owned by bitbridge (a 64-bit prefix cannot run 32-bit
+//! programs when the 32-bit Wine is not installed system-wide, and a 32-bit prefix is what a 32-bit DLL
+//! expects): `$XDG_DATA_HOME/bitbridge/wine/win32` and `.../win64` (or under `~/.local/share`),
+//! created on first use (`wineboot --init`, about 30 s, with a message on stderr) and reused after.
+//! The loader and the prefix can be given with [`ServerOptions::wine`](crate::ServerOptions::wine) and
+//! [`ServerOptions::wine_prefix`](crate::ServerOptions::wine_prefix), or the variables
+//! `BITBRIDGE_WINE_I686`/`BITBRIDGE_WINE_X86_64` and `BITBRIDGE_WINEPREFIX_I686`/`BITBRIDGE_WINEPREFIX_X86_64`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bitbridge_proto::Arch;
+
+use crate::error::{Error, Result};
+
+/// The environment every Wine process of bitbridge's gets: no debug output (it would fill the
+/// server's stderr tail), no prompt to install Mono or Gecko, no window.
+pub(crate) const QUIET: [(&str, &str); 3] =
+    [("WINEDEBUG", "-all"), ("WINEDLLOVERRIDES", "mscoree,mshtml="), ("DISPLAY", "")];
+
+fn arch_suffix(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86 => "I686",
+        _ => "X86_64",
+    }
+}
+
+/// Where the Wine loader for `arch` is: `explicit`, `BITBRIDGE_WINE_<ARCH>`, then the usual places of
+/// distributions' packages (`wine64`/`wine` on `PATH`, `/usr/lib/wine`, `/opt/wine-*/bin`).
+pub(crate) fn find_loader(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    let var = format!("BITBRIDGE_WINE_{}", arch_suffix(arch));
+    let mut searched = Vec::new();
+    let given = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(&var).map(PathBuf::from));
+    let candidates: Vec<PathBuf> = match given {
+        Some(p) => vec![p],
+        None => {
+            let names: &[&str] = if arch == Arch::X86 { &["wine"] } else { &["wine64", "wine"] };
+            let path_dirs: Vec<PathBuf> =
+                std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+            let mut c: Vec<PathBuf> = Vec::new();
+            for dir in ["/usr/lib/wine", "/usr/lib64/wine", "/opt/wine-stable/bin", "/opt/wine-staging/bin"] {
+                c.extend(names.iter().map(|n| Path::new(dir).join(n)));
+            }
+            c.extend(path_dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))));
+            c
+        }
+    };
+    for c in candidates {
+        searched.push(c.clone());
+        if c.is_file() && loader_runs(&c, arch) {
+            return Ok(c);
+        }
+    }
+    Err(Error::WineNotFound {
+        arch,
+        searched,
+        hint: format!(
+            "install Wine (Debian: `apt-get install wine wine64`, and wine32:i386 for 32-bit DLLs; see docs/WINDOWS.md \
+             for a 32-bit Wine unpacked without installing) and name its loader with ServerOptions::wine or {var}"
+        ),
+    })
+}
+
+/// Whether `loader` is a Wine loader for `arch`: an ELF of that architecture (Debian's `/usr/bin/wine`
+/// is a script that needs the 32-bit package; a script is accepted only for x86_64, where it runs
+/// `wine64`).
+fn loader_runs(loader: &Path, arch: Arch) -> bool {
+    match crate::detect::executable_arch(loader) {
+        Some(a) => a == arch,
+        None => false,
+    }
+}
+
+/// The prefix for `arch`: `explicit`, `BITBRIDGE_WINEPREFIX_<ARCH>`, else bitbridge's own folder.
+pub(crate) fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(format!("BITBRIDGE_WINEPREFIX_{}", arch_suffix(arch))) {
+        return Ok(PathBuf::from(p));
+    }
+    let data = crate::locate::data_dir().ok_or_else(|| Error::WinePrefix {
+        prefix: PathBuf::new(),
+        reason: "neither XDG_DATA_HOME nor HOME names a folder for bitbridge's Wine prefix; give one with \
+                 ServerOptions::wine_prefix"
+            .into(),
+    })?;
+    Ok(data.join("bitbridge").join("wine").join(if arch == Arch::X86 { "win32" } else { "win64" }))
+}
+
+/// Creates the prefix with `wineboot --init` unless it is there (its `system.reg` exists), waiting for
+/// its wineserver to finish writing. Concurrent creators (threads or processes) wait for one another on
+/// a lock file beside it. Bounded by `timeout`.
+pub(crate) fn ensure_prefix(loader: &Path, arch: Arch, prefix: &Path, timeout: Duration) -> Result<()> {
+    let ready = |p: &Path| p.join("system.reg").is_file();
+    if ready(prefix) {
+        return Ok(());
+    }
+    let fail = |reason: String| Error::WinePrefix { prefix: prefix.to_path_buf(), reason };
+    let parent = prefix.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+    let lock_path = parent.join(format!(".{}.lock", prefix.file_name().and_then(|n| n.to_str()).unwrap_or("prefix")));
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| fail(format!("cannot create {}: {e}", lock_path.display())))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                return Err(fail(format!("another process is still creating it after {timeout:?}")))
+            }
+            Err(e) => return Err(fail(format!("cannot lock {}: {e}", lock_path.display()))),
+        }
+    }
+    if ready(prefix) {
+        return Ok(());
+    }
+    eprintln!("bitbridge: creating the Wine prefix for {arch} Windows DLLs in {} (once; about 30 s)", prefix.display());
+    let winearch = if arch == Arch::X86 { "win32" } else { "win64" };
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        let mut cmd = Command::new(loader);
+        cmd.args(args)
+            .env("WINEPREFIX", prefix)
+            .env("WINEARCH", winearch)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in QUIET {
+            cmd.env(k, v);
+        }
+        if let Some(ws) = wineserver(loader) {
+            cmd.env("WINESERVER", ws);
+        }
+        cmd.output().map_err(|e| fail(format!("cannot run {}: {e}", loader.display())))
+    };
+    // wineboot's status is not success when an optional part is missing (FreeType for fonts, in an
+    // unpacked 32-bit Wine): the registry being written is what counts.
+    let out = run(&["wineboot", "--init"])?;
+    // wineboot returns before the wineserver has written the registry: wait for it to finish.
+    wait_wineserver(loader, prefix);
+    if !ready(prefix) {
+        let _ = std::fs::remove_dir_all(prefix);
+        return Err(fail(format!(
+            "`{} wineboot --init` ({}) wrote no system.reg: {}",
+            loader.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The wineserver that goes with `loader`, when it is not the one on `PATH`: beside it (Debian's
+/// `/usr/lib/wine/wineserver64`, or an unpacked 32-bit Wine whose own wineserver is missing: then the
+/// system's 64-bit one, which serves both).
+pub(crate) fn wineserver(loader: &Path) -> Option<OsString> {
+    // The binaries, not Debian's `wineserver` script (which looks only in /usr/lib/wine); a 64-bit
+    // wineserver serves 32-bit programs too.
+    let dir = loader.parent()?;
+    for name in ["wineserver64", "wineserver32"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Some(p.into());
+        }
+    }
+    ["/usr/lib/wine/wineserver64", "/usr/lib/wine/wineserver32", "/usr/bin/wineserver"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .map(|p| p.as_os_str().to_owned())
+}
+
+/// Waits (at most 60 s) for the prefix's wineserver to exit: `wineserver -w`.
+fn wait_wineserver(loader: &Path, prefix: &Path) {
+    let Some(ws) = wineserver(loader) else { return };
+    let _ = Command::new(ws)
+        .arg("-w")
+        .env("WINEPREFIX", prefix)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The environment of a server started under Wine.
+pub(crate) fn environment(loader: &Path, arch: Arch, prefix: &Path) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = QUIET.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    env.push(("WINEPREFIX".into(), prefix.into()));
+    env.push(("WINEARCH".into(), (if arch == Arch::X86 { "win32" } else { "win64" }).into()));
+    if let Some(ws) = wineserver(loader) {
+        env.push(("WINESERVER".into(), ws));
+    }
+    env
+}
+
+/// The name a Windows program under Wine opens `path` by: a bare name (`kernel32.dll`) as it is, for
+/// the Windows loader to search; a path as `Z:` plus its absolute Linux path with backslashes (Wine maps
+/// drive Z: to `/`; a path starting with `/` would be read as on the current drive).
+pub(crate) fn dos_path(path: &Path) -> String {
+    if path.components().count() == 1 && !path.exists() {
+        return path.to_string_lossy().into_owned();
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("Z:{}", abs.to_string_lossy().replace('/', "\\"))
+}
