@@ -304,3 +304,98 @@ pub fn system_library(name: &str, b: Backend) -> Library {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct RootReadme;
+
+/// The mingw-w64 compiler for `bits` (`i686-w64-mingw32-gcc`, `x86_64-w64-mingw32-gcc`).
+fn mingw(bits: Bits) -> &'static str {
+    match bits {
+        Bits::B32 => "i686-w64-mingw32-gcc",
+        Bits::B64 => "x86_64-w64-mingw32-gcc",
+    }
+}
+
+fn build_windows(src: &Path, out: &Path, bits: Bits, dll: bool, extra: &[&str]) {
+    let fresh = out.metadata().and_then(|o| o.modified()).ok().is_some_and(|o| {
+        let deps = [src.to_path_buf(), root().join("fixtures/layout.h")];
+        deps.iter().filter_map(|d| d.metadata().and_then(|m| m.modified()).ok()).all(|m| m <= o)
+    });
+    if fresh {
+        return;
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let mut cmd = Command::new(mingw(bits));
+    // C99 printf (%zu) instead of msvcrt's.
+    cmd.args(["-O1", "-Wall", "-Werror", "-D__USE_MINGW_ANSI_STDIO=1", "-o"]).arg(&tmp).arg(src).args(extra);
+    if dll {
+        cmd.arg("-shared");
+    }
+    let o =
+        cmd.output().unwrap_or_else(|e| panic!("running {} for {}: {e} (run ./x wine)", mingw(bits), src.display()));
+    assert!(
+        o.status.success(),
+        "building {} with {} failed:\n{}",
+        src.display(),
+        mingw(bits),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, out).expect("moving the built fixture into place");
+}
+
+/// Builds `fixtures/<name>.c` as a Windows DLL for `bits` with mingw-w64; returns its path
+/// (`target/fixtures/<name>32.dll`).
+pub fn windows_fixture(name: &str, bits: Bits) -> PathBuf {
+    once(format!("dll {name} {bits:?}"), || {
+        let src = root().join("fixtures").join(format!("{name}.c"));
+        let out = out_dir().join(format!("{name}{}.dll", bits.suffix()));
+        build_windows(&src, &out, bits, true, &[]);
+        out
+    })
+}
+
+/// Builds `fixtures/<name>.c` as a Windows program for `bits` with mingw-w64; returns its path.
+pub fn windows_program(name: &str, bits: Bits) -> PathBuf {
+    once(format!("win-exe {name} {bits:?}"), || {
+        let src = root().join("fixtures").join(format!("{name}.c"));
+        let out = out_dir().join(format!("{name}{}.exe", bits.suffix()));
+        build_windows(&src, &out, bits, false, &[]);
+        out
+    })
+}
+
+/// The Windows target a `bits` DLL is hosted for.
+pub fn windows_target(bits: Bits) -> bitbridge::Target {
+    match bits {
+        Bits::B32 => bitbridge::Target::WIN32,
+        Bits::B64 => bitbridge::Target::WIN64,
+    }
+}
+
+/// Opens the Windows fixture `name` for `bits` in a Windows server under Wine (shared memory unless
+/// `socket`), checking it is hosted where it must be.
+pub fn open_windows(name: &str, bits: Bits, socket: bool) -> Library {
+    watchdog();
+    let path = windows_fixture(name, bits);
+    let lib = LibraryOptions::new(&path)
+        .server(bitbridge::ServerOptions::new().shared_memory(!socket))
+        .open()
+        .unwrap_or_else(|e| panic!("opening {} under Wine: {e:#}", path.display()));
+    assert_eq!(lib.server().target(), windows_target(bits));
+    track(lib.server());
+    lib
+}
+
+/// Runs a Windows program under the Wine loader and in the prefix bitbridge uses for `bits` (started
+/// once through a server, which creates the prefix when it is missing); returns its output.
+pub fn run_under_wine(exe: &Path, bits: Bits) -> std::process::Output {
+    let target = windows_target(bits);
+    let server = bitbridge::ServerOptions::new()
+        .spawn_for(target)
+        .unwrap_or_else(|e| panic!("starting a {target} server (for its Wine prefix): {e:#}"));
+    let (loader, env) = server.wine_command().expect("a Windows server runs under Wine");
+    let out = Command::new(loader)
+        .arg(exe)
+        .envs(env)
+        .output()
+        .unwrap_or_else(|e| panic!("running {} under Wine: {e}", exe.display()));
+    drop(server);
+    out
+}

@@ -243,10 +243,27 @@ fn mirrors() -> Vec<(&'static str, CType)> {
     ]
 }
 
+/// Which compiler's probe: gcc for Linux, or mingw-w64 for Windows (run under Wine).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Compiler {
+    Gcc,
+    Mingw,
+}
+
 /// Builds and runs the probe for `bits` and parses what it printed.
-fn probe(bits: Bits) -> Vec<ProbeLine> {
-    let exe = bitbridge_tests::program("layout_probe", bits, &[]);
-    let out = Command::new(&exe).output().unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+fn probe(bits: Bits, compiler: Compiler) -> Vec<ProbeLine> {
+    let (exe, out) = match compiler {
+        Compiler::Gcc => {
+            let exe = bitbridge_tests::program("layout_probe", bits, &[]);
+            let out = Command::new(&exe).output().unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+            (exe, out)
+        }
+        Compiler::Mingw => {
+            let exe = bitbridge_tests::windows_program("layout_probe", bits);
+            let out = bitbridge_tests::run_under_wine(&exe, bits);
+            (exe, out)
+        }
+    };
     assert!(
         out.status.success(),
         "{} failed ({}):\n{}",
@@ -312,8 +329,29 @@ fn compare(target: Target, line: &ProbeLine, ty: &CType, out: &mut Vec<Mismatch>
 }
 
 /// Compares everything the probe built for `bits` prints with our layouts for `target`.
+/// Types whose layout mingw-w64 does not share with MSVC, which bitbridge's Windows targets follow:
+/// mingw's `long double` is the x87 80-bit type (12 bytes on i686, 16 on x86_64), MSVC's is `double`.
+/// A mingw DLL that passes `long double` is not callable as MSVC's ABI says; every other type is
+/// compared.
+const MINGW_LONG_DOUBLE: [&str; 7] = [
+    "long double",
+    "long double[2]",
+    "struct s_long_double",
+    "union u_long_double",
+    "struct s_pack1",
+    "struct s_pack4",
+    "struct s_pack8",
+];
+
 fn check(bits: Bits, target: Target) {
-    let lines = probe(bits);
+    check_with(bits, target, Compiler::Gcc)
+}
+
+fn check_with(bits: Bits, target: Target, compiler: Compiler) {
+    let mut lines = probe(bits, compiler);
+    if compiler == Compiler::Mingw {
+        lines.retain(|l| !MINGW_LONG_DOUBLE.contains(&l.name.as_str()));
+    }
     let mirrors = mirrors();
 
     let mut problems = Vec::new();
@@ -334,15 +372,16 @@ fn check(bits: Bits, target: Target) {
             None => problems.push(format!("{}: printed by the probe but has no Rust mirror in mirrors()", line.name)),
         }
     }
+    let left_out = |name: &str| compiler == Compiler::Mingw && MINGW_LONG_DOUBLE.contains(&name);
     for name in by_name.keys() {
-        if !seen.contains(name) {
+        if !seen.contains(name) && !left_out(name) {
             problems.push(format!("{name}: has a Rust mirror but the probe does not print it"));
         }
     }
     problems.extend(mismatches.iter().map(Mismatch::to_string));
 
     println!(
-        "{target}: compared {} types with gcc {:?} ({} mismatches, {} other problems)",
+        "{target}: compared {} types with {compiler:?} {:?} ({} mismatches, {} other problems)",
         lines.len(),
         bits,
         mismatches.len(),
@@ -350,7 +389,7 @@ fn check(bits: Bits, target: Target) {
     );
     assert!(
         problems.is_empty(),
-        "{target} disagrees with gcc {bits:?} in {} places:\n  {}",
+        "{target} disagrees with {compiler:?} {bits:?} in {} places:\n  {}",
         problems.len(),
         problems.join("\n  ")
     );
@@ -364,6 +403,19 @@ fn gcc_m32_matches_i386_sysv() {
 #[test]
 fn gcc_m64_matches_x86_64_sysv() {
     check(Bits::B64, Target::X86_64_SYSV);
+}
+
+/// The same probe built with mingw-w64 for i686 Windows and run under Wine: MSVC's struct rules
+/// (`double` and `long long` aligned to 8 in structs), 2-byte `wchar_t`, 4-byte `long`.
+#[test]
+fn mingw_i686_matches_win32() {
+    check_with(Bits::B32, Target::WIN32, Compiler::Mingw);
+}
+
+/// As [`mingw_i686_matches_win32`] for x86_64 Windows (LLP64).
+#[test]
+fn mingw_x86_64_matches_win64() {
+    check_with(Bits::B64, Target::WIN64, Compiler::Mingw);
 }
 
 /// Model checks, not compiler checks: no MSVC runs here, so these only pin the Microsoft ABI facts
@@ -439,7 +491,7 @@ fn parsed_layout_h_matches_the_mirrors_and_gcc() {
     }
     for (bits, target) in [(Bits::B32, Target::I386_SYSV), (Bits::B64, Target::X86_64_SYSV)] {
         let mut mismatches = Vec::new();
-        for line in probe(bits) {
+        for line in probe(bits, Compiler::Gcc) {
             if let Some(ty) = parsed.get(line.name.as_str()) {
                 compare(target, &line, ty, &mut mismatches);
             }

@@ -297,6 +297,9 @@ pub struct Outcome {
     /// `errno` right after the call, for functions declared with [`Signature::errno`] (ctypes'
     /// `use_errno` and `get_errno()`).
     pub errno: Option<i32>,
+    /// The Windows last-error code (`GetLastError()`) right after the call, for functions declared
+    /// with [`Signature::last_error`] (ctypes' `use_last_error` and `get_last_error()`).
+    pub last_error: Option<u32>,
 }
 
 impl Outcome {

@@ -683,6 +683,21 @@ impl Server {
         }
     }
 
+    /// For a Windows server: the Wine loader it runs under and the environment that selects its prefix
+    /// (`WINEPREFIX`, `WINEARCH`, `WINESERVER`, `WINEDEBUG`...), to run other Windows programs beside it
+    /// (an installer, a probe) in the same prefix. `None` for a Linux server.
+    pub fn wine_command(&self) -> Option<(PathBuf, Vec<(OsString, OsString)>)> {
+        let target = self.inner.target;
+        if target.os != Os::Windows {
+            return None;
+        }
+        let opts = self.inner.respawn.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
+        let loader = crate::wine::find_loader(target.arch, opts.wine.as_deref()).ok()?;
+        let prefix = crate::wine::prefix(target.arch, opts.wine_prefix.as_deref()).ok()?;
+        let env = crate::wine::environment(&loader, target.arch, &prefix);
+        Some((loader, env))
+    }
+
     /// The target whose C ABI the server's calls follow.
     pub fn target(&self) -> Target {
         self.inner.target
@@ -1176,7 +1191,7 @@ impl Server {
             }
         }
         drop(guard);
-        Ok(Outcome { ret, outs, errno: returned.errno })
+        Ok(Outcome { ret, outs, errno: returned.errno, last_error: returned.last_error })
     }
 
     /// What a replaced pointer of type `ty` points to, read from `bytes` (the rest of a block of the

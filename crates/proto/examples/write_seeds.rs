@@ -49,6 +49,7 @@ fn main() {
                 string: Some(b"x".to_vec()),
                 blocks: vec![vec![0; 8], vec![0; 16]],
                 errno: Some(34),
+                last_error: None,
                 addrs: vec![0x1000, 0x2000],
             })),
         },
@@ -68,6 +69,7 @@ fn main() {
         string: None,
         blocks: vec![vec![2; 16], vec![3; 16], vec![4; 4]],
         errno: None,
+        last_error: None,
         addrs: vec![0x1000, 0x2000, 0x3000],
     };
     let mut out = Vec::new();

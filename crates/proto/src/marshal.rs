@@ -693,7 +693,7 @@ pub fn encode_callback_result(
         };
         blocks.push(bytes);
     }
-    Ok(Returned { value, string: None, blocks, errno: None, addrs: Vec::new() })
+    Ok(Returned { value, string: None, blocks, errno: None, last_error: None, addrs: Vec::new() })
 }
 
 /// Reads a call's return value and the `Out`/`InOut` arguments back, in the shapes they were given.

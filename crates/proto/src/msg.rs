@@ -11,7 +11,7 @@ use crate::target::{Arch, Os};
 use crate::types::{CType, Signature};
 
 /// The protocol version; a server and client of different versions refuse each other at the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest memory block one call may pass: it must fit in a reply frame when copied back.
 pub const MAX_BLOCK: u64 = crate::transport::DEFAULT_MAX_FRAME as u64 - (1 << 20);
@@ -322,6 +322,8 @@ pub struct Returned {
     pub blocks: Vec<Vec<u8>>,
     /// `errno` right after the call, for functions declared with `use_errno`.
     pub errno: Option<i32>,
+    /// `GetLastError()` right after the call, for functions declared with `use_last_error`.
+    pub last_error: Option<u32>,
     /// The server's address of every block of the call, in block order (empty in a callback's
     /// result): a pointer inside a copied-back block that no longer holds its block's address was
     /// replaced by the library, and the client follows it instead of showing the old data.

@@ -176,6 +176,9 @@ pub struct Signature {
     pub conv: CallConv,
     /// Read `errno` right after each call and return it (ctypes' `use_errno`); it is set to 0 before.
     pub use_errno: bool,
+    /// Read the thread's Windows last-error code (`GetLastError`) right after each call and return it
+    /// (ctypes' `use_last_error`); it is set to 0 before. Windows servers only.
+    pub use_last_error: bool,
     /// The function takes more arguments after `params` (`...`), whose types are given per call.
     pub variadic: bool,
 }
@@ -183,7 +186,21 @@ pub struct Signature {
 impl Signature {
     /// A `cdecl` function returning `ret` and taking no parameters yet.
     pub fn new(ret: CType) -> Self {
-        Signature { ret, params: Vec::new(), conv: CallConv::Cdecl, use_errno: false, variadic: false }
+        Signature {
+            ret,
+            params: Vec::new(),
+            conv: CallConv::Cdecl,
+            use_errno: false,
+            use_last_error: false,
+            variadic: false,
+        }
+    }
+
+    /// Captures the Windows last-error code after every call (ctypes' `use_last_error=True`): see
+    /// `Outcome::last_error` in the client. A Linux server refuses to prepare such a function.
+    pub fn last_error(mut self) -> Self {
+        self.use_last_error = true;
+        self
     }
 
     /// Captures `errno` after every call (ctypes' `use_errno=True`): see `Outcome::errno` in the client.

@@ -397,6 +397,13 @@ impl Host {
         variadic: Option<&[CType]>,
     ) -> Result<Prepared, String> {
         let fixed = sig.params.len();
+        if sig.use_last_error && self.target.os != bitbridge_proto::Os::Windows {
+            return Err(format!(
+                "use_last_error asks for GetLastError(), which exists only on Windows; this server hosts {} \
+                 libraries (use use_errno)",
+                self.target
+            ));
+        }
         if let Some(extra) = variadic {
             sig.params.extend(extra.iter().map(|t| bitbridge_proto::Param { ty: t.clone(), dir: Default::default() }));
         }
@@ -559,6 +566,9 @@ impl Host {
         if f.sig.use_errno {
             crate::sys::set_errno(0);
         }
+        if f.sig.use_last_error {
+            crate::sys::set_last_error(0);
+        }
         // SAFETY: the cif was prepared from the client's signature for this very function; each argument
         // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
         // point into live blocks, and the return buffer is larger than the return type. Whether the
@@ -573,6 +583,7 @@ impl Host {
         }
 
         // Before anything else can touch errno.
+        let last_error = f.sig.use_last_error.then(crate::sys::get_last_error);
         let errno = f.sig.use_errno.then(crate::sys::get_errno);
         let value = as_bytes_mut(ret)[..f.ret_size].to_vec();
         let string = match f.sig.ret {
@@ -595,7 +606,7 @@ impl Host {
                 back.push(buf.bytes_mut(b.len as usize).to_vec());
             }
         }
-        Ok(Returned { value, string, blocks: back, errno, addrs })
+        Ok(Returned { value, string, blocks: back, errno, last_error, addrs })
     }
 
     /// Serves requests from `recv`, answering on `send`, until the client shuts the server down or goes

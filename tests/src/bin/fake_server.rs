@@ -110,7 +110,7 @@ fn main() {
         let returned = |value: Vec<u8>, blocks: Vec<Vec<u8>>| {
             // Addresses no pointer in the blocks holds: nothing was replaced.
             let addrs = (0..nblocks as u64).map(|i| 0x1000_0000 + 0x1000 * i).collect();
-            Reply::Returned(Returned { value, string: None, blocks, errno: None, addrs })
+            Reply::Returned(Returned { value, string: None, blocks, errno: None, last_error: None, addrs })
         };
         match fault.as_str() {
             "silent" => hang(),

@@ -170,6 +170,14 @@ pub(crate) fn open_arena(file: std::fs::File, len: u64) -> io::Result<bitbridge_
     bitbridge_shm::Arena::open(OwnedFd::from(file), len)
 }
 
+/// Linux has no last-error code; functions that ask for one are refused when prepared.
+pub(crate) fn set_last_error(_: u32) {}
+
+/// See [`set_last_error`].
+pub(crate) fn get_last_error() -> u32 {
+    0
+}
+
 /// Sets this thread's `errno`.
 pub(crate) fn set_errno(v: i32) {
     // SAFETY: __errno_location returns this thread's errno, valid for the thread's lifetime.

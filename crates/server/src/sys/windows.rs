@@ -102,6 +102,18 @@ unsafe extern "C" {
     fn _errno() -> *mut i32;
 }
 
+/// Sets this thread's last-error code (`SetLastError`).
+pub(crate) fn set_last_error(v: u32) {
+    // SAFETY: SetLastError only stores the value for this thread.
+    unsafe { windows_sys::Win32::Foundation::SetLastError(v) }
+}
+
+/// This thread's last-error code (`GetLastError`).
+pub(crate) fn get_last_error() -> u32 {
+    // SAFETY: GetLastError only reads this thread's value.
+    unsafe { windows_sys::Win32::Foundation::GetLastError() }
+}
+
 /// Sets this thread's C runtime `errno`.
 pub(crate) fn set_errno(v: i32) {
     // SAFETY: _errno returns this thread's errno, valid for the thread's lifetime.

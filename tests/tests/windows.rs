@@ -1,0 +1,257 @@
+//! Windows DLLs under Wine, 32- and 64-bit: `fixtures/windll.c` built with mingw-w64 at test time and
+//! hosted by `bitbridge-server.exe` (`./x winservers`) under the Wine loaders `./x wine` installs
+//! (`BITBRIDGE_WINE_I686`, `BITBRIDGE_WINE_X86_64`, set by `./x test`). Every calling convention,
+//! the Windows C ABI (LLP64 `long`, UTF-16 `wchar_t`, MSVC struct alignment), structs by value and
+//! returned, out buffers, callbacks, `GetLastError`, a LabVIEW-style export, kernel32 itself, and the
+//! lifecycle: a crash, a hang, the client's death. None of these tests is skipped: without Wine they fail.
+
+use std::time::{Duration, Instant};
+
+use bitbridge::{CType, Error, LibraryOptions, ServerOptions, Signature, Value};
+use bitbridge_tests::{no_server_left, open_windows, track, windows_fixture, Bits};
+
+const BITS: [Bits; 2] = [Bits::B32, Bits::B64];
+
+fn call(lib: &bitbridge::Library, proto: &str, args: &[Value]) -> bitbridge::Outcome {
+    let f = lib.function_from_c(proto).unwrap_or_else(|e| panic!("{proto}: {e:#}"));
+    f.call(args).unwrap_or_else(|e| panic!("{proto}: {e:#}"))
+}
+
+#[test]
+fn cdecl_stdcall_and_fastcall_exports_on_both_transports() {
+    let _check = no_server_left();
+    for bits in BITS {
+        for socket in [false, true] {
+            let lib = open_windows("windll", bits, socket);
+            let w = format!("{bits:?} socket={socket}");
+            assert_eq!(call(&lib, "int add(int a, int b)", &[2.into(), 40.into()]).ret, Value::Int(42), "{w}");
+            // The 32-bit export is `add_std@8`: found from the undecorated name and the signature.
+            assert_eq!(call(&lib, "int __stdcall add_std(int a, int b)", &[2.into(), 3.into()]).ret, Value::Int(5));
+            assert_eq!(call(&lib, "int WINAPI add_std(int a, int b)", &[7.into(), 3.into()]).ret, Value::Int(10));
+            let r = call(
+                &lib,
+                "double __stdcall scale_std(double x, int k, double y)",
+                &[1.5.into(), 4.into(), 0.25.into()],
+            );
+            assert_eq!(r.ret, Value::Float(6.25), "{w}");
+            let r = call(
+                &lib,
+                "long long __stdcall mul64_std(long long a, long long b)",
+                &[Value::Int(3_000_000_000), Value::Int(-3)],
+            );
+            assert_eq!(r.ret, Value::Int(-9_000_000_000), "{w}");
+            let r = call(&lib, "int __fastcall sub_fast(int a, int b)", &[10.into(), 4.into()]);
+            assert_eq!(r.ret, Value::Int(6), "{w}");
+            assert_eq!(lib.server().target(), bitbridge_tests::windows_target(bits));
+        }
+    }
+}
+
+#[test]
+fn the_windows_c_abi_long_wchar_t_and_msvc_struct_alignment() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        // LLP64: `long` is 4 bytes on Win64 as on Win32, and the target model says so.
+        assert_eq!(call(&lib, "long long_size(void)", &[]).ret, Value::Int(4), "{bits:?}");
+        let r = call(&lib, "long add_long(long a, long b)", &[Value::Int(2_000_000_000), Value::Int(200_000_000)]);
+        assert_eq!(r.ret, Value::Int(2_200_000_000i64 - (1i64 << 32)), "{bits:?}: long wraps at 32 bits");
+        assert_eq!(lib.server().target().layout(&CType::Long).unwrap().size, 4);
+        assert_eq!(call(&lib, "int wchar_size(void)", &[]).ret, Value::Int(2), "{bits:?}");
+        // `double` at offset 8 in the struct on Win32 too (i386 System V would put it at 4).
+        assert_eq!(call(&lib, "int sample_offset_of_value(void)", &[]).ret, Value::Int(8), "{bits:?}");
+        assert_eq!(call(&lib, "int sample_size(void)", &[]).ret, Value::Int(24), "{bits:?}");
+    }
+}
+
+const SAMPLE: &str = "typedef struct { int id; double value; char tag; } Sample;
+    Sample __stdcall make_sample(int id, double value, char tag);
+    double sample_total(Sample s);
+    void __stdcall bump_sample(Sample *s);
+    typedef struct { int lo, hi; } Pair;
+    Pair __stdcall swap_pair(Pair p);";
+
+#[test]
+fn structs_by_value_returned_and_by_reference() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let decls = bitbridge::Declarations::parse(SAMPLE).unwrap();
+        let make = lib.declare(&decls, "make_sample").unwrap();
+        let s = make.call(&[7.into(), 2.5.into(), Value::Int(b'x' as i64)]).unwrap().ret;
+        assert_eq!(s, Value::Struct(vec![Value::Int(7), Value::Float(2.5), Value::Int(b'x' as i64)]), "{bits:?}");
+        let total = lib.declare(&decls, "sample_total").unwrap().call(std::slice::from_ref(&s)).unwrap().ret;
+        assert_eq!(total, Value::Float(7.0 + 2.5 + 120.0), "{bits:?}");
+        let bump = lib.declare(&decls, "bump_sample").unwrap();
+        let r = bump.call(std::slice::from_ref(&s)).unwrap();
+        assert_eq!(
+            r.out(0),
+            Some(&Value::Struct(vec![Value::Int(8), Value::Float(5.0), Value::Int(b'x' as i64)])),
+            "{bits:?}"
+        );
+        let swapped = lib.declare(&decls, "swap_pair").unwrap().call(&[Value::Struct(vec![1.into(), 2.into()])]);
+        assert_eq!(swapped.unwrap().ret, Value::Struct(vec![Value::Int(2), Value::Int(1)]), "{bits:?}");
+    }
+}
+
+#[test]
+fn out_buffers_and_arrays_in() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let r = call(&lib, "int __stdcall fill_squares(int *out, int n)", &[Value::Zeros(6), 6.into()]);
+        assert_eq!(r.ret, Value::Int(6));
+        assert_eq!(r.out(0), Some(&Value::ints([0, 1, 4, 9, 16, 25])), "{bits:?}");
+        // A million doubles in (through the bulk arena on the shared-memory transport).
+        let n = 1_000_000;
+        let a = Value::f64s((0..n).map(|i| i as f64));
+        let r = call(&lib, "double __stdcall sum_doubles(const double *a, int n)", &[a, Value::Int(n)]);
+        assert_eq!(r.ret, Value::Float((n * (n - 1) / 2) as f64), "{bits:?}");
+    }
+}
+
+#[test]
+fn utf16_strings_in_out_and_returned() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let r = call(&lib, "int __stdcall wide_length(const wchar_t *s)", &[Value::Str("h\u{e9}llo \u{1F600}".into())]);
+        // UTF-16 code units: the emoji is a surrogate pair.
+        assert_eq!(r.ret, Value::Int(8), "{bits:?}");
+        let r = call(&lib, "void __stdcall wide_upper(wchar_t *s)", &[Value::Str("abc\u{e9}z".into())]);
+        assert_eq!(r.out(0).and_then(Value::as_str), Some("ABC\u{e9}Z"), "{bits:?}");
+        let r = call(&lib, "const wchar_t * __stdcall wide_greeting(void)", &[]);
+        assert_eq!(r.ret.as_str(), Some("Gr\u{fc}\u{df} dich, \u{1F600}"), "{bits:?}");
+        let r = call(&lib, "int __stdcall wide_copy(wchar_t *out, int cap)", &[Value::Str(" ".repeat(15)), 16.into()]);
+        assert_eq!(r.ret, Value::Int(5));
+        assert_eq!(r.out(0).and_then(Value::as_str), Some("na\u{ef}ve"), "{bits:?}");
+    }
+}
+
+#[test]
+fn stdcall_and_cdecl_callbacks() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let mut std_sig = Signature::new(CType::Int).arg(CType::Int);
+        std_sig.conv = bitbridge::CallConv::Stdcall;
+        let twice = lib.server().callback(std_sig.clone(), |a| Value::Int(a[0].as_i64().unwrap() * 2)).unwrap();
+        let apply = lib
+            .function("apply_std", {
+                let mut s = Signature::new(CType::Int).arg(CType::fn_ptr(std_sig)).arg(CType::Int);
+                s.conv = bitbridge::CallConv::Stdcall;
+                s
+            })
+            .unwrap();
+        // f(10) + f(11) = 20 + 22; a stdcall callback that popped the wrong number of bytes would crash.
+        assert_eq!(apply.call(&[twice.value(), 10.into()]).unwrap().ret, Value::Int(42), "{bits:?}");
+        let sum = lib
+            .server()
+            .callback(Signature::new(CType::Int).arg(CType::Int).arg(CType::Int), |a| {
+                Value::Int(a[0].as_i64().unwrap() + a[1].as_i64().unwrap())
+            })
+            .unwrap();
+        let r = call(&lib, "int apply_cdecl(int (*f)(int, int), int n)", &[sum.value(), 5.into()]);
+        assert_eq!(r.ret, Value::Int(10), "{bits:?}");
+    }
+}
+
+#[test]
+fn get_last_error_and_errno_after_a_call() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let mut sig = Signature::new(CType::Int).arg(CType::UInt).last_error();
+        sig.conv = bitbridge::CallConv::Stdcall;
+        let f = lib.function("fail_with", sig).unwrap();
+        assert_eq!(f.call(&[Value::UInt(0x2A)]).unwrap().last_error, Some(0x2A), "{bits:?}");
+        assert_eq!(f.call(&[Value::UInt(5)]).unwrap().last_error, Some(5), "{bits:?}");
+        let e = lib.function("set_errno_to", Signature::new(CType::Int).arg(CType::Int).errno()).unwrap();
+        assert_eq!(e.call(&[Value::Int(34)]).unwrap().errno, Some(34), "{bits:?}: msvcrt's errno");
+    }
+    // A Linux server has no GetLastError: asking for it is refused when the function is prepared.
+    let libc = LibraryOptions::new("libc.so.6").open().unwrap();
+    track(libc.server());
+    let e = libc.function("abs", Signature::new(CType::Int).arg(CType::Int).last_error()).unwrap_err();
+    assert!(e.to_string().contains("only on Windows"), "{e}");
+}
+
+#[test]
+fn a_labview_style_export_with_three_outputs_by_reference() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let f = lib
+            .function_from_c(
+                "void Measure(double amplitude, int points, double *mean, int *count, char *status, int len)",
+            )
+            .unwrap();
+        let r = f.call(&[2.0.into(), 4.into(), Value::Zeros(1), Value::Zeros(1), Value::Zeros(32), 32.into()]).unwrap();
+        assert_eq!(r.out(2), Some(&Value::Array(vec![Value::Float(2.0)])), "{bits:?}");
+        assert_eq!(r.out(3), Some(&Value::ints([4])), "{bits:?}");
+        assert_eq!(r.out(4).and_then(Value::as_str), Some("ok"), "{bits:?}");
+    }
+}
+
+#[test]
+fn kernel32_get_local_time_into_a_systemtime() {
+    let _check = no_server_left();
+    let decls = bitbridge::Declarations::parse(
+        "typedef unsigned short WORD;
+         typedef struct { WORD wYear, wMonth, wDayOfWeek, wDay, wHour, wMinute, wSecond, wMilliseconds; } SYSTEMTIME;
+         void __stdcall GetLocalTime(SYSTEMTIME *t);
+         unsigned int __stdcall GetCurrentProcessId(void);",
+    )
+    .unwrap();
+    for arch in [bitbridge::Arch::X86, bitbridge::Arch::X86_64] {
+        let k32 = LibraryOptions::new("kernel32.dll").arch(arch).open().unwrap();
+        track(k32.server());
+        assert_eq!(k32.server().target().os, bitbridge::Os::Windows);
+        let t = k32.declare(&decls, "GetLocalTime").unwrap().call(&[Value::Zeros(1)]).unwrap();
+        let Some(Value::Struct(f)) = t.out(0).and_then(|v| v.get(0)) else { panic!("{arch}: {:?}", t.out(0)) };
+        let get = |i: usize| f[i].as_i64().unwrap();
+        assert!((2024..2100).contains(&get(0)), "{arch}: year {}", get(0));
+        assert!((1..=12).contains(&get(1)) && get(2) <= 6 && (1..=31).contains(&get(3)), "{arch}: {f:?}");
+        assert!(get(4) < 24 && get(5) < 60 && get(6) < 61 && get(7) < 1000, "{arch}: {f:?}");
+        let pid = k32.declare(&decls, "GetCurrentProcessId").unwrap().call(&[]).unwrap().ret;
+        assert!(pid.as_u64().is_some_and(|p| p > 0), "{arch}: {pid:?}");
+    }
+}
+
+#[test]
+fn a_crash_in_a_dll_is_reported_and_the_next_server_works() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let path = windows_fixture("windll", bits);
+        let lib = LibraryOptions::new(&path)
+            .server(ServerOptions::new().restart_on_failure(true).call_timeout(Duration::from_secs(30)))
+            .open()
+            .unwrap();
+        track(lib.server());
+        let crash = lib.function("crash", Signature::new(CType::Int)).unwrap();
+        let started = Instant::now();
+        let e = crash.call(&[]).unwrap_err();
+        assert!(matches!(e, Error::ServerDied { .. }), "{bits:?}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{bits:?}: the death took {:?}", started.elapsed());
+        eprintln!("{bits:?}: crash reported after {:?}: {e}", started.elapsed());
+        // restart_on_failure: a new server, the library loaded again, the function prepared again.
+        let add = lib.function("add", Signature::new(CType::Int).arg(CType::Int).arg(CType::Int)).unwrap();
+        assert_eq!(add.call(&[1.into(), 2.into()]).unwrap().ret, Value::Int(3), "{bits:?}");
+        track(lib.server());
+    }
+}
+
+#[test]
+fn a_hang_times_out_and_leaves_no_process() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let pid = lib.server().pid();
+        let hang = lib.function("hang", Signature::new(CType::Void)).unwrap();
+        let started = Instant::now();
+        let e = hang.call_timeout(&[], Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{bits:?}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{bits:?}: {:?}", started.elapsed());
+        assert!(!bitbridge_tests::process_alive(pid), "{bits:?}: the hung server {pid} is still there");
+    }
+}
