@@ -438,14 +438,74 @@ fn main() {
     println!("modes: \"shm, spin\" = shared memory, spin up to 50 us then futex (default); \"shm, futex\" = no spin;");
     println!("       \"shm, adaptive\" = spin only while it catches the peer (<= 50 us), else futex;");
     println!("       \"socket\" = socketpair with blocking reads");
-    round_trips(budget);
-    callbacks(budget);
-    startup(budget);
-    services(budget);
-    bulk(budget);
-    threads(budget);
-    failures(budget);
-    contention(budget);
+    // BITBRIDGE_BENCH_ONLY=windows,startup runs only those sections.
+    let only = std::env::var("BITBRIDGE_BENCH_ONLY").ok();
+    let sections: [(&str, fn(Duration)); 9] = [
+        ("round_trips", round_trips),
+        ("callbacks", callbacks),
+        ("startup", startup),
+        ("services", services),
+        ("bulk", bulk),
+        ("threads", threads),
+        ("failures", failures),
+        ("windows", windows),
+        ("contention", contention),
+    ];
+    for (name, run) in sections {
+        if only.as_deref().is_none_or(|o| o.split(',').any(|s| s == name)) {
+            run(budget);
+        }
+    }
+}
+
+/// Windows DLLs under Wine (fixtures/windll.c built with mingw-w64) beside the Linux servers, quiet and
+/// then loaded: `add(int, int)` per call, and start-up to the first call with a warm prefix.
+fn windows(budget: Duration) {
+    let args = [Value::Int(2), Value::Int(3)];
+    let add_sig = || Signature::new(CType::Int).arg(CType::Int).arg(CType::Int);
+    let servers = |opts: ServerOptions| {
+        [
+            ("Win32 DLL, i686 server.exe under Wine", Some(Bits::B32), opts.clone()),
+            ("Win64 DLL, x86_64 server.exe under Wine", Some(Bits::B64), opts.clone()),
+            ("Linux i686 .so, bitbridge-server-i686", None, opts),
+        ]
+    };
+    let open_one = |bits: Option<Bits>, opts: ServerOptions| match bits {
+        Some(b) => LibraryOptions::new(bitbridge_tests::windows_fixture("windll", b)).server(opts).open().unwrap(),
+        None => open(Bits::B32, "cpp_lib", opts),
+    };
+    for loaded in [false, true] {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let _load = loaded.then(|| Load::start(cpus));
+        let title = if loaded { "loaded: add() into a DLL under Wine" } else { "add(int, int) into a DLL under Wine" };
+        header(title, ["median", "p10", "p90"]);
+        for (mode, opts, batch) in [
+            ("shm, spin (default)", ServerOptions::new(), if loaded { 100 } else { 5_000 }),
+            ("socket", ServerOptions::new().shared_memory(false), 200),
+        ] {
+            for (name, bits, opts) in servers(opts) {
+                let lib = open_one(bits, opts);
+                let add = lib.function("add", add_sig()).unwrap();
+                let v = sample(budget, batch, || drop(black_box(add.call(&args).unwrap())));
+                row(&format!("{name}, {}", mode.trim_end_matches(" (default)")), &v);
+            }
+        }
+    }
+    header("start-up to first call returned, warm Wine prefix", ["median", "p10", "p90"]);
+    for (name, bits, opts) in servers(ServerOptions::new()) {
+        drop(open_one(bits, opts.clone())); // the prefix (and its wineserver) warm
+        let mut v = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < budget || v.len() < 5 {
+            let t = Instant::now();
+            let lib = open_one(bits, opts.clone());
+            black_box(lib.function("add", add_sig()).unwrap().call(&args).unwrap());
+            v.push(t.elapsed().as_nanos() as f64);
+            drop(lib);
+        }
+        v.sort_by(f64::total_cmp);
+        row(name, &v);
+    }
 }
 
 /// Load that oversubscribes the machine: two busy processes per vCPU at the same priority and one
