@@ -331,15 +331,156 @@ fn standard_dirs(arch: Option<Arch>) -> Vec<&'static str> {
     }
 }
 
-/// The names a library exports (its dynamic symbols defined in it), sorted.
+/// The names a library exports, sorted. For an ELF library, its dynamic symbols defined in it; for a
+/// Windows DLL, the names in its export table, forwarded ones included (`GetProcAddress` follows them to
+/// the other DLL), as they are exported: a 32-bit DLL's `__stdcall` and `__fastcall` names keep their
+/// decorations (`add_std@8`, see [`undecorate`]). An export by ordinal only has no name and is not listed.
 pub fn exports(path: &Path) -> Result<Vec<String>> {
+    use object::read::pe::{PeFile32, PeFile64};
     let file = File::open(path).map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
     let cache = ReadCache::new(file);
-    let obj =
-        object::File::parse(&cache).map_err(|e| Error::NotALibrary { path: path.into(), reason: e.to_string() })?;
-    let exports = obj.exports().map_err(|e| Error::NotALibrary { path: path.into(), reason: e.to_string() })?;
-    let mut names: Vec<String> = exports.iter().map(|e| String::from_utf8_lossy(e.name()).into_owned()).collect();
+    let bad = |e: object::Error| Error::NotALibrary { path: path.into(), reason: e.to_string() };
+    let mut names: Vec<String> = match object::FileKind::parse(&cache).map_err(bad)? {
+        object::FileKind::Pe32 => pe_export_names(&PeFile32::parse(&cache).map_err(bad)?).map_err(bad)?,
+        object::FileKind::Pe64 => pe_export_names(&PeFile64::parse(&cache).map_err(bad)?).map_err(bad)?,
+        _ => {
+            let obj = object::File::parse(&cache).map_err(bad)?;
+            let exports = obj.exports().map_err(bad)?;
+            exports.iter().map(|e| String::from_utf8_lossy(e.name()).into_owned()).collect()
+        }
+    };
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// The names in a PE file's export table (forwarded exports included, exports by ordinal only left out).
+fn pe_export_names<'data, Pe, R>(file: &object::read::pe::PeFile<'data, Pe, R>) -> object::Result<Vec<String>>
+where
+    Pe: object::read::pe::ImageNtHeaders,
+    R: object::ReadRef<'data>,
+{
+    let Some(table) = file.export_table()? else { return Ok(Vec::new()) };
+    table
+        .name_iter()
+        .map(|(pointer, _)| table.name_from_pointer(pointer).map(|n| String::from_utf8_lossy(n).into_owned()))
+        .collect()
+}
+
+/// The names of the DLLs a Windows DLL imports, in the order its import directory lists them
+/// (`KERNEL32.dll`, `msvcrt.dll`): the DLLs the Windows loader must find before the DLL's code runs.
+/// Delay-loaded DLLs, loaded at their first call, are not among them. An ELF library has none (its
+/// `DT_NEEDED` libraries are in [`dependencies`]).
+pub fn dll_imports(path: &Path) -> Result<Vec<String>> {
+    use object::read::pe::{PeFile32, PeFile64};
+    fn names<'data, Pe, R>(file: &object::read::pe::PeFile<'data, Pe, R>) -> object::Result<Vec<String>>
+    where
+        Pe: object::read::pe::ImageNtHeaders,
+        R: object::ReadRef<'data>,
+    {
+        let Some(table) = file.import_table()? else { return Ok(Vec::new()) };
+        let mut descriptors = table.descriptors()?;
+        let mut names = Vec::new();
+        while let Some(d) = descriptors.next()? {
+            names.push(String::from_utf8_lossy(table.name(d.name.get(object::LittleEndian))?).into_owned());
+        }
+        Ok(names)
+    }
+    inspect(path)?;
+    let file = File::open(path).map_err(|source| Error::LibraryNotFound { path: path.into(), source })?;
+    let cache = ReadCache::new(file);
+    let bad = |e: object::Error| Error::NotALibrary { path: path.into(), reason: e.to_string() };
+    match object::FileKind::parse(&cache).map_err(bad)? {
+        object::FileKind::Pe32 => names(&PeFile32::parse(&cache).map_err(bad)?).map_err(bad),
+        object::FileKind::Pe64 => names(&PeFile64::parse(&cache).map_err(bad)?).map_err(bad),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// A 32-bit Windows export name with its decoration taken apart (see [`undecorate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Undecorated<'a> {
+    /// The C name (`add_std`).
+    pub name: &'a str,
+    /// [`CallConv::Stdcall`](crate::CallConv::Stdcall) or [`CallConv::Fastcall`](crate::CallConv::Fastcall).
+    pub conv: crate::CallConv,
+    /// The bytes of arguments the callee pops from the stack (each argument rounded up to 4 bytes).
+    pub arg_bytes: u32,
+}
+
+/// Takes apart the decoration MinGW and MSVC give a 32-bit Windows DLL's exports: `name@N` (and MSVC's
+/// `_name@N`) is `__stdcall` with `N` bytes of arguments, `@name@N` is `__fastcall`. `None` for any
+/// other name, which is used as it is: a plain `_name` keeps its underscore (a C name may start with
+/// one, `_errno`; only the decorated form `_name@N` drops it), and so do C++ names (`?f@@YAHH@Z`),
+/// `__vectorcall`'s `name@@N`, a name that is not a C identifier and an `N` that is not a multiple of 4.
+/// A 64-bit DLL's names are not decorated: do not call it for them.
+pub fn undecorate(export: &str) -> Option<Undecorated<'_>> {
+    fn identifier(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+    }
+    let (head, digits) = export.rsplit_once('@')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    let arg_bytes: u32 = digits.parse().ok()?;
+    if arg_bytes % 4 != 0 {
+        return None;
+    }
+    let (name, conv) = match head.strip_prefix('@') {
+        Some(name) => (name, crate::CallConv::Fastcall),
+        // MSVC's `_name@N`; a name of just `_` stays one.
+        None => (head.strip_prefix('_').filter(|n| identifier(n)).unwrap_or(head), crate::CallConv::Stdcall),
+    };
+    identifier(name).then_some(Undecorated { name, conv, arg_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallConv;
+
+    fn u(export: &str) -> Option<(&str, CallConv, u32)> {
+        undecorate(export).map(|d| (d.name, d.conv, d.arg_bytes))
+    }
+
+    #[test]
+    fn stdcall_and_fastcall_decorations_are_taken_apart() {
+        assert_eq!(u("add_std@8"), Some(("add_std", CallConv::Stdcall, 8)));
+        assert_eq!(u("GetTickCount@0"), Some(("GetTickCount", CallConv::Stdcall, 0)));
+        assert_eq!(u("@add_fast@8"), Some(("add_fast", CallConv::Fastcall, 8)));
+        assert_eq!(u("@f@0"), Some(("f", CallConv::Fastcall, 0)));
+        // MSVC's stdcall form carries the cdecl underscore too.
+        assert_eq!(u("_add_std@8"), Some(("add_std", CallConv::Stdcall, 8)));
+        assert_eq!(u("__under@4"), Some(("_under", CallConv::Stdcall, 4)));
+        assert_eq!(u("_@4"), Some(("_", CallConv::Stdcall, 4)));
+        assert_eq!(u("big@4096"), Some(("big", CallConv::Stdcall, 4096)));
+    }
+
+    #[test]
+    fn other_names_are_left_as_they_are() {
+        for name in [
+            "add",             // plain cdecl
+            "_errno",          // a leading underscore alone is part of the C name
+            "_add",            // even when it could be MSVC's cdecl decoration
+            "add@",            // no byte count
+            "add@x8",          // not a number
+            "add@6",           // not a multiple of 4
+            "add@08",          // a leading zero
+            "add@99999999999", // does not fit
+            "@8",              // no name
+            "@@8",             // no name
+            "@f",              // fastcall without a byte count
+            "f@@8",            // __vectorcall
+            "?f@@YAHH@Z",      // C++
+            "a.b@8",           // not a C identifier
+            "1abc@8",          // not a C identifier
+            "a@b@8",           // two decorations
+            "",
+        ] {
+            assert_eq!(u(name), None, "{name:?}");
+        }
+    }
 }
