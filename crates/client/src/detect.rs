@@ -370,7 +370,7 @@ where
 /// The names of the DLLs a Windows DLL imports, in the order its import directory lists them
 /// (`KERNEL32.dll`, `msvcrt.dll`): the DLLs the Windows loader must find before the DLL's code runs.
 /// Delay-loaded DLLs, loaded at their first call, are not among them. An ELF library has none (its
-/// `DT_NEEDED` libraries are in [`dependencies`]).
+/// `DT_NEEDED` libraries are in [`dependencies`]); [`dll_dependencies`] says where each name resolves.
 pub fn dll_imports(path: &Path) -> Result<Vec<String>> {
     use object::read::pe::{PeFile32, PeFile64};
     fn names<'data, Pe, R>(file: &object::read::pe::PeFile<'data, Pe, R>) -> object::Result<Vec<String>>
@@ -395,6 +395,96 @@ pub fn dll_imports(path: &Path) -> Result<Vec<String>> {
         object::FileKind::Pe64 => names(&PeFile64::parse(&cache).map_err(bad)?).map_err(bad),
         _ => Ok(Vec::new()),
     }
+}
+
+/// Where the Windows loader under Wine finds a DLL that another DLL imports (see [`dll_dependencies`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DllLocation {
+    /// In the importing DLL's own folder, searched first: the server opens a DLL with
+    /// `LoadLibraryExW(LOAD_WITH_ALTERED_SEARCH_PATH)`, as a vendor's DLLs shipped together expect.
+    BesideLibrary(PathBuf),
+    /// In the Wine prefix's system folder ([`wine::system_dir`](crate::wine::system_dir)): `system32`,
+    /// or `syswow64` for a 32-bit DLL in a 64-bit prefix.
+    SystemFolder(PathBuf),
+    /// Among Wine's builtin DLLs ([`wine::builtin_dir`](crate::wine::builtin_dir)), which Wine loads
+    /// for a name it finds nowhere else.
+    WineBuiltin(PathBuf),
+    /// In none of those places, for the DLL's architecture: loading the DLL fails.
+    NotFound,
+}
+
+impl DllLocation {
+    /// The file found, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            DllLocation::BesideLibrary(p) | DllLocation::SystemFolder(p) | DllLocation::WineBuiltin(p) => Some(p),
+            DllLocation::NotFound => None,
+        }
+    }
+}
+
+/// A DLL a Windows DLL imports, and where the Windows loader under Wine would find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DllDependency {
+    /// The name as the import directory records it (`KERNEL32.dll`).
+    pub name: String,
+    /// Where it resolves.
+    pub location: DllLocation,
+}
+
+/// The DLLs the Windows DLL `path` imports ([`dll_imports`]) and where each resolves for its
+/// architecture, in the order Wine searches: the DLL's own folder, then, with `wine` (the folders of a
+/// Wine installation and prefix, see [`wine::DllDirs`](crate::wine::DllDirs)), the prefix's system
+/// folder and Wine's builtin DLLs. Names are matched without regard to case, as Windows does, and `.dll`
+/// is added to a name without an extension. A file of another architecture, or that is not a DLL, does
+/// not count as found. Without `wine` only the DLL's own folder is searched.
+pub fn dll_dependencies(path: &Path, wine: Option<&crate::wine::DllDirs>) -> Result<Vec<DllDependency>> {
+    let info = inspect(path)?;
+    let names = dll_imports(path)?;
+    let own = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let location = find_dll(&name, info.arch, own, wine);
+            DllDependency { name, location }
+        })
+        .collect())
+}
+
+/// Where the Windows loader under Wine finds the DLL `name` for `arch`: in `own` (the folder of the DLL
+/// that imports it), then in `wine`'s system folder and among its builtins (see [`dll_dependencies`]).
+pub(crate) fn find_dll(name: &str, arch: Arch, own: Option<&Path>, wine: Option<&crate::wine::DllDirs>) -> DllLocation {
+    let file = if Path::new(name).extension().is_some() { name.to_owned() } else { format!("{name}.dll") };
+    let fits = |p: &Path| inspect(p).is_ok_and(|i| i.os == Os::Windows && i.arch == arch);
+    let find = |dir: Option<&Path>| dir.and_then(|d| find_file_nocase(d, &file)).filter(|p| fits(p));
+    if let Some(p) = find(own) {
+        DllLocation::BesideLibrary(p)
+    } else if let Some(p) = find(wine.map(|w| w.system.as_path())) {
+        DllLocation::SystemFolder(p)
+    } else if let Some(p) = find(wine.and_then(|w| w.builtin.as_deref())) {
+        DllLocation::WineBuiltin(p)
+    } else {
+        DllLocation::NotFound
+    }
+}
+
+/// The file `name` in `dir`, its case ignored (`KERNEL32.dll` is `kernel32.dll`).
+fn find_file_nocase(dir: &Path, name: &str) -> Option<PathBuf> {
+    if name.contains(['/', '\\']) {
+        return None;
+    }
+    let exact = dir.join(name);
+    if exact.is_file() {
+        return Some(exact);
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
 }
 
 /// A 32-bit Windows export name with its decoration taken apart (see [`undecorate`]).
@@ -482,5 +572,17 @@ mod tests {
         ] {
             assert_eq!(u(name), None, "{name:?}");
         }
+    }
+
+    #[test]
+    fn dll_names_are_found_whatever_their_case() {
+        let dir = std::env::temp_dir().join(format!("bitbridge-nocase-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kernel32.dll"), b"").unwrap();
+        assert_eq!(find_file_nocase(&dir, "KERNEL32.dll"), Some(dir.join("kernel32.dll")));
+        assert_eq!(find_file_nocase(&dir, "kernel32.dll"), Some(dir.join("kernel32.dll")));
+        assert_eq!(find_file_nocase(&dir, "user32.dll"), None);
+        assert_eq!(find_file_nocase(&dir, "../kernel32.dll"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

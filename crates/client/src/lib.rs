@@ -11,13 +11,16 @@ mod process;
 mod server;
 mod service;
 pub mod shared;
-mod wine;
+pub mod wine;
 
 pub use bitbridge_proto::{
     Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value, ValueTypeError,
 };
 pub use cdecl::{Constant, Declarations, Prototype};
-pub use detect::{dependencies, dll_imports, exports, inspect, undecorate, Dependency, LibraryInfo, Undecorated};
+pub use detect::{
+    dependencies, dll_dependencies, dll_imports, exports, inspect, undecorate, Dependency, DllDependency, DllLocation,
+    LibraryInfo, Undecorated,
+};
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::{find_server, find_server_for, server_file_name, server_relative_path, user_server_dir};

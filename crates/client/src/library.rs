@@ -52,11 +52,20 @@ impl LibraryOptions {
     }
 
     /// The file bitbridge's own search finds for the name (a path is returned as is): the
-    /// `LD_LIBRARY_PATH`, `/etc/ld.so.conf` and standard folders of the architecture asked for. This is
-    /// a guess made without a server; [`LibraryOptions::open`] asks the server's loader instead, and
-    /// [`Library::file`] says what it chose.
+    /// `LD_LIBRARY_PATH`, `/etc/ld.so.conf` and standard folders of the architecture asked for; for a
+    /// Windows DLL's name (`kernel32.dll`), the Wine prefix's system folder and then Wine's builtin DLLs
+    /// for that architecture (x86_64 unless [`LibraryOptions::arch`] says otherwise, as for
+    /// [`LibraryOptions::open`]). This is a guess made without a server; [`LibraryOptions::open`] asks the
+    /// server's loader instead, and [`Library::file`] says what it chose.
     pub fn resolve(&self) -> Result<PathBuf> {
-        if self.is_bare_name() {
+        if self.is_bare_name() && self.is_dll_name() {
+            let arch = self.arch.unwrap_or(Arch::X86_64);
+            let dirs = self.server.dll_dirs(arch);
+            let found = self.path.to_str().map(|n| crate::detect::find_dll(n, arch, None, dirs.as_ref()));
+            if let Some(p) = found.as_ref().and_then(|f| f.path()) {
+                return Ok(p.to_path_buf());
+            }
+        } else if self.is_bare_name() {
             if let Some(p) = self.path.to_str().and_then(|n| find_by_name(n, self.arch)) {
                 return Ok(p);
             }

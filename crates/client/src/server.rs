@@ -191,6 +191,14 @@ impl ServerOptions {
         self
     }
 
+    /// The folders where Windows servers for `arch` started with these options find system DLLs: the
+    /// prefix's system folder and Wine's builtins. `None` when no Wine loader or prefix is found.
+    pub(crate) fn dll_dirs(&self, arch: Arch) -> Option<crate::wine::DllDirs> {
+        let loader = crate::wine::find_loader(arch, self.wine.as_deref()).ok()?;
+        let prefix = crate::wine::prefix(arch, self.wine_prefix.as_deref()).ok()?;
+        Some(crate::wine::DllDirs::new(&loader, &prefix, arch))
+    }
+
     /// Starts a server process for `arch` Linux libraries.
     pub fn spawn(&self, arch: Arch) -> Result<Server> {
         self.spawn_for(Target { arch, os: Os::Linux })

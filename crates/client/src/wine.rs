@@ -7,6 +7,10 @@
 //! The loader and the prefix can be given with [`ServerOptions::wine`](crate::ServerOptions::wine) and
 //! [`ServerOptions::wine_prefix`](crate::ServerOptions::wine_prefix), or the variables
 //! `BITBRIDGE_WINE_I686`/`BITBRIDGE_WINE_X86_64` and `BITBRIDGE_WINEPREFIX_I686`/`BITBRIDGE_WINEPREFIX_X86_64`.
+//!
+//! What is public here is what a tool needs to tell where a DLL's imports would come from (as
+//! `bitbridge info` does with [`dll_dependencies`](crate::dll_dependencies)): the loader and prefix a
+//! server would use ([`find_loader`], [`prefix`]) and the folders of DLLs they give ([`DllDirs`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -29,9 +33,15 @@ fn arch_suffix(arch: Arch) -> &'static str {
     }
 }
 
-/// Where the Wine loader for `arch` is: `explicit`, `BITBRIDGE_WINE_<ARCH>`, then the usual places of
-/// distributions' packages (`wine64`/`wine` on `PATH`, `/usr/lib/wine`, `/opt/wine-*/bin`).
-pub(crate) fn find_loader(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+/// Where the Wine loader that runs Windows servers for `arch` is, as a server would find it:
+/// `explicit` (what [`ServerOptions::wine`](crate::ServerOptions::wine) gives), else
+/// `BITBRIDGE_WINE_I686`/`BITBRIDGE_WINE_X86_64`, else the usual places of distributions' packages
+/// (`/usr/lib/wine`, `/opt/wine-*/bin`, then `wine64`/`wine` on `PATH`). Only an ELF executable of
+/// `arch` is taken (Debian's `/usr/bin/wine` is a script).
+///
+/// # Errors
+/// [`Error::WineNotFound`], naming every place looked at.
+pub fn find_loader(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     let var = format!("BITBRIDGE_WINE_{}", arch_suffix(arch));
     let mut searched = Vec::new();
     let given = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(&var).map(PathBuf::from));
@@ -75,8 +85,15 @@ fn loader_runs(loader: &Path, arch: Arch) -> bool {
     }
 }
 
-/// The prefix for `arch`: `explicit`, `BITBRIDGE_WINEPREFIX_<ARCH>`, else bitbridge's own folder.
-pub(crate) fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+/// The Wine prefix Windows servers for `arch` run in: `explicit` (what
+/// [`ServerOptions::wine_prefix`](crate::ServerOptions::wine_prefix) gives), else
+/// `BITBRIDGE_WINEPREFIX_I686`/`BITBRIDGE_WINEPREFIX_X86_64`, else bitbridge's own,
+/// `$XDG_DATA_HOME/bitbridge/wine/win32` or `win64` (`~/.local/share` without `XDG_DATA_HOME`). The
+/// folder may not exist yet: the first server started creates it.
+///
+/// # Errors
+/// [`Error::WinePrefix`] when neither `XDG_DATA_HOME` nor `HOME` gives a folder for bitbridge's own.
+pub fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -209,4 +226,81 @@ pub(crate) fn dos_path(path: &Path) -> String {
     }
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     format!("Z:{}", abs.to_string_lossy().replace('/', "\\"))
+}
+
+/// Whether `prefix` is a 64-bit prefix (`Some(Arch::X86_64)`, with `syswow64` for 32-bit programs) or a
+/// 32-bit one: the `#arch=win32`/`#arch=win64` line Wine writes near the top of `system.reg`, else
+/// whether `drive_c/windows/syswow64` exists. `None` for a prefix not created yet.
+fn prefix_arch(prefix: &Path) -> Option<Arch> {
+    use std::io::BufRead;
+    if let Ok(reg) = std::fs::File::open(prefix.join("system.reg")) {
+        for line in std::io::BufReader::new(reg).lines().take(16).map_while(std::result::Result::ok) {
+            match line.trim().strip_prefix("#arch=") {
+                Some("win32") => return Some(Arch::X86),
+                Some("win64") => return Some(Arch::X86_64),
+                _ => {}
+            }
+        }
+    }
+    let windows = prefix.join("drive_c").join("windows");
+    if windows.join("syswow64").is_dir() {
+        Some(Arch::X86_64)
+    } else if windows.join("system32").is_dir() {
+        Some(Arch::X86)
+    } else {
+        None
+    }
+}
+
+/// The folder of `prefix` where a DLL of `arch` finds the system's DLLs: `drive_c/windows/system32`,
+/// except for a 32-bit DLL in a 64-bit prefix (as the `#arch=win64` line of its `system.reg` says, or
+/// its `syswow64` folder), whose folder is `drive_c/windows/syswow64`. Wine fills it with stand-ins for its builtin DLLs when it creates the
+/// prefix. The folder may not exist yet.
+pub fn system_dir(prefix: &Path, arch: Arch) -> PathBuf {
+    let windows = prefix.join("drive_c").join("windows");
+    if arch == Arch::X86 && prefix_arch(prefix) == Some(Arch::X86_64) {
+        windows.join("syswow64")
+    } else {
+        windows.join("system32")
+    }
+}
+
+/// The folder of Wine's builtin DLLs for DLLs of `arch` (`i386-windows`, `x86_64-windows`) that goes
+/// with `loader`, found relative to it as Wine itself finds it: Debian's
+/// `<root>/usr/lib/wine/wine64` has its DLLs in `<root>/usr/lib/x86_64-linux-gnu/wine/x86_64-windows`
+/// (`<root>` is `/`, or the folder a 32-bit Wine was unpacked into), an upstream or WineHQ build's
+/// `<dir>/bin/wine` in `<dir>/lib/wine/<arch>-windows` or `<dir>/lib64/wine/<arch>-windows`. `None`
+/// when none of these folders exists.
+pub fn builtin_dir(loader: &Path, arch: Arch) -> Option<PathBuf> {
+    let loader = std::fs::canonicalize(loader).unwrap_or_else(|_| loader.to_path_buf());
+    let up = loader.parent()?.parent()?;
+    let windows = format!("{}-windows", if arch == Arch::X86 { "i386" } else { "x86_64" });
+    let multiarch = |a: Arch| if a == Arch::X86 { "i386-linux-gnu" } else { "x86_64-linux-gnu" };
+    // The loader's own multiarch folder first: a 64-bit Wine keeps its 32-bit PE DLLs beside its 64-bit ones.
+    let own = crate::detect::executable_arch(&loader).unwrap_or(arch);
+    let mut candidates = Vec::new();
+    for a in [own, arch] {
+        candidates.push(up.join(multiarch(a)).join("wine").join(&windows));
+    }
+    candidates.push(up.join("lib").join("wine").join(&windows));
+    candidates.push(up.join("lib64").join("wine").join(&windows));
+    candidates.into_iter().find(|d| d.is_dir())
+}
+
+/// The folders the Windows loader under Wine searches, after a DLL's own folder, for the DLLs it
+/// imports: given to [`dll_dependencies`](crate::dll_dependencies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DllDirs {
+    /// The prefix's system folder for the DLL's architecture ([`system_dir`]).
+    pub system: PathBuf,
+    /// Wine's builtin DLLs for it ([`builtin_dir`]), if that folder was found.
+    pub builtin: Option<PathBuf>,
+}
+
+impl DllDirs {
+    /// The folders for DLLs of `arch` run by `loader` in `prefix`.
+    pub fn new(loader: &Path, prefix: &Path, arch: Arch) -> DllDirs {
+        DllDirs { system: system_dir(prefix, arch), builtin: builtin_dir(loader, arch) }
+    }
 }
