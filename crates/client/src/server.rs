@@ -769,7 +769,8 @@ impl Server {
 
     /// The file the server's loader uses for `name`: a path, or a bare name (`libc.so.6`) as the server's
     /// dynamic loader resolved it. Read from the server's memory map, so it is the file actually
-    /// loaded; `None` when nothing of that name is mapped (not loaded, or the map cannot be read).
+    /// loaded; `None` when nothing of that name is mapped (not loaded, or the map cannot be read). In a
+    /// Windows server a name matches whatever its case (`KERNEL32.dll` is Wine's `kernel32.dll`).
     pub fn loaded_file(&self, name: impl AsRef<Path>) -> Option<PathBuf> {
         let name = name.as_ref();
         let files = crate::detect::mapped_files(self.pid());
@@ -777,7 +778,12 @@ impl Server {
             return files.into_iter().find(|f| crate::detect::same_file(f, name));
         }
         let name = name.to_str()?;
-        let by_name = files.iter().find(|f| f.file_name().is_some_and(|n| n == name));
+        let windows = self.inner.target.os == Os::Windows;
+        let by_name = files.iter().find(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == name || (windows && n.eq_ignore_ascii_case(name)))
+        });
         by_name.cloned().or_else(|| files.into_iter().find(|f| crate::detect::soname(f).as_deref() == Some(name)))
     }
 
