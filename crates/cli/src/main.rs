@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bitbridge::{dependencies, exports, find_server, inspect, Error, LibraryOptions, ServerOptions};
+use bitbridge::{
+    dependencies, dll_dependencies, exports, find_server_for, inspect, undecorate, wine, CallConv, DllLocation, Error,
+    LibraryOptions, Os, ServerOptions, Target,
+};
 use clap::{Parser, Subcommand};
 
 mod call;
@@ -65,16 +68,18 @@ enum Command {
     /// Describe a library: format and architecture, the server that would host it, the libraries it
     /// needs and where each resolves, what it exports; then load it in that server.
     #[command(
-        after_help = "Examples:\n  bitbridge info ./libvendor32.so\n  bitbridge info --library-dir ./deps ./libvendor32.so\n  bitbridge info --arch i686 libm.so.6"
+        after_help = "Examples:\n  bitbridge info ./libvendor32.so\n  bitbridge info --library-dir ./deps ./libvendor32.so\n  bitbridge info --arch i686 libm.so.6\n  bitbridge info ./vendor.dll\n\nA Windows DLL is hosted under Wine: `info` names the Wine loader and prefix, where each DLL it imports\nresolves (beside it, in the prefix's system folder, or as a Wine builtin), and each 32-bit stdcall or\nfastcall export by its C name with what its decoration says."
     )]
     Info {
-        /// The library file, or a bare name (libm.so.6) for the server's loader to resolve.
+        /// The library file (an ELF shared library or a Windows DLL), or a bare name (libm.so.6,
+        /// kernel32.dll) for the server's loader to resolve.
         library: PathBuf,
         /// The architecture of the server for a bare name: i686 or x86_64 (for a file, its header says,
         /// and another one given here is an error).
         #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
         arch: Option<bitbridge::Arch>,
-        /// A directory where the library's own dependencies are (may be repeated).
+        /// A directory where the library's own dependencies are (may be repeated). Not for a Windows
+        /// DLL, whose imports are found as Wine's loader finds them.
         #[arg(long = "library-dir", value_name = "DIR")]
         library_dirs: Vec<PathBuf>,
         /// Only read the file; do not start a server to load it.
@@ -265,10 +270,11 @@ fn info(
         options.resolve()?
     };
     let lib = inspect(&file)?;
+    let windows = lib.os == Os::Windows;
     if let Some(a) = arch.filter(|a| *a != lib.arch) {
         anyhow::bail!(Error::UnsupportedArchitecture {
             path: file,
-            found: format!("an ELF library for {}", lib.arch),
+            found: format!("{} for {}", if windows { "a Windows DLL" } else { "an ELF library" }, lib.arch),
             hint: format!("; {a} was asked for"),
         });
     }
@@ -281,34 +287,71 @@ fn info(
         println!("name:     {} (resolved by {by})", path.display());
     }
     println!("file:     {}", file.display());
-    println!("format:   ELF shared library for {} ({})", lib.arch, target_name(lib.arch));
+    if windows {
+        println!("format:   Windows DLL ({})", pe_kind(lib.arch));
+    } else {
+        println!("format:   ELF shared library for {} ({})", lib.arch, target_name(lib.arch));
+    }
+    let target = Target { arch: lib.arch, os: lib.os };
     let chosen = match &loaded {
         Some(l) => l.server().path().map(std::path::Path::to_path_buf).ok_or_else(|| anyhow::anyhow!("in-process")),
-        None => find_server(lib.arch, server.as_deref()).map_err(anyhow::Error::from),
+        None => find_server_for(target, server.as_deref()).map_err(anyhow::Error::from),
     };
     match chosen {
         Ok(p) => {
             let p = std::fs::canonicalize(&p).unwrap_or(p);
-            println!("server:   bitbridge-server for {} ({})", lib.arch, p.display())
+            if windows {
+                println!("server:   bitbridge-server.exe for {} Windows, run by Wine ({})", lib.arch, p.display())
+            } else {
+                println!("server:   bitbridge-server for {} ({})", lib.arch, p.display())
+            }
         }
         Err(e) => println!("server:   none found: {e}"),
     }
-    let deps = dependencies(&file, dirs)?;
-    println!("needs:    {}", if deps.is_empty() { "nothing" } else { "" });
-    let mut missing = 0;
-    for d in &deps {
-        match &d.found {
-            Some(p) => println!("  {:<24} {}", d.name, p.display()),
-            None => {
-                missing += 1;
-                println!("  {:<24} NOT FOUND for {}", d.name, lib.arch);
+    // Each dependency's name, and whether bitbridge's search found it.
+    let deps: Vec<(String, bool)> = if windows {
+        let deps = dll_imports_section(&file, lib.arch)?;
+        if !dirs.is_empty() {
+            println!(
+                "note:     --library-dir is not searched for a DLL's imports: Wine's loader looks beside the DLL, \
+                 in the prefix's system folder and among its builtins"
+            );
+        }
+        deps
+    } else {
+        let deps = dependencies(&file, dirs)?;
+        println!("needs:    {}", if deps.is_empty() { "nothing" } else { "" });
+        for d in &deps {
+            match &d.found {
+                Some(p) => println!("  {:<24} {}", d.name, p.display()),
+                None => println!("  {:<24} NOT FOUND for {}", d.name, lib.arch),
             }
         }
-    }
+        deps.into_iter().map(|d| (d.name, d.found.is_some())).collect()
+    };
+    let missing = deps.iter().filter(|(_, found)| !found).count();
     let names = exports(&file)?;
     println!("exports:  {} symbols", names.len());
-    for n in &names {
-        println!("  {n}");
+    if windows && lib.arch == bitbridge::Arch::X86 {
+        // By C name, each decorated one with what its decoration says.
+        let mut shown: Vec<(&str, String)> = names
+            .iter()
+            .map(|n| match undecorate(n) {
+                Some(u) => {
+                    let conv = if u.conv == CallConv::Fastcall { "fastcall" } else { "stdcall" };
+                    (u.name, format!("  ({conv}, {} bytes of arguments; exported as {n})", u.arg_bytes))
+                }
+                None => (n.as_str(), String::new()),
+            })
+            .collect();
+        shown.sort();
+        for (name, decoration) in shown {
+            println!("  {name}{decoration}");
+        }
+    } else {
+        for n in &names {
+            println!("  {n}");
+        }
     }
     if no_load {
         return Ok(ExitCode::SUCCESS);
@@ -317,10 +360,11 @@ fn info(
         Some(l) => l,
         None => options.open().with_context(|| format!("loading {}", path.display()))?,
     };
-    println!("loads:    yes, in the {} server (pid {})", lib.arch, loaded.server().pid());
+    let server_kind = if windows { format!("{} Windows", lib.arch) } else { lib.arch.to_string() };
+    println!("loads:    yes, in the {server_kind} server (pid {})", loaded.server().pid());
     // Where the server's own loader found each dependency (the list above is bitbridge's search).
     let resolved: Vec<(String, PathBuf)> =
-        deps.iter().filter_map(|d| Some((d.name.clone(), loaded.server().loaded_file(&d.name)?))).collect();
+        deps.iter().filter_map(|(name, _)| Some((name.clone(), loaded.server().loaded_file(name)?))).collect();
     if !resolved.is_empty() {
         println!("loaded:   by the server's loader");
         for (name, file) in resolved {
@@ -331,6 +375,70 @@ fn info(
         println!("note:     {missing} dependencies were not found on the search path yet the library loaded");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the `wine:` and `imports:` lines of a Windows DLL: the Wine loader and prefix a server would
+/// run in, and where the Windows loader under them would find each DLL it imports. Returns each import
+/// and whether it was found.
+fn dll_imports_section(file: &std::path::Path, arch: bitbridge::Arch) -> anyhow::Result<Vec<(String, bool)>> {
+    let dirs = match (wine::find_loader(arch, None), wine::prefix(arch, None)) {
+        (Ok(loader), Ok(prefix)) => {
+            let created = if prefix.join("system.reg").is_file() {
+                ""
+            } else {
+                " (not created yet: the first server creates it, and fills its system folder)"
+            };
+            println!("wine:     {}, prefix {}{created}", loader.display(), prefix.display());
+            Some(wine::DllDirs::new(&loader, &prefix, arch))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            println!("wine:     none found: {e}");
+            None
+        }
+    };
+    let deps = dll_dependencies(file, dirs.as_ref())?;
+    println!("imports:  {}", if deps.is_empty() { "nothing" } else { "" });
+    for d in &deps {
+        let place = match &d.location {
+            DllLocation::BesideLibrary(_) => "beside the DLL",
+            DllLocation::SystemFolder(_) => "the Wine prefix's system folder",
+            DllLocation::WineBuiltin(_) => "a Wine builtin",
+            _ => "",
+        };
+        match d.location.path() {
+            Some(p) => println!("  {:<24} {} ({place})", d.name, p.display()),
+            None => {
+                let mut searched = vec!["beside the DLL".to_owned()];
+                let mut unsearched = "";
+                match &dirs {
+                    Some(dirs) => {
+                        searched.push(format!("in {}", dirs.system.display()));
+                        match &dirs.builtin {
+                            Some(b) => searched.push(format!("among Wine's builtins in {}", b.display())),
+                            None => unsearched = " (no folder of Wine's builtin DLLs was found)",
+                        }
+                    }
+                    None => unsearched = " (without Wine, its folders were not searched)",
+                }
+                println!(
+                    "  {:<24} NOT FOUND for {} Windows: not {}{unsearched}",
+                    d.name,
+                    arch,
+                    searched.join(", nor ")
+                );
+            }
+        }
+    }
+    Ok(deps.into_iter().map(|d| (d.name, d.location.path().is_some())).collect())
+}
+
+/// The PE flavour and machine of a Windows DLL of `arch`, as `objdump` and Microsoft's tools name them.
+fn pe_kind(arch: bitbridge::Arch) -> &'static str {
+    match arch {
+        bitbridge::Arch::X86 => "PE32, i386",
+        bitbridge::Arch::X86_64 => "PE32+, x86-64",
+        _ => "another processor",
+    }
 }
 
 fn target_name(arch: bitbridge::Arch) -> &'static str {
