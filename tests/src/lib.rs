@@ -315,13 +315,19 @@ fn mingw(bits: Bits) -> &'static str {
 
 fn build_windows(src: &Path, out: &Path, bits: Bits, dll: bool, extra: &[&str]) {
     let fresh = out.metadata().and_then(|o| o.modified()).ok().is_some_and(|o| {
-        let deps = [src.to_path_buf(), root().join("fixtures/layout.h")];
+        // The DLLs it is linked against (given by path among `extra`) too.
+        let mut deps = vec![src.to_path_buf(), root().join("fixtures/layout.h")];
+        deps.extend(extra.iter().map(PathBuf::from).filter(|p| p.is_file()));
         deps.iter().filter_map(|d| d.metadata().and_then(|m| m.modified()).ok()).all(|m| m <= o)
     });
     if fresh {
         return;
     }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    // Built under its own name in a folder of this process's, then moved: a DLL's name is recorded in
+    // it (its export directory), and the DLLs linked against it import it by that name.
+    let tmp_dir = out.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::create_dir_all(&tmp_dir).expect("creating a folder to build a fixture in");
+    let tmp = tmp_dir.join(out.file_name().expect("a fixture's file name"));
     let mut cmd = Command::new(mingw(bits));
     // C99 printf (%zu) instead of msvcrt's.
     cmd.args(["-O1", "-Wall", "-Werror", "-D__USE_MINGW_ANSI_STDIO=1", "-o"]).arg(&tmp).arg(src).args(extra);
@@ -338,6 +344,7 @@ fn build_windows(src: &Path, out: &Path, bits: Bits, dll: bool, extra: &[&str]) 
         String::from_utf8_lossy(&o.stderr)
     );
     std::fs::rename(&tmp, out).expect("moving the built fixture into place");
+    let _ = std::fs::remove_dir(&tmp_dir);
 }
 
 /// Builds `fixtures/<name>.c` as a Windows DLL for `bits` with mingw-w64; returns its path
