@@ -358,6 +358,20 @@ pub fn windows_fixture(name: &str, bits: Bits) -> PathBuf {
     })
 }
 
+/// Builds `fixtures/<name>.c` as the Windows DLL `<dir>/<bits>/<out>.dll` under the fixtures folder for
+/// `bits` with mingw-w64 and extra compiler arguments (`-D`, or another DLL's path to import from it);
+/// returns its path.
+pub fn windows_fixture_in(name: &str, bits: Bits, dir: &str, out: &str, extra: &[&str]) -> PathBuf {
+    once(format!("dll {name} {bits:?} {dir} {out}"), || {
+        let src = root().join("fixtures").join(format!("{name}.c"));
+        let dir = out_dir().join(dir).join(bits.suffix());
+        std::fs::create_dir_all(&dir).expect("creating a fixture folder");
+        let out = dir.join(format!("{out}.dll"));
+        build_windows(&src, &out, bits, true, extra);
+        out
+    })
+}
+
 /// Builds `fixtures/<name>.c` as a Windows program for `bits` with mingw-w64; returns its path.
 pub fn windows_program(name: &str, bits: Bits) -> PathBuf {
     once(format!("win-exe {name} {bits:?}"), || {

@@ -110,6 +110,134 @@ fn a_missing_dependency_is_named_and_library_dir_fixes_it() {
     assert!(out.contains(&format!("libbbdep.so              {dir}")), "{out}");
 }
 
+/// The Windows server and Wine loader for `bits`, or a failure saying what is missing: these tests are
+/// never skipped (`./x wine` installs Wine and mingw-w64, `./x winservers` builds the servers, `./x test`
+/// sets `BITBRIDGE_WINE_I686`/`BITBRIDGE_WINE_X86_64`).
+fn windows_server(bits: Bits) -> std::path::PathBuf {
+    let target = bitbridge_tests::windows_target(bits);
+    if let Err(e) = bitbridge::wine::find_loader(target.arch, None) {
+        panic!("`bitbridge info` on a {target} DLL needs Wine (./x wine, and BITBRIDGE_WINE_I686/_X86_64): {e}");
+    }
+    let server = bitbridge::find_server_for(target, None).unwrap_or_else(|e| {
+        panic!("`bitbridge info` on a {target} DLL needs bitbridge-server.exe (./x winservers): {e}")
+    });
+    std::fs::canonicalize(&server).unwrap_or(server)
+}
+
+/// The line of `out` that lists `name` (an import or an export), trimmed.
+fn listed<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    out.lines().map(str::trim).find(|l| l.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn info_describes_a_windows_dll_its_imports_and_decorated_exports() {
+    for bits in [Bits::B32, Bits::B64] {
+        let server = windows_server(bits);
+        let dll = bitbridge_tests::windows_fixture("windll", bits);
+        let o = bitbridge(&["info", dll.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        let (format, arch) = match bits {
+            Bits::B32 => ("Windows DLL (PE32, i386)", "i686"),
+            Bits::B64 => ("Windows DLL (PE32+, x86-64)", "x86_64"),
+        };
+        assert!(out.contains(&format!("format:   {format}\n")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "server:   bitbridge-server.exe for {arch} Windows, run by Wine ({})\n",
+                server.display()
+            )),
+            "{out}"
+        );
+        assert!(out.contains("\nwine:     "), "{out}");
+        // kernel32 from the prefix's system folder, or from Wine's own DLLs while the prefix is not created.
+        let kernel32 = listed(&out, "KERNEL32.dll").unwrap_or_else(|| panic!("KERNEL32.dll imported: {out}"));
+        assert!(
+            kernel32.ends_with("(the Wine prefix's system folder)") || kernel32.ends_with("(a Wine builtin)"),
+            "{kernel32}"
+        );
+        assert!(!out.contains("NOT FOUND"), "{out}");
+        assert_eq!(listed(&out, "add"), Some("add"), "{out}");
+        match bits {
+            Bits::B32 => {
+                for (name, line) in [
+                    ("add_std", "add_std  (stdcall, 8 bytes of arguments; exported as add_std@8)"),
+                    ("scale_std", "scale_std  (stdcall, 20 bytes of arguments; exported as scale_std@20)"),
+                    ("mul64_std", "mul64_std  (stdcall, 16 bytes of arguments; exported as mul64_std@16)"),
+                    ("sub_fast", "sub_fast  (fastcall, 8 bytes of arguments; exported as @sub_fast@8)"),
+                ] {
+                    assert_eq!(listed(&out, name), Some(line), "{out}");
+                }
+            }
+            // A 64-bit DLL's names are not decorated.
+            Bits::B64 => {
+                assert_eq!(listed(&out, "add_std"), Some("add_std"), "{out}");
+                assert!(!out.contains("exported as"), "{out}");
+            }
+        }
+        assert!(out.contains(&format!("loads:    yes, in the {arch} Windows server (pid ")), "{out}");
+
+        let o = bitbridge(&["info", "--no-load", dll.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        assert!(out.contains(format) && !out.contains("loads:"), "{out}");
+    }
+}
+
+#[test]
+fn info_finds_a_dlls_imports_beside_it_and_names_the_missing_one() {
+    for bits in [Bits::B32, Bits::B64] {
+        windows_server(bits);
+        let arch = match bits {
+            Bits::B32 => "i686",
+            Bits::B64 => "x86_64",
+        };
+        let dep = bitbridge_tests::windows_fixture_in("windll_dep", bits, "windeps", "bbwdep", &[]);
+        let dir = dep.parent().unwrap();
+        let needs =
+            bitbridge_tests::windows_fixture_in("windll_needs", bits, "windeps", "bbwneeds", &[path(&dep).as_str()]);
+        let o = bitbridge(&["info", needs.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        let beside = listed(&out, "bbwdep.dll").unwrap_or_else(|| panic!("bbwdep.dll imported: {out}"));
+        assert_eq!(beside, format!("bbwdep.dll               {} (beside the DLL)", dep.display()), "{out}");
+        assert!(listed(&out, "KERNEL32.dll").is_some_and(|l| !l.contains("NOT FOUND")), "{out}");
+        assert!(out.contains(&format!("loads:    yes, in the {arch} Windows server")), "{out}");
+        // Where Wine's loader took it from, read from the server's memory map.
+        let loaded = out.split("loaded:   by the server's loader\n").nth(1).expect("the loaded section");
+        assert!(loaded.lines().any(|l| l.trim() == format!("bbwdep.dll               {}", dep.display())), "{out}");
+        assert!(listed(loaded, "KERNEL32.dll").is_some(), "kernel32 matched whatever its case: {out}");
+
+        // A DLL linked against one that was deleted since: marked, and the load fails (exit code 1).
+        let gone = bitbridge_tests::windows_fixture_in("windll_dep", bits, "windeps", "bbwgone", &["-DDEP=gone_value"]);
+        let needs_gone = bitbridge_tests::windows_fixture_in(
+            "windll_needs",
+            bits,
+            "windeps",
+            "bbwneeds_gone",
+            &["-DNEEDS_GONE", path(&dep).as_str(), path(&gone).as_str()],
+        );
+        std::fs::remove_file(&gone).unwrap();
+        let o = bitbridge(&["info", "--no-load", needs_gone.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        let missing = listed(&out, "bbwgone.dll").unwrap_or_else(|| panic!("bbwgone.dll imported: {out}"));
+        assert!(
+            missing.starts_with(&format!(
+                "bbwgone.dll              NOT FOUND for {arch} Windows: not beside the DLL, nor in "
+            )) && missing.contains("nor among Wine's builtins in "),
+            "{missing}"
+        );
+        assert!(listed(&out, "bbwdep.dll").is_some_and(|l| l.ends_with("(beside the DLL)")), "{out}");
+        assert!(dir.join("bbwdep.dll").is_file());
+        let o = bitbridge(&["info", needs_gone.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        assert!(listed(&out, "bbwgone.dll").is_some_and(|l| l.contains("NOT FOUND")), "{out}");
+        assert!(!out.contains("loads:") && err.contains("cannot load") && err.contains("bbwneeds_gone.dll"), "{err}");
+    }
+}
+
 #[test]
 fn bad_files_and_servers_exit_3_with_the_reason() {
     let o = bitbridge(&["info", "/nonexistent/libx.so"]);
