@@ -440,7 +440,8 @@ fn main() {
     println!("       \"socket\" = socketpair with blocking reads");
     // BITBRIDGE_BENCH_ONLY=windows,startup runs only those sections.
     let only = std::env::var("BITBRIDGE_BENCH_ONLY").ok();
-    let sections: [(&str, fn(Duration)); 9] = [
+    type Section = (&'static str, fn(Duration));
+    let sections: [Section; 9] = [
         ("round_trips", round_trips),
         ("callbacks", callbacks),
         ("startup", startup),
