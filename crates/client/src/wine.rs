@@ -254,8 +254,8 @@ fn prefix_arch(prefix: &Path) -> Option<Arch> {
 
 /// The folder of `prefix` where a DLL of `arch` finds the system's DLLs: `drive_c/windows/system32`,
 /// except for a 32-bit DLL in a 64-bit prefix (as the `#arch=win64` line of its `system.reg` says, or
-/// its `syswow64` folder), whose folder is `drive_c/windows/syswow64`. Wine fills it with stand-ins for its builtin DLLs when it creates the
-/// prefix. The folder may not exist yet.
+/// its `syswow64` folder), whose folder is `drive_c/windows/syswow64`. Wine copies its builtin DLLs
+/// there when it creates the prefix. The folder may not exist yet.
 pub fn system_dir(prefix: &Path, arch: Arch) -> PathBuf {
     let windows = prefix.join("drive_c").join("windows");
     if arch == Arch::X86 && prefix_arch(prefix) == Some(Arch::X86_64) {
