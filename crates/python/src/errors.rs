@@ -62,6 +62,8 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
             "DuplicateSystemLibrary",
             vec![("path", o(py, path.display().to_string())), ("loaded", o(py, loaded.display().to_string()))],
         ),
+        Error::WineNotFound { arch, .. } => ("ServerNotFound", vec![("arch", o(py, arch.to_string()))]),
+        Error::WinePrefix { .. } => ("SpawnError", vec![]),
         Error::Spawn { .. } => ("SpawnError", vec![]),
         Error::Handshake(_) => ("HandshakeError", vec![]),
         Error::ServerDied { pid, status, stderr } => {

@@ -9,7 +9,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bitbridge::{CType, Declarations, Direction, LibraryOptions, Server, ServerOptions, Signature, Value};
+use bitbridge::{
+    Arch, CType, Declarations, Direction, LibraryOptions, Os, Server, ServerOptions, Signature, Target, Value,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -23,13 +25,15 @@ mod shared;
 mod unlocked;
 
 use convert::{to_py, to_value, write_back, Cx};
-use ctype::{host, parse_arch, target_name, PyCType};
+use ctype::{host, parse_arch, parse_target, target_name, PyCType};
 use errors::py_err;
 pub(crate) use unlocked::Unlocked;
 
 /// Server options from keyword arguments (`bitbridge.CDLL(path, **options)`); an unknown key is a
-/// `TypeError` naming it. `server_dir` (a folder holding `bitbridge-server-<arch>`, as the wheel ships
-/// them) is returned apart: which file it means depends on the library's architecture.
+/// `TypeError` naming it. `server_dir` (a folder holding `bitbridge-server-<arch>` and
+/// `bitbridge-server-windows-<arch>/bitbridge-server.exe`, as the wheel ships them) is returned apart:
+/// which file it means depends on the library's target. `wine` (the Wine loader) and `wine_prefix` (a
+/// folder) are for Windows DLLs.
 pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(ServerOptions, Option<PathBuf>)> {
     let mut o = ServerOptions::new();
     let mut dir = None;
@@ -64,6 +68,8 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
                 }
                 o
             }
+            "wine" => o.wine(v.extract::<PathBuf>()?),
+            "wine_prefix" => o.wine_prefix(v.extract::<PathBuf>()?),
             "startup_timeout" => o.startup_timeout(secs(&v, &key)?),
             "call_timeout" => o.call_timeout(secs(&v, &key)?),
             "restart_on_failure" => o.restart_on_failure(v.extract()?),
@@ -80,7 +86,7 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
             }
             other => {
                 return Err(PyTypeError::new_err(format!(
-                    "unknown server option {other:?}: use server_path, server_dir, library_dirs, env, startup_timeout, load_timeout, call_timeout, restart_on_failure, concurrent, shared_memory, spin or wait"
+                    "unknown server option {other:?}: use server_path, server_dir, library_dirs, env, wine, wine_prefix, startup_timeout, load_timeout, call_timeout, restart_on_failure, concurrent, shared_memory, spin or wait"
                 )))
             }
         };
@@ -93,13 +99,20 @@ pub(crate) fn server_options(kw: Option<&Bound<'_, PyDict>>) -> PyResult<(Server
 }
 
 /// The package's own servers (`bitbridge/_servers`, set at import), unless the environment names a
-/// server (`BITBRIDGE_SERVER_DIR`, `BITBRIDGE_SERVER_I686`, `BITBRIDGE_SERVER_X86_64`).
+/// server (`BITBRIDGE_SERVER_DIR`, `BITBRIDGE_SERVER_I686`, `BITBRIDGE_SERVER_X86_64`,
+/// `BITBRIDGE_SERVER_WINDOWS_I686`, `BITBRIDGE_SERVER_WINDOWS_X86_64`).
 static DEFAULT_SERVER_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
 fn default_server_dir() -> Option<PathBuf> {
-    let chosen = ["BITBRIDGE_SERVER_DIR", "BITBRIDGE_SERVER_I686", "BITBRIDGE_SERVER_X86_64"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let chosen = [
+        "BITBRIDGE_SERVER_DIR",
+        "BITBRIDGE_SERVER_I686",
+        "BITBRIDGE_SERVER_X86_64",
+        "BITBRIDGE_SERVER_WINDOWS_I686",
+        "BITBRIDGE_SERVER_WINDOWS_X86_64",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
     if chosen {
         return None;
     }
@@ -113,12 +126,22 @@ fn set_default_server_dir(dir: Option<PathBuf>) {
     *DEFAULT_SERVER_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir;
 }
 
-/// The options with the server for `arch` from `dir`, if one was given.
-fn with_server_dir(o: ServerOptions, dir: Option<PathBuf>, arch: bitbridge::Arch) -> ServerOptions {
+/// The options with the server for `target` from `dir`, if one was given (a Windows server in its own
+/// folder there, with the DLL it needs beside it: see `bitbridge::server_relative_path`).
+fn with_server_dir(o: ServerOptions, dir: Option<PathBuf>, target: Target) -> ServerOptions {
     match dir {
-        Some(d) => o.server_path(d.join(bitbridge::server_file_name(arch))),
+        Some(d) => o.server_path(d.join(bitbridge::server_relative_path(target))),
         None => o,
     }
+}
+
+/// Whether `path` is a bare name of a Windows DLL (`kernel32.dll`): no folder, ending in `.dll` (any
+/// case), and no such file here (as `bitbridge::LibraryOptions::open` decides).
+fn is_dll_name(path: &std::path::Path) -> bool {
+    path.components().count() == 1
+        && !path.to_string_lossy().contains('/')
+        && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dll"))
+        && !path.exists()
 }
 
 /// A server process hosting libraries of one architecture.
@@ -140,14 +163,18 @@ impl PyServer {
 
 #[pymethods]
 impl PyServer {
-    /// Starts a server for `arch` (`"i686"` or `"x86_64"`) with the given options.
+    /// Starts a server for `arch` (`"i686"` or `"x86_64"` for Linux libraries, `"win32"` or `"win64"`
+    /// for Windows DLLs under Wine) with the given options.
     #[staticmethod]
     #[pyo3(signature = (arch, **options))]
     fn spawn(py: Python<'_>, arch: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyServer> {
-        let arch = parse_arch(arch)?;
+        let target = match arch {
+            "win32" | "win64" => parse_target(arch)?,
+            _ => Target { arch: parse_arch(arch)?, os: Os::Linux },
+        };
         let (o, dir) = server_options(options)?;
-        let o = with_server_dir(o, dir, arch);
-        let server = py.detach(|| o.spawn(arch)).map_err(py_err(py))?;
+        let o = with_server_dir(o, dir, target);
+        let server = py.detach(|| o.spawn_for(target)).map_err(py_err(py))?;
         Ok(PyServer { server: Unlocked::new(server) })
     }
 
@@ -157,7 +184,7 @@ impl PyServer {
         Ok(PyLibrary { lib: Unlocked::new(lib) })
     }
 
-    /// The server's target: `"i686"` or `"x86_64"`.
+    /// The server's target: `"i686"`, `"x86_64"`, `"win32"` or `"win64"`.
     #[getter]
     fn target(&self) -> &'static str {
         target_name(self.server.target())
@@ -332,8 +359,9 @@ pub struct PyLibrary {
 
 #[pymethods]
 impl PyLibrary {
-    /// Opens the library at `path` in a server of its architecture (read from the file). A bare name
-    /// (`"libm.so.6"`) is looked up for `arch`.
+    /// Opens the library at `path` in a server of its target (read from the file: an ELF library or a
+    /// Windows DLL, hosted under Wine). A bare name (`"libm.so.6"`) is looked up for `arch`; a bare
+    /// name ending in `.dll` (`"kernel32.dll"`) is a Windows DLL, for `arch` or x86_64.
     #[staticmethod]
     #[pyo3(signature = (path, arch=None, **options))]
     fn open(
@@ -350,13 +378,23 @@ impl PyLibrary {
         }
         let lib = py
             .detach(|| {
-                // The server's file for the library's architecture: the one asked for, else the file's own
-                // (an unreadable file keeps the options as they are, and fails in open with its own error).
-                let arch = arch
-                    .or_else(|| bitbridge::inspect(&path).ok().map(|i| i.arch))
-                    .or_else(|| o.resolve().ok().and_then(|p| bitbridge::inspect(&p).ok()).map(|i| i.arch));
-                let server = match (&dir, arch) {
-                    (Some(_), Some(a)) => with_server_dir(server, dir, a),
+                // The server's file for the library's target: the architecture asked for, else the file's
+                // own, and the file's OS (an unreadable file keeps the options as they are, and fails in
+                // open with its own error). A bare `*.dll` name is a Windows DLL, as `open` takes it.
+                let target = if is_dll_name(&path) {
+                    Some(Target { arch: arch.unwrap_or(Arch::X86_64), os: Os::Windows })
+                } else {
+                    let info = bitbridge::inspect(&path)
+                        .ok()
+                        .or_else(|| o.resolve().ok().and_then(|p| bitbridge::inspect(&p).ok()));
+                    match (arch, info) {
+                        (Some(a), info) => Some(Target { arch: a, os: info.map_or(Os::Linux, |i| i.os) }),
+                        (None, Some(i)) => Some(Target { arch: i.arch, os: i.os }),
+                        (None, None) => None,
+                    }
+                };
+                let server = match (&dir, target) {
+                    (Some(_), Some(t)) => with_server_dir(server, dir, t),
                     _ => server,
                 };
                 o.server(server).open()
@@ -378,7 +416,9 @@ impl PyLibrary {
     }
 
     /// Prepares function `name` returning `ret` and taking `params` (`(CType, direction)` pairs).
-    #[pyo3(signature = (name, ret, params, conv="cdecl", use_errno=false, variadic=false))]
+    /// `use_last_error` captures `GetLastError()` after each call (Windows servers only: a Linux
+    /// server refuses it with `SignatureError`).
+    #[pyo3(signature = (name, ret, params, conv="cdecl", use_errno=false, variadic=false, use_last_error=false))]
     #[allow(clippy::too_many_arguments)]
     fn function(
         &self,
@@ -389,8 +429,10 @@ impl PyLibrary {
         conv: &str,
         use_errno: bool,
         variadic: bool,
+        use_last_error: bool,
     ) -> PyResult<PyFunction> {
-        let sig = ctype::signature(ret, params, conv, use_errno, variadic)?;
+        let mut sig = ctype::signature(ret, params, conv, use_errno, variadic)?;
+        sig.use_last_error = use_last_error;
         let f = py.detach(|| self.lib.function(name, sig)).map_err(py_err(py))?;
         Ok(PyFunction::new(f, self.lib.server().clone()))
     }
@@ -490,8 +532,9 @@ impl PyFunction {
         self.finish(py, args, out, &cx)
     }
 
-    /// Like calling it, with a timeout in seconds for this call; returns `(result, errno)` (`errno` is
-    /// `None` unless the function was prepared with `use_errno`). `extra` are the variadic arguments as
+    /// Like calling it, with a timeout in seconds for this call; returns `(result, errno, last_error)`
+    /// (`errno` is `None` unless the function was prepared with `use_errno`, `last_error` unless with
+    /// `use_last_error`). `extra` are the variadic arguments as
     /// `(CType, value)` pairs.
     #[pyo3(signature = (args, extra=None, timeout=None))]
     fn call(
@@ -500,7 +543,7 @@ impl PyFunction {
         args: &Bound<'_, PyTuple>,
         extra: Option<Vec<(PyCType, Bound<'_, PyAny>)>>,
         timeout: Option<f64>,
-    ) -> PyResult<(Py<PyAny>, Option<i32>)> {
+    ) -> PyResult<(Py<PyAny>, Option<i32>, Option<u32>)> {
         let cx = self.cx();
         let values = self.values(py, args, &cx)?;
         let mut variadic = Vec::new();
@@ -519,8 +562,8 @@ impl PyFunction {
                 (false, _) => self.f.call_variadic(&values, &variadic),
             })
             .map_err(py_err(py))?;
-        let errno = out.errno;
-        Ok((self.finish(py, args, out, &cx)?, errno))
+        let (errno, last_error) = (out.errno, out.last_error);
+        Ok((self.finish(py, args, out, &cx)?, errno, last_error))
     }
 
     /// The function's name.
@@ -633,8 +676,9 @@ fn version() -> &'static str {
 
 /// Opens a library for the benchmark's Rust rows with the servers the Python rows use.
 fn bench_open(library: &std::path::Path) -> bitbridge::Result<bitbridge::Library> {
-    let arch = bitbridge::inspect(library)?.arch;
-    LibraryOptions::new(library).server(with_server_dir(ServerOptions::new(), default_server_dir(), arch)).open()
+    let info = bitbridge::inspect(library)?;
+    let target = Target { arch: info.arch, os: info.os };
+    LibraryOptions::new(library).server(with_server_dir(ServerOptions::new(), default_server_dir(), target)).open()
 }
 
 /// Calls `add(a, b)` of `library` `n` times through the Rust API (no Python in the loop) and returns

@@ -47,6 +47,18 @@ def build(name: str, bits: int) -> str:
     return str(out)
 
 
+def build_windll(name: str, bits: int) -> str:
+    """``fixtures/<name>.c`` compiled as a Windows DLL for ``bits`` with mingw-w64
+    (``i686-w64-mingw32-gcc``/``x86_64-w64-mingw32-gcc``, installed by ``./x wine``); a missing
+    compiler fails the test."""
+    out = BUILD / f"{name}{bits}.dll"
+    if not out.exists():
+        compiler = {32: "i686-w64-mingw32-gcc", 64: "x86_64-w64-mingw32-gcc"}[bits]
+        src = FIXTURES / f"{name}.c"
+        subprocess.run([compiler, "-shared", "-O1", "-Wall", "-o", str(out), str(src)], check=True)
+    return str(out)
+
+
 class Backend:
     """One way of running a case: which ctypes module, which build of the fixtures."""
 

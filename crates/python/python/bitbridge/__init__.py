@@ -12,7 +12,20 @@ from . import _native
 from ._client64 import Client64
 from ._errors import *  # noqa: F403 - the exception classes
 from ._errors import __all__ as _errors_all
-from ._library import CDLL, FuncPtr, Header, RemotePointer, ServerAddress, WinDLL, cdll, get_errno, set_errno
+from ._library import (
+    CDLL,
+    FuncPtr,
+    Header,
+    RemotePointer,
+    ServerAddress,
+    WinDLL,
+    cdll,
+    get_errno,
+    get_last_error,
+    set_errno,
+    set_last_error,
+    windll,
+)
 from ._server32 import Server32
 
 Server = _native.Server
@@ -32,6 +45,9 @@ __all__ = [
     "WinDLL",
     "cdll",
     "get_errno",
+    "get_last_error",
     "set_errno",
+    "set_last_error",
+    "windll",
     *_errors_all,
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _native, _types
-from ._errors import ArgumentError, SignatureError
+from ._errors import ArgumentError, SignatureError, SymbolNotFound
 from ._types import CFuncPtr, ctype_of, storage, view_class, warn_ambiguous
 
 _state = threading.local()
@@ -26,6 +26,20 @@ def set_errno(value: int) -> int:
     server sets ``errno`` to 0 before each call of a ``use_errno`` function.)"""
     old = get_errno()
     _state.errno = value
+    return old
+
+
+def get_last_error() -> int:
+    """ctypes' ``get_last_error``: the Windows ``GetLastError()`` captured after the last call, on this
+    thread, of a function of a Windows DLL loaded with ``use_last_error=True``."""
+    return getattr(_state, "last_error", 0)
+
+
+def set_last_error(value: int) -> int:
+    """ctypes' ``set_last_error``: sets this thread's captured last-error code and returns the old
+    value. (The server calls ``SetLastError(0)`` before each call of a ``use_last_error`` function.)"""
+    old = get_last_error()
+    _state.last_error = value
     return old
 
 
@@ -166,8 +180,16 @@ class FuncPtr:
         self._fast: Any = None
         self._nargs = -1
         self._native_from_c = native
+        self._missing: Exception | None = None
         if native is None:
-            self._address = lib._lib.symbol(name)  # SymbolNotFound (an AttributeError) as ctypes raises
+            try:
+                self._address = lib._lib.symbol(name)  # SymbolNotFound (an AttributeError) as ctypes raises
+            except SymbolNotFound as e:
+                # A 32-bit DLL exports `add_std` as `add_std@8`: the decoration depends on the argument
+                # types, so the server finds it when the function is prepared (at the first call).
+                if lib._lib.server.target != "win32":
+                    raise
+                self._address, self._missing = 0, e
         else:
             self._address = native.address
             self._restype = None  # the declaration says: results take the declared type's shape
@@ -209,6 +231,10 @@ class FuncPtr:
 
     @property
     def _bb_address_(self) -> int:
+        if self._missing is not None:
+            raise SymbolNotFound(
+                f"{self._missing} (a decorated 32-bit export is found once argtypes are set and it is called)"
+            )
         return self._address
 
     def _reset(self) -> None:
@@ -261,7 +287,11 @@ class FuncPtr:
         lib = self._lib
         warn_ambiguous(amb, lib._lib.server.target, f"`{self.__name__}`")
         conv = "stdcall" if lib._stdcall else "cdecl"
-        f = lib._lib.function(self.__name__, ret, params, conv, lib._use_errno, extra > 0)
+        f = lib._lib.function(
+            self.__name__, ret, params, conv, lib._use_errno, extra > 0, use_last_error=lib._use_last_error
+        )
+        if self._missing is not None:  # found under its decorated name
+            self._address, self._missing = f.address, None
         self._prepared[key] = f
         return f
 
@@ -292,13 +322,21 @@ class FuncPtr:
             raise ArgumentError(f"`{self.__name__}` takes {len(argtypes)} arguments ({len(args)} given)")
         f = self._prepare(argtypes, len(extra))
         lib = self._lib
-        simple = not extra and not lib._use_errno and not outs and self._errcheck is None
+        simple = (
+            not extra
+            and not lib._use_errno
+            and not lib._use_last_error
+            and not outs
+            and self._errcheck is None
+        )
         if simple and self._argtypes is not None and _plain_result(self._restype):
             self._fast, self._nargs = f, len(argtypes)
             return f(*args)
-        result, errno = f.call(args, extra or None)
+        result, errno, last_error = f.call(args, extra or None)
         if errno is not None:
             _state.errno = errno
+        if last_error is not None:
+            _state.last_error = last_error
         return self._finish(result, f.restype, args, outs)
 
     def _finish(self, result: Any, ret: Any, args: tuple, outs: list[int]) -> Any:
@@ -434,12 +472,16 @@ class CDLL:
     """A library loaded in a bitbridge server of its own architecture (ctypes' ``CDLL``).
 
     ``name`` is a path, or a bare name (``"libm.so.6"``) looked up for ``arch`` (``"i686"`` or
-    ``"x86_64"``; the default is this process's). ``use_errno=True`` captures ``errno`` after each
-    call (``get_errno()``). Server options (keywords): ``call_timeout`` and ``startup_timeout``
-    (seconds), ``library_dirs`` (folders of the library's own dependencies), ``env`` (a dict),
-    ``concurrent`` (server threads), ``restart_on_failure``, ``shared_memory`` (False: the socket),
-    ``spin`` (seconds), ``server_path``/``server_dir``. ``mode``, ``handle`` and ``winmode`` are
-    accepted for compatibility and ignored.
+    ``"x86_64"``; the default is this process's). A Windows DLL (a PE file, or a bare name ending in
+    ``.dll`` such as ``"kernel32.dll"``, for ``arch`` or x86_64) is hosted by bitbridge's Windows server
+    under Wine. ``use_errno=True`` captures ``errno`` after each call (``get_errno()``);
+    ``use_last_error=True`` captures ``GetLastError()`` (``get_last_error()``; Windows DLLs only: on a
+    Linux library the first call raises ``SignatureError``). Server options (keywords):
+    ``call_timeout`` and ``startup_timeout`` (seconds), ``library_dirs`` (folders of the library's own
+    dependencies), ``env`` (a dict), ``concurrent`` (server threads), ``restart_on_failure``,
+    ``shared_memory`` (False: the socket), ``spin`` (seconds), ``server_path``/``server_dir``, ``wine``
+    (the Wine loader) and ``wine_prefix`` (a folder) for Windows DLLs. ``mode``, ``handle`` and
+    ``winmode`` are accepted for compatibility and ignored.
 
     Raises ``LibraryNotFound``, ``NotALibrary``, ``UnsupportedArchitecture``, ``LoadError`` (an
     ``OSError``, as ctypes raises), ``ServerNotFound``.
@@ -462,6 +504,7 @@ class CDLL:
     ) -> None:
         self._name = os.fspath(name)
         self._use_errno = use_errno
+        self._use_last_error = use_last_error
         if server is not None:
             self._lib = server.load(self._name)
         else:
@@ -544,7 +587,9 @@ class _TypeLookup:
 
 
 class WinDLL(CDLL):
-    """A library whose functions use ``__stdcall`` (i386 only; elsewhere the same as ``CDLL``)."""
+    """A library whose functions use ``__stdcall`` (ctypes' ``WinDLL``): Windows DLLs, whose 32-bit
+    exports are mostly ``WINAPI``; on x86_64 the convention is the one of every function, as for
+    ``CDLL``."""
 
     _stdcall = True
 
@@ -558,7 +603,9 @@ class LibraryLoader:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        dll = self._dlltype(name)
+        # `windll.kernel32`: Windows' LoadLibrary adds the `.dll` a bare name lacks, and the name ending
+        # in `.dll` is what sends it to a Windows server.
+        dll = self._dlltype(name + ".dll" if self._dlltype is WinDLL and "." not in name else name)
         setattr(self, name, dll)
         return dll
 
@@ -570,3 +617,6 @@ class LibraryLoader:
 
 
 cdll = LibraryLoader(CDLL)
+windll = LibraryLoader(WinDLL)
+"""``windll.kernel32``: a Windows system DLL by name, in an x86_64 Windows server (under Wine);
+``windll.LoadLibrary("kernel32.dll", arch="i686")`` for the 32-bit one."""

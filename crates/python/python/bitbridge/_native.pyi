@@ -84,7 +84,8 @@ class Function:
         args: tuple[Any, ...],
         extra: Sequence[tuple[CType, Any]] | None = None,
         timeout: float | None = None,
-    ) -> tuple[Any, int | None]: ...
+    ) -> tuple[Any, int | None, int | None]:
+        """(result, errno, last_error)"""
     @property
     def name(self) -> str: ...
     @property
@@ -113,6 +114,7 @@ class Library:
         conv: str = "cdecl",
         use_errno: bool = False,
         variadic: bool = False,
+        use_last_error: bool = False,
     ) -> Function: ...
     def function_from_c(self, prototype: str) -> Function: ...
     def declare(self, decls: Declarations, name: str) -> Function: ...

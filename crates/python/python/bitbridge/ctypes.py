@@ -29,7 +29,19 @@ from typing import Any
 
 # The names this module redefines: imported after `from ctypes import *` so that they win. (Listed in
 # __all__ below, so linters keep them.)
-from ._library import CDLL, LibraryLoader, RemotePointer, ServerAddress, WinDLL, cdll, get_errno, set_errno
+from ._library import (
+    CDLL,
+    LibraryLoader,
+    RemotePointer,
+    ServerAddress,
+    WinDLL,
+    cdll,
+    get_errno,
+    get_last_error,
+    set_errno,
+    set_last_error,
+    windll,
+)
 from ._types import (
     CFUNCTYPE,
     POINTER,
@@ -49,7 +61,6 @@ from ._types import (
 )
 
 ArgumentError = __import__("bitbridge._errors", fromlist=["ArgumentError"]).ArgumentError
-windll = LibraryLoader(WinDLL)
 PyDLL = CDLL
 pydll = cdll
 
@@ -143,7 +154,10 @@ _OURS = [
     "cdll",
     "ctype_of",
     "get_errno",
+    "get_last_error",
     "set_errno",
+    "set_last_error",
+    "windll",
     "sizeof",
 ]
 __all__ = sorted({n for n in dir(_ct) if not n.startswith("_")} | set(_OURS))
