@@ -47,7 +47,7 @@ fn server_missing_or_built_for_the_wrong_target() {
     let lib = fixture("edge", Bits::B32);
     let opts = LibraryOptions::new(&lib).server(ServerOptions::new().server_path("/nonexistent/bitbridge-server"));
     let e = opts.open().unwrap_err();
-    let Error::ServerNotFound { arch, searched, hint } = &e else { panic!("{e}") };
+    let Error::ServerNotFound { arch, searched, hint, .. } = &e else { panic!("{e}") };
     assert_eq!(*arch, Arch::X86);
     assert_eq!(searched.len(), 1);
     assert!(hint.contains("cargo build --release -p bitbridge-server --target i686-unknown-linux-gnu"), "{hint}");

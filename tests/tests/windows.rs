@@ -241,6 +241,36 @@ fn a_crash_in_a_dll_is_reported_and_the_next_server_works() {
     }
 }
 
+/// The client is killed (SIGKILL: nothing of it runs) while its Windows server is inside a call that
+/// never returns: the server must not outlive it.
+#[test]
+fn a_windows_server_busy_in_a_call_never_outlives_its_client() {
+    use std::io::Read;
+    let _check = no_server_left();
+    for arg in ["windows32", "windows64"] {
+        let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_hold_server"))
+            .arg(arg)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = client.stdout.take().unwrap();
+        let (mut line, mut byte) = (String::new(), [0u8; 1]);
+        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        let server: u32 = line.trim().parse().unwrap_or_else(|_| panic!("{arg}: the client printed {line:?}"));
+        std::thread::sleep(Duration::from_millis(300)); // the call under way
+        assert!(bitbridge_tests::process_alive(server), "{arg}");
+        client.kill().unwrap();
+        client.wait().unwrap();
+        let t = Instant::now();
+        while bitbridge_tests::process_alive(server) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!bitbridge_tests::process_alive(server), "{arg}: server {server} outlived its killed client");
+    }
+}
+
 #[test]
 fn a_hang_times_out_and_leaves_no_process() {
     let _check = no_server_left();

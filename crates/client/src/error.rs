@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, RemoteError, ValueTypeError};
+use bitbridge_proto::{Arch, CodecError, FrameError, MarshalError, Os, RemoteError, ValueTypeError};
 
 /// Everything that can go wrong between a client and its server.
 ///
@@ -66,10 +66,12 @@ pub enum Error {
         reason: String,
     },
     /// No server binary for the architecture was found.
-    #[error("no bitbridge-server for {arch} found (looked at: {}); {hint}", list(searched))]
+    #[error("no bitbridge-server for {arch}{} found (looked at: {}); {hint}", if *os == Os::Windows { " Windows (bitbridge-server.exe)" } else { "" }, list(searched))]
     ServerNotFound {
         /// The architecture needed.
         arch: Arch,
+        /// The platform of the libraries it must host (Windows: a server run under Wine).
+        os: Os,
         /// Every place looked at, in order.
         searched: Vec<PathBuf>,
         /// How to build or point to one.

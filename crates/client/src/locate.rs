@@ -232,5 +232,5 @@ fn search_server(target: Target, explicit: Option<&Path>) -> Result<PathBuf> {
     if !wrong.is_empty() {
         hint = format!("{}; {hint}", wrong.join("; "));
     }
-    Err(Error::ServerNotFound { arch, searched, hint })
+    Err(Error::ServerNotFound { arch, os: target.os, searched, hint })
 }

@@ -67,9 +67,13 @@ pub(crate) fn copy_to_own_memory(src: *const u8, dst: *mut u8, len: usize) -> io
 /// Takes the connection from the standard input handle (under Wine, the client's socketpair end) and
 /// puts `NUL` in its place, so a library that reads stdin gets EOF, not protocol bytes. Under Wine the
 /// client watches this very process (Wine runs the program in the process it was started as) and
-/// sees the connection's end when it dies; this process sees the client's end as EOF on the
-/// connection. `parent` is not checked here: Windows has no parent-death signal.
-pub fn take_connection(_parent: Option<u32>) -> io::Result<File> {
+/// sees the connection's end when it dies. This process is killed when the client dies, even in the
+/// middle of a call that never returns, by the Linux parent-death signal, asked for with the system
+/// call itself (see [`linux`]); with `parent` given, a client already gone is an error.
+pub fn take_connection(parent: Option<u32>) -> io::Result<File> {
+    if let Some(p) = parent {
+        linux::die_with_parent(p)?;
+    }
     let conn = reopen_read_write(io::stdin().as_raw_handle() as HANDLE)?;
     let null = File::open("NUL")?;
     // SAFETY: SetStdHandle stores the handle for this process; `null` is leaked below so the handle
@@ -124,4 +128,64 @@ pub(crate) fn set_errno(v: i32) {
 pub(crate) fn get_errno() -> i32 {
     // SAFETY: as in set_errno.
     unsafe { *_errno() }
+}
+
+/// Linux system calls made directly from this Windows program: Wine 8 runs Windows code natively and
+/// does not intercept the `syscall` instruction (x86_64) or `int 0x80` (i386), so they reach the kernel
+/// as from any Linux program (the same route as bitbridge-shm's futex; see docs/WINDOWS.md). Only
+/// used for what Windows has no equivalent of: the parent-death signal.
+mod linux {
+    use std::io;
+
+    #[cfg(target_arch = "x86_64")]
+    const NR: (usize, usize) = (157, 110); // prctl, getppid
+    #[cfg(target_arch = "x86")]
+    const NR: (usize, usize) = (172, 64);
+    const PR_SET_PDEATHSIG: usize = 1;
+    const SIGKILL: usize = 9;
+
+    /// A system call with up to three arguments; returns the kernel's result (negative: -errno).
+    fn syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
+        let r: isize;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid read no memory of ours and write none; `syscall`
+        // clobbers rcx and r11, declared.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => r,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        #[cfg(target_arch = "x86")]
+        // SAFETY: as above, through `int 0x80`, which preserves every register but eax.
+        unsafe {
+            std::arch::asm!(
+                "int 0x80",
+                inlateout("eax") nr as isize => r,
+                in("ebx") a,
+                in("ecx") b,
+                in("edx") c,
+            );
+        }
+        r
+    }
+
+    /// Asks the kernel to kill this process when its parent (the client, which started Wine in this
+    /// process) dies, then checks that the parent is still `parent`.
+    pub(super) fn die_with_parent(parent: u32) -> io::Result<()> {
+        let r = syscall3(NR.0, PR_SET_PDEATHSIG, SIGKILL, 0);
+        if r < 0 {
+            return Err(io::Error::other(format!("prctl(PR_SET_PDEATHSIG) failed with Linux errno {}", -r)));
+        }
+        if syscall3(NR.1, 0, 0, 0) as u32 != parent {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "the client exited before the server started"));
+        }
+        Ok(())
+    }
 }
