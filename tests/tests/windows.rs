@@ -110,6 +110,26 @@ fn out_buffers_and_arrays_in() {
     }
 }
 
+/// A buffer shared with a Windows server: the client's memfd, opened by the server through Wine's
+/// `Z:\proc\<pid>\fd\<n>`, is the same memory on both sides, with nothing copied.
+#[test]
+fn a_shared_buffer_is_the_same_memory_in_a_windows_server() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let n = 1usize << 16;
+        let buf = lib.server().share((n * 8) as u64).unwrap();
+        buf.write(0, &(0..n).flat_map(|i| (i as f64).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        let r = call(&lib, "double __stdcall sum_doubles(const double *a, int n)", &[buf.value(), (n as i64).into()]);
+        assert_eq!(r.ret, Value::Float((n * (n - 1) / 2) as f64), "{bits:?}");
+        // The DLL writes into it; the client reads the same memory.
+        call(&lib, "int __stdcall fill_squares(int *out, int n)", &[buf.value(), 5.into()]);
+        let got: Vec<i32> =
+            buf.read(0, 20).unwrap().chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(got, [0, 1, 4, 9, 16], "{bits:?}");
+    }
+}
+
 #[test]
 fn utf16_strings_in_out_and_returned() {
     let _check = no_server_left();
@@ -284,4 +304,38 @@ fn a_hang_times_out_and_leaves_no_process() {
         assert!(started.elapsed() < Duration::from_secs(10), "{bits:?}: {:?}", started.elapsed());
         assert!(!bitbridge_tests::process_alive(pid), "{bits:?}: the hung server {pid} is still there");
     }
+}
+
+/// The Wine processes of a prefix (its wineserver, started by the first server and detached from it)
+/// go away once the last server of that prefix has: a dedicated prefix, so no other test keeps it busy.
+#[test]
+fn the_prefix_wineserver_ends_after_its_last_server() {
+    let _check = no_server_left();
+    let prefix = bitbridge_tests::out_dir().join("wine-prefix-lifecycle-win64");
+    let lib = LibraryOptions::new(windows_fixture("windll", Bits::B64))
+        .server(ServerOptions::new().wine_prefix(&prefix))
+        .open()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    track(lib.server());
+    assert_eq!(call(&lib, "int add(int a, int b)", &[1.into(), 2.into()]).ret, Value::Int(3));
+    let with_prefix = || -> Vec<u32> {
+        let want = format!("WINEPREFIX={}", prefix.display()).into_bytes();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_slice()))
+            })
+            .collect()
+    };
+    assert!(!with_prefix().is_empty(), "the server and its wineserver run with WINEPREFIX set");
+    drop(lib);
+    let t = Instant::now();
+    while !with_prefix().is_empty() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = with_prefix();
+    assert!(left.is_empty(), "processes of the prefix still running 15 s after its last server: {left:?}");
+    eprintln!("the prefix's Wine processes ended {:?} after the server", t.elapsed());
 }
