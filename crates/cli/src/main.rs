@@ -141,7 +141,7 @@ enum ServersCommand {
     /// bitbridge-server-<arch>, into the per-user folder the client searches
     /// ($XDG_DATA_HOME/bitbridge/servers, else ~/.local/share/bitbridge/servers).
     #[command(
-        after_help = "Examples:\n  bitbridge servers install\n  bitbridge servers install --arch i686\n  bitbridge servers install --path ./crates/server --dir ./dist"
+        after_help = "Examples:\n  bitbridge servers install\n  bitbridge servers install --arch i686\n  bitbridge servers install --windows\n  bitbridge servers install --path ./crates/server --dir ./dist"
     )]
     Install {
         /// Only this architecture: i686 or x86_64 (may be repeated).
@@ -154,6 +154,11 @@ enum ServersCommand {
         /// Put the servers here instead (to ship beside a program, or for BITBRIDGE_SERVER_DIR).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Also the Windows servers, run under Wine for Windows DLLs (bitbridge-server.exe with its
+        /// bcryptprimitives.dll, in bitbridge-server-windows-<arch>/): needs the Rust targets
+        /// i686-pc-windows-gnu and x86_64-pc-windows-gnu and mingw-w64 (docs/WINDOWS.md).
+        #[arg(long)]
+        windows: bool,
     },
     /// Print the per-user folder and the server each architecture would use, as a program would find it.
     List,
@@ -220,9 +225,9 @@ fn run(cli: Cli) -> Result<ExitCode, call::Failure> {
         }
         Command::Servers { action } => {
             let done = match action {
-                ServersCommand::Install { arch, path, dir } => {
+                ServersCommand::Install { arch, path, dir, windows } => {
                     let source = path.map_or(servers::Source::Registry, servers::Source::Path);
-                    servers::install(&source, &arch, dir)
+                    servers::install(&source, &arch, windows, dir)
                 }
                 ServersCommand::List => servers::list(),
             };

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
-use bitbridge::{find_server, server_file_name, user_server_dir, Arch};
+use bitbridge::{find_server_for, server_relative_path, user_server_dir, Arch, Os, Target};
+
+/// The source of `bcryptprimitives.dll`, the stand-in each Windows server needs beside it under Wine 8
+/// (see the file's comment and docs/WINDOWS.md): compiled with mingw-w64 at install time.
+const BCRYPT_STUB_C: &str = include_str!("bcryptprimitives.c");
 
 /// What `servers install` builds from.
 #[derive(Debug)]
@@ -17,9 +21,28 @@ pub enum Source {
     Path(PathBuf),
 }
 
-/// The architectures this machine can build a server for: x86_64, and i686 when Rust's
-/// `i686-unknown-linux-gnu` standard library is installed (`rustup target add i686-unknown-linux-gnu`).
-fn buildable() -> anyhow::Result<Vec<Arch>> {
+/// The Rust target a server for `t` is built for.
+fn triple(t: Target) -> &'static str {
+    match (t.os, t.arch) {
+        (Os::Windows, Arch::X86) => "i686-pc-windows-gnu",
+        (Os::Windows, _) => "x86_64-pc-windows-gnu",
+        (_, a) => a.linux_triple(),
+    }
+}
+
+/// The mingw-w64 C compiler for a Windows target (`i686-w64-mingw32-gcc`), which also links its server.
+fn mingw(t: Target) -> &'static str {
+    if t.arch == Arch::X86 {
+        "i686-w64-mingw32-gcc"
+    } else {
+        "x86_64-w64-mingw32-gcc"
+    }
+}
+
+/// The targets this machine can build a server for: x86_64, i686 when Rust's `i686-unknown-linux-gnu`
+/// standard library is installed (`rustup target add i686-unknown-linux-gnu`), and the two Windows
+/// targets when their standard library and mingw-w64's compiler are there.
+fn buildable() -> anyhow::Result<Vec<Target>> {
     let out = Command::new(rustc())
         .args(["--print", "sysroot"])
         .output()
@@ -28,13 +51,34 @@ fn buildable() -> anyhow::Result<Vec<Arch>> {
         bail!("`rustc --print sysroot` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let mut arches = Vec::new();
-    for arch in [Arch::X86, Arch::X86_64] {
-        if sysroot.join("lib/rustlib").join(arch.linux_triple()).join("lib").is_dir() {
-            arches.push(arch);
+    let mut targets = Vec::new();
+    for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
+        let std_there = sysroot.join("lib/rustlib").join(triple(t)).join("lib").is_dir();
+        let cc_there = t.os != Os::Windows || Command::new(mingw(t)).arg("--version").output().is_ok();
+        if std_there && cc_there {
+            targets.push(t);
         }
     }
-    Ok(arches)
+    Ok(targets)
+}
+
+/// How the command names a target: `i686`, `x86_64`, `i686 Windows`, `x86_64 Windows`.
+fn label(t: Target) -> String {
+    match t.os {
+        Os::Windows => format!("{} Windows", t.arch),
+        _ => t.arch.to_string(),
+    }
+}
+
+/// What to install: the architectures asked for (all when none), on Linux, and on Windows too when
+/// `windows`.
+fn wanted(arches: &[Arch], windows: bool) -> Vec<Target> {
+    let arches: Vec<Arch> = if arches.is_empty() { vec![Arch::X86, Arch::X86_64] } else { arches.to_vec() };
+    let mut out: Vec<Target> = arches.iter().map(|&arch| Target { arch, os: Os::Linux }).collect();
+    if windows {
+        out.extend(arches.iter().map(|&arch| Target { arch, os: Os::Windows }));
+    }
+    out
 }
 
 fn cargo() -> std::ffi::OsString {
@@ -52,26 +96,42 @@ fn destination(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Builds `bitbridge-server` for each architecture asked for (all this machine can build when none is)
-/// with `cargo install`, and copies each into `dir` as `bitbridge-server-<arch>`.
-pub fn install(source: &Source, arches: &[Arch], dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Builds `bitbridge-server` for each architecture asked for (all this machine can build when none is),
+/// and with `windows` for Windows as well, with `cargo install`, and copies each into `dir` where the
+/// client looks ([`server_relative_path`]: `bitbridge-server-<arch>`, or for Windows
+/// `bitbridge-server-windows-<arch>/bitbridge-server.exe` with its `bcryptprimitives.dll`).
+pub fn install(source: &Source, arches: &[Arch], windows: bool, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let dest = destination(dir)?;
     let can = buildable()?;
-    let arches: Vec<Arch> = if arches.is_empty() { can.clone() } else { arches.to_vec() };
-    for a in &arches {
-        if !can.contains(a) {
-            bail!(
-                "cannot build a server for {a} here: Rust's {t} target is not installed (`rustup target add {t}`; \
-                 linking also needs gcc-multilib for i686)",
-                t = a.linux_triple()
-            );
+    let asked = wanted(arches, windows);
+    // With no architecture named, what cannot be built here is left out; named, it is an error.
+    let targets: Vec<Target> =
+        if arches.is_empty() { asked.iter().copied().filter(|t| can.contains(t)).collect() } else { asked.clone() };
+    for t in &targets {
+        if !can.contains(t) {
+            let how = match t.os {
+                Os::Windows => format!(
+                    "`rustup target add {}` and mingw-w64's {} (Debian: gcc-mingw-w64-{}-win32)",
+                    triple(*t),
+                    mingw(*t),
+                    if t.arch == Arch::X86 { "i686" } else { "x86-64" }
+                ),
+                _ => format!("`rustup target add {}`; linking also needs gcc-multilib for i686", triple(*t)),
+            };
+            bail!("cannot build a server for {} here: {how}", label(*t));
         }
+    }
+    if windows && !targets.iter().any(|t| t.os == Os::Windows) {
+        bail!(
+            "--windows: no Windows server can be built here: it needs `rustup target add i686-pc-windows-gnu \
+             x86_64-pc-windows-gnu` and mingw-w64 (Debian: gcc-mingw-w64-i686-win32 gcc-mingw-w64-x86-64-win32)"
+        );
     }
     std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
     // Kept between runs beside the servers, so a second install compiles nothing unchanged.
     let build = dest.parent().unwrap_or(&dest).join("build");
-    for arch in arches {
-        let root = build.join(format!("root-{arch}"));
+    for t in targets {
+        let root = build.join(format!("root-{}", label(t).replace(' ', "-")));
         let mut cmd = Command::new(cargo());
         cmd.arg("install");
         match source {
@@ -83,22 +143,57 @@ pub fn install(source: &Source, arches: &[Arch], dir: Option<PathBuf>) -> anyhow
                 cmd.arg("--path").arg(p);
             }
         }
-        cmd.args(["--quiet", "--force", "--target", arch.linux_triple(), "--root"])
+        cmd.args(["--quiet", "--force", "--target", triple(t), "--root"])
             .arg(&root)
             .arg("--target-dir")
             .arg(build.join("target"));
-        eprintln!("bitbridge: building the {arch} server: {cmd:?}");
+        if t.os == Os::Windows {
+            let var = format!("CARGO_TARGET_{}_LINKER", triple(t).to_uppercase().replace('-', "_"));
+            cmd.env(var, mingw(t));
+        }
+        eprintln!("bitbridge: building the {} server: {cmd:?}", label(t));
         let status = cmd.status().context("running cargo (is Rust installed? see https://rustup.rs)")?;
         if !status.success() {
-            bail!("building the {arch} server failed ({status}): cargo's messages are above");
+            bail!("building the {} server failed ({status}): cargo's messages are above", label(t));
         }
-        let built = root.join("bin").join("bitbridge-server");
-        let target = dest.join(server_file_name(arch));
+        let exe = if t.os == Os::Windows { "bitbridge-server.exe" } else { "bitbridge-server" };
+        let built = root.join("bin").join(exe);
+        let target = dest.join(server_relative_path(t));
+        if let Some(folder) = target.parent() {
+            std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+        }
         copy_executable(&built, &target)?;
-        // The client's own checks (ELF header, owner, mode), as it will run them.
-        let chosen = find_server(arch, Some(&target))?;
-        println!("{arch}: {}", chosen.display());
+        if t.os == Os::Windows {
+            build_stub(t, &build, target.parent().unwrap_or(&dest))?;
+        }
+        // The client's own checks (the file's header, owner, mode), as it will run them.
+        let chosen = find_server_for(t, Some(&target))?;
+        println!("{}: {}", label(t), chosen.display());
     }
+    Ok(())
+}
+
+/// Compiles [`BCRYPT_STUB_C`] with mingw-w64 into `folder/bcryptprimitives.dll`.
+fn build_stub(t: Target, build: &Path, folder: &Path) -> anyhow::Result<()> {
+    let src = build.join("bcryptprimitives.c");
+    std::fs::write(&src, BCRYPT_STUB_C).with_context(|| format!("writing {}", src.display()))?;
+    let tmp = folder.join("bcryptprimitives.dll.new");
+    let out = Command::new(mingw(t))
+        .args(["-O2", "-shared", "-Wl,--kill-at", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .arg("-ladvapi32")
+        .output()
+        .with_context(|| format!("running {}", mingw(t)))?;
+    if !out.status.success() {
+        bail!(
+            "building bcryptprimitives.dll with {} failed: {}",
+            mingw(t),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let dll = folder.join("bcryptprimitives.dll");
+    std::fs::rename(&tmp, &dll).with_context(|| format!("moving {} to {}", tmp.display(), dll.display()))?;
     Ok(())
 }
 
@@ -121,10 +216,10 @@ pub fn list() -> anyhow::Result<()> {
         Some(d) => println!("per-user folder: {}", d.display()),
         None => println!("per-user folder: none (neither XDG_DATA_HOME nor HOME is set)"),
     }
-    for arch in [Arch::X86, Arch::X86_64] {
-        match find_server(arch, None) {
-            Ok(p) => println!("{arch}: {}", p.display()),
-            Err(e) => println!("{arch}: none: {e}"),
+    for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
+        match find_server_for(t, None) {
+            Ok(p) => println!("{}: {}", label(t), p.display()),
+            Err(e) => println!("{}: none: {e}", label(t)),
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! A new project's first program: one call into a 32-bit library, errors printed readably.
+//! A new project's first program: one call into a 32-bit library (a .so, or a Windows DLL under Wine),
+//! errors printed readably.
 use std::process::ExitCode;
 
 use bitbridge::{CType, Library, Signature, Value};

@@ -6,7 +6,8 @@
  * random source Rust used before 1.78. Windows and newer Wine load their own system DLL instead
  * (KnownDLLs), so the stub is never used there.
  *
- * Built by `./x winservers` with mingw-w64: -shared -Wl,--kill-at (an undecorated export on i686).
+ * Built with mingw-w64 (-shared -Wl,--kill-at: an undecorated export on i686) by `./x winservers`
+ * and by `bitbridge servers install --windows`, which embeds this file: it lives with the command.
  */
 #include <windows.h>
 
