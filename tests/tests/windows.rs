@@ -248,10 +248,15 @@ fn a_crash_in_a_dll_is_reported_and_the_next_server_works() {
             .open()
             .unwrap();
         track(lib.server());
-        let crash = lib.function("crash", Signature::new(CType::Int)).unwrap();
+        let crash = lib.function("say_and_crash", Signature::new(CType::Void)).unwrap();
         let started = Instant::now();
         let e = crash.call(&[]).unwrap_err();
-        assert!(matches!(e, Error::ServerDied { .. }), "{bits:?}: {e}");
+        let Error::ServerDied { stderr, .. } = &e else { panic!("{bits:?}: {e}") };
+        // What and where, on the server's stderr (Wine itself says nothing with WINEDEBUG=-all).
+        assert!(stderr.contains("unhandled access violation (0xC0000005)"), "{bits:?}: {stderr:?}");
+        assert!(stderr.contains("reading 0x0") && stderr.contains("windll"), "{bits:?}: {stderr:?}");
+        // What the library printed through the C runtime before it crashed.
+        assert!(stderr.contains("windll: about to crash"), "{bits:?}: {stderr:?}");
         assert!(started.elapsed() < Duration::from_secs(20), "{bits:?}: the death took {:?}", started.elapsed());
         eprintln!("{bits:?}: crash reported after {:?}: {e}", started.elapsed());
         // restart_on_failure: a new server, the library loaded again, the function prepared again.

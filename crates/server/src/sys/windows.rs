@@ -74,6 +74,7 @@ pub fn take_connection(parent: Option<u32>) -> io::Result<File> {
     if let Some(p) = parent {
         linux::die_with_parent(p)?;
     }
+    crash::report_unhandled_exceptions();
     let conn = reopen_read_write(io::stdin().as_raw_handle() as HANDLE)?;
     let null = File::open("NUL")?;
     // SAFETY: SetStdHandle stores the handle for this process; `null` is leaked below so the handle
@@ -187,5 +188,112 @@ mod linux {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "the client exited before the server started"));
         }
         Ok(())
+    }
+}
+
+/// What a crash says. Under Wine an unhandled exception ends the process with the low byte of its code
+/// as exit status (an access violation, 0xC0000005, exits with 5) and, with `WINEDEBUG=-all`, nothing
+/// on stderr; the client reports the death with the end of stderr, so this filter writes the exception
+/// there first: its code and name, the address and the module it is in. Then the process ends at once
+/// with that exit status, without starting Wine's debugger (which an unhandled exception otherwise
+/// starts: a winedbg process and half a second later).
+mod crash {
+    use std::fmt::Write as _;
+
+    use windows_sys::Win32::Foundation::HMODULE;
+    use windows_sys::Win32::Storage::FileSystem::WriteFile;
+    use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
+    use windows_sys::Win32::System::Diagnostics::Debug::{SetUnhandledExceptionFilter, EXCEPTION_POINTERS};
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetModuleFileNameW, GetModuleHandleExW, GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
+        GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+    };
+
+    const EXCEPTION_CONTINUE_SEARCH: i32 = 0;
+    /// From a top-level filter: end the process now, with the exception code as its status.
+    const EXCEPTION_EXECUTE_HANDLER: i32 = 1;
+
+    /// A message built on the stack: the heap may be what broke.
+    struct Buf {
+        bytes: [u8; 768],
+        len: usize,
+    }
+
+    impl std::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let n = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+
+    /// The names of the exception codes a library's bug raises (ntstatus.h).
+    fn name(code: u32) -> &'static str {
+        match code {
+            0xC000_0005 => "access violation",
+            0xC000_0094 => "integer division by zero",
+            0xC000_0095 => "integer overflow",
+            0xC000_008E => "floating-point division by zero",
+            0xC000_001D => "illegal instruction",
+            0xC000_0096 => "privileged instruction",
+            0xC000_00FD => "stack overflow",
+            0xC000_0409 => "stack buffer overrun (fast fail)",
+            0xC000_0374 => "heap corruption",
+            0x8000_0003 => "breakpoint",
+            0x8000_0002 => "misaligned data",
+            _ => "exception",
+        }
+    }
+
+    unsafe extern "system" fn filter(info: *const EXCEPTION_POINTERS) -> i32 {
+        let mut msg = Buf { bytes: [0; 768], len: 0 };
+        // SAFETY: the system passes valid exception pointers to the filter (checked for null anyway).
+        let record = unsafe { info.as_ref().and_then(|i| i.ExceptionRecord.as_ref()) };
+        let Some(record) = record else { return EXCEPTION_CONTINUE_SEARCH };
+        let code = record.ExceptionCode as u32;
+        let addr = record.ExceptionAddress;
+        let _ = write!(msg, "bitbridge-server.exe: unhandled {} (0x{code:08X}) at {addr:?}", name(code));
+        if code == 0xC000_0005 && record.NumberParameters >= 2 {
+            let what = match record.ExceptionInformation[0] {
+                0 => "reading",
+                1 => "writing",
+                8 => "executing",
+                _ => "accessing",
+            };
+            let _ = write!(msg, " {what} 0x{:X}", record.ExceptionInformation[1]);
+        }
+        let mut module: HMODULE = std::ptr::null_mut();
+        let flags = GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT;
+        // SAFETY: with FROM_ADDRESS the "name" is an address inside a module; `module` receives a handle
+        // whose count is not changed (nothing to release).
+        if unsafe { GetModuleHandleExW(flags, addr as *const u16, &mut module) } != 0 {
+            let mut wide = [0u16; 260];
+            // SAFETY: writes at most `wide.len()` units into `wide`.
+            let n = unsafe { GetModuleFileNameW(module, wide.as_mut_ptr(), wide.len() as u32) } as usize;
+            let _ = write!(msg, " in ");
+            for c in char::decode_utf16(wide[..n.min(wide.len())].iter().copied()) {
+                let _ = msg.write_char(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+        }
+        let _ = msg.write_str("\n");
+        let mut written = 0u32;
+        // SAFETY: writes our stack buffer to this process's standard error handle.
+        unsafe {
+            WriteFile(
+                GetStdHandle(STD_ERROR_HANDLE),
+                msg.bytes.as_ptr(),
+                msg.len as u32,
+                &mut written,
+                std::ptr::null_mut(),
+            )
+        };
+        EXCEPTION_EXECUTE_HANDLER
+    }
+
+    /// Installs the filter for the whole process.
+    pub(super) fn report_unhandled_exceptions() {
+        // SAFETY: `filter` has the signature the system expects and lives for the whole program.
+        unsafe { SetUnhandledExceptionFilter(Some(filter)) };
     }
 }
