@@ -43,6 +43,11 @@ fn cdecl_stdcall_and_fastcall_exports_on_both_transports() {
             let r = call(&lib, "int __fastcall sub_fast(int a, int b)", &[10.into(), 4.into()]);
             assert_eq!(r.ret, Value::Int(6), "{w}");
             assert_eq!(lib.server().target(), bitbridge_tests::windows_target(bits));
+            if bits == Bits::B32 {
+                // Declared cdecl, exported as stdcall: the error says how to declare it.
+                let e = lib.function_from_c("int add_std(int a, int b)").unwrap_err();
+                assert!(e.to_string().contains("exported as `add_std@8`: declare the function __stdcall"), "{e}");
+            }
         }
     }
 }
@@ -266,6 +271,37 @@ fn a_crash_in_a_dll_is_reported_and_the_next_server_works() {
     }
 }
 
+/// A DLL that ends the thread serving the call (`ExitThread`) or overflows its stack (which Wine on
+/// x86_64 cannot deliver as an exception: the thread just ends) must not leave the client waiting for
+/// a reply that never comes: the server ends and the call is `ServerDied`, on both transports. (Found
+/// by a hostile review: on shared memory the call hung forever.)
+#[test]
+fn a_dll_that_ends_the_serving_thread_is_a_death_not_a_hang() {
+    let _check = no_server_left();
+    for bits in BITS {
+        for socket in [false, true] {
+            for (function, args) in [("exit_thread", vec![]), ("stack_overflow", vec![Value::Int(1)])] {
+                let lib = open_windows("windll", bits, socket);
+                let mut sig = Signature::new(CType::Int);
+                if !args.is_empty() {
+                    sig = sig.arg(CType::Int);
+                }
+                let f = lib.function(function, sig).unwrap();
+                let t = Instant::now();
+                // Bounded only so that a regression fails instead of hanging the suite.
+                let e = f.call_timeout(&args, Duration::from_secs(20)).unwrap_err();
+                let w = format!("{bits:?} socket={socket} {function}, after {:?}", t.elapsed());
+                let Error::ServerDied { stderr, .. } = &e else { panic!("{w}: {e:#}") };
+                assert!(t.elapsed() < Duration::from_secs(5), "{w}");
+                if function == "exit_thread" {
+                    assert!(stderr.contains("the thread serving calls ended inside the library"), "{w}: {stderr:?}");
+                }
+                eprintln!("{w}: {e}");
+            }
+        }
+    }
+}
+
 /// The client is killed (SIGKILL: nothing of it runs) while its Windows server is inside a call that
 /// never returns: the server must not outlive it.
 #[test]
@@ -343,4 +379,86 @@ fn the_prefix_wineserver_ends_after_its_last_server() {
     let left = with_prefix();
     assert!(left.is_empty(), "processes of the prefix still running 15 s after its last server: {left:?}");
     eprintln!("the prefix's Wine processes ended {:?} after the server", t.elapsed());
+}
+
+/// A prefix folder the user names is never deleted, whatever happens while creating a prefix in it: a
+/// folder Wine refuses (owned by another user) keeps every file. (Found by a hostile review: it was
+/// removed recursively.)
+#[test]
+fn a_user_named_prefix_is_never_deleted() {
+    use std::os::unix::fs::chown;
+    let prefix = bitbridge_tests::out_dir().join("precious-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    std::fs::create_dir_all(prefix.join("docs")).unwrap();
+    std::fs::write(prefix.join("docs").join("thesis.txt"), "years of work").unwrap();
+    // Wine refuses a prefix owned by another user ("is not owned by you"): nobody's, when we are root
+    // (as CI is); as another user, the folder is ours and Wine writes a prefix into it beside the files.
+    let root = std::os::unix::fs::MetadataExt::uid(&prefix.metadata().unwrap()) == 0;
+    if root {
+        chown(&prefix, Some(65534), Some(65534)).unwrap();
+    }
+    let e = LibraryOptions::new(windows_fixture("windll", Bits::B64))
+        .server(ServerOptions::new().wine_prefix(&prefix))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::WinePrefix { .. }), "{e:#}");
+    assert!(prefix.join("docs").join("thesis.txt").is_file(), "the folder {} was deleted: {e:#}", prefix.display());
+    if root {
+        chown(&prefix, Some(0), Some(0)).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&prefix);
+}
+
+/// A prefix that cannot serve is refused up front, naming the problem: one of the other architecture,
+/// and one whose drive Z: (how the server reaches the DLL and the shared memory) is not mapped to `/`.
+#[test]
+fn a_prefix_of_the_wrong_architecture_or_without_z_is_refused_with_the_reason() {
+    let base = bitbridge_tests::out_dir().join("fake-prefixes");
+    let fake = |name: &str, arch: &str, z: Option<&str>| {
+        let p = base.join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("dosdevices")).unwrap();
+        std::fs::write(p.join("system.reg"), format!("WINE REGISTRY Version 2\n#arch={arch}\n")).unwrap();
+        if let Some(to) = z {
+            std::os::unix::fs::symlink(to, p.join("dosdevices").join("z:")).unwrap();
+        }
+        p
+    };
+    let open = |prefix: &std::path::Path, bits: Bits| {
+        LibraryOptions::new(windows_fixture("windll", bits))
+            .server(ServerOptions::new().wine_prefix(prefix))
+            .open()
+            .map(drop)
+            .unwrap_err()
+    };
+    let e = open(&fake("w32", "win32", Some("/")), Bits::B64);
+    assert!(matches!(&e, Error::WinePrefix { reason, .. } if reason.contains("32-bit prefix")), "{e:#}");
+    let e = open(&fake("w64", "win64", Some("/")), Bits::B32);
+    assert!(matches!(&e, Error::WinePrefix { reason, .. } if reason.contains("64-bit prefix")), "{e:#}");
+    let e = open(&fake("noz", "win64", None), Bits::B64);
+    assert!(matches!(&e, Error::WinePrefix { reason, .. } if reason.contains("no drive Z:")), "{e:#}");
+    let e = open(&fake("zhome", "win64", Some("/home")), Bits::B64);
+    assert!(matches!(&e, Error::WinePrefix { reason, .. } if reason.contains("maps to /home")), "{e:#}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A Wine loader that is not one is refused, each candidate with its reason: a script, a program of
+/// another architecture, a program that is not Wine; an empty variable counts as unset.
+#[test]
+fn a_wine_loader_that_is_not_one_is_refused_with_the_reason() {
+    let script = bitbridge_tests::out_dir().join("not-wine.sh");
+    std::fs::write(&script, "#!/bin/sh\necho wine-8.0\n").unwrap();
+    let i686 = bitbridge_tests::server_binary(Bits::B32);
+    for (loader, why) in [
+        (script.as_path(), "is not an ELF program"),
+        (i686.as_path(), "is a program for i686, not x86_64"),
+        (std::path::Path::new("/bin/cat"), "is not Wine"),
+    ] {
+        let e = LibraryOptions::new(windows_fixture("windll", Bits::B64))
+            .server(ServerOptions::new().wine(loader))
+            .open()
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(&e, Error::WineNotFound { hint, .. } if hint.contains(why)), "{}: {e:#}", loader.display());
+    }
 }

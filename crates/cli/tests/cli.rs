@@ -235,6 +235,8 @@ fn info_finds_a_dlls_imports_beside_it_and_names_the_missing_one() {
         assert_eq!(o.status.code(), Some(1), "{out}{err}");
         assert!(listed(&out, "bbwgone.dll").is_some_and(|l| l.contains("NOT FOUND")), "{out}");
         assert!(!out.contains("loads:") && err.contains("cannot load") && err.contains("bbwneeds_gone.dll"), "{err}");
+        // The load error itself names the missing DLL, as dlopen names a missing .so.
+        assert!(err.contains("DLLs it imports that are neither beside it") && err.contains("bbwgone.dll"), "{err}");
     }
 }
 

@@ -176,7 +176,10 @@ pub enum Error {
         /// The loader's message.
         message: String,
         /// Dependencies (`DT_NEEDED` entries) that bitbridge found on none of the loader's search paths
-        /// for the library's architecture: add their folders with `ServerOptions::library_dir`.
+        /// for the library's architecture: add their folders with `ServerOptions::library_dir`. For a
+        /// Windows DLL, the DLLs it imports found nowhere Wine looks (see [`dll_dependencies`]).
+        ///
+        /// [`dll_dependencies`]: crate::dll_dependencies
         missing: Vec<String>,
     },
     /// The library is a second copy of a system library the server already runs on (same SONAME,
@@ -357,6 +360,12 @@ fn declaration_message(origin: Option<&str>, line: usize, column: usize, message
 fn missing_list(missing: &[String]) -> String {
     if missing.is_empty() {
         String::new()
+    } else if missing.iter().all(|m| m.to_ascii_lowercase().ends_with(".dll")) {
+        format!(
+            " (DLLs it imports that are neither beside it, nor in the Wine prefix's system folder, nor among Wine's \
+             builtins: {}; put them beside it)",
+            missing.join(", ")
+        )
     } else {
         format!(
             " (dependencies not found on the {} search path: {}; add their folders with ServerOptions::library_dir)",

@@ -755,16 +755,35 @@ impl Server {
             Ok(other) => Err(self.broken(unexpected(&other))),
             Err(Error::Remote(RemoteError { kind: ErrorKind::LoadFailed, message })) => {
                 let dirs = self.inner.respawn.as_ref().map(|(o, _)| o.search_dirs()).unwrap_or_default();
-                let missing = if path.is_file() {
-                    crate::detect::missing_dependencies(path, self.inner.target.arch, &dirs)
-                } else {
+                let missing = if !path.is_file() {
                     Vec::new()
+                } else if self.inner.target.os == Os::Windows {
+                    self.missing_dlls(path)
+                } else {
+                    crate::detect::missing_dependencies(path, self.inner.target.arch, &dirs)
                 };
                 Err(Error::Load { path: p.to_owned(), message, missing })
             }
             Err(Error::Timeout { pid }) => Err(Error::LoadTimeout { path: p.to_owned(), pid, after }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The DLLs `path` imports that Wine would find nowhere (beside it, in the prefix, among its builtins).
+    fn missing_dlls(&self, path: &Path) -> Vec<String> {
+        let Some((loader, env)) = self.wine_command() else { return Vec::new() };
+        let Some(prefix) = env.iter().find(|(k, _)| k == "WINEPREFIX").map(|(_, v)| PathBuf::from(v)) else {
+            return Vec::new();
+        };
+        let dirs = crate::wine::DllDirs::new(&loader, &prefix, self.inner.target.arch);
+        crate::detect::dll_dependencies(path, Some(&dirs))
+            .map(|deps| {
+                deps.into_iter()
+                    .filter(|d| matches!(d.location, crate::detect::DllLocation::NotFound))
+                    .map(|d| d.name)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The file the server's loader uses for `name`: a path, or a bare name (`libc.so.6`) as the server's

@@ -44,7 +44,10 @@ fn arch_suffix(arch: Arch) -> &'static str {
 pub fn find_loader(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     let var = format!("BITBRIDGE_WINE_{}", arch_suffix(arch));
     let mut searched = Vec::new();
-    let given = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(&var).map(PathBuf::from));
+    let mut refused = Vec::new();
+    // An empty variable is no variable.
+    let given =
+        explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(&var).filter(|v| !v.is_empty()).map(PathBuf::from));
     let candidates: Vec<PathBuf> = match given {
         Some(p) => vec![p],
         None => {
@@ -61,28 +64,52 @@ pub fn find_loader(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
     };
     for c in candidates {
         searched.push(c.clone());
-        if c.is_file() && loader_runs(&c, arch) {
-            return Ok(c);
+        if !c.is_file() {
+            continue;
+        }
+        match loader_check(&c, arch) {
+            Ok(()) => return Ok(c),
+            Err(why) => refused.push(format!("{} {why}", c.display())),
         }
     }
+    let refused = if refused.is_empty() { String::new() } else { format!("{}; ", refused.join("; ")) };
     Err(Error::WineNotFound {
         arch,
         searched,
         hint: format!(
-            "install Wine (Debian: `apt-get install wine wine64`, and wine32:i386 for 32-bit DLLs; see docs/WINDOWS.md \
-             for a 32-bit Wine unpacked without installing) and name its loader with ServerOptions::wine or {var}"
+            "{refused}install Wine (Debian: `apt-get install wine wine64`, and wine32:i386 for 32-bit DLLs; see \
+             docs/WINDOWS.md for a 32-bit Wine unpacked without installing) and name its loader with \
+             ServerOptions::wine or {var}"
         ),
     })
 }
 
-/// Whether `loader` is a Wine loader for `arch`: an ELF of that architecture (Debian's `/usr/bin/wine`
-/// is a script that needs the 32-bit package; a script is accepted only for x86_64, where it runs
-/// `wine64`).
-fn loader_runs(loader: &Path, arch: Arch) -> bool {
-    match crate::detect::executable_arch(loader) {
-        Some(a) => a == arch,
-        None => false,
+/// Whether `loader` is a Wine loader for `arch`: an ELF program of that architecture (Debian's
+/// `/usr/bin/wine` is a script that fails without the 32-bit package) whose `--version` says `wine-`.
+/// The answer is kept per file (and its modification time): asking costs a process.
+fn loader_check(loader: &Path, arch: Arch) -> std::result::Result<(), String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Key = (PathBuf, Arch, Option<std::time::SystemTime>);
+    static CHECKED: Mutex<Option<HashMap<Key, std::result::Result<(), String>>>> = Mutex::new(None);
+    let key = (loader.to_path_buf(), arch, loader.metadata().and_then(|m| m.modified()).ok());
+    if let Some(r) = CHECKED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+        return r.clone();
     }
+    let r = match crate::detect::executable_arch(loader) {
+        None => Err("is not an ELF program (a script?)".to_string()),
+        Some(a) if a != arch => Err(format!("is a program for {a}, not {arch}")),
+        Some(_) => match Command::new(loader).arg("--version").stdin(Stdio::null()).output() {
+            Ok(o) if String::from_utf8_lossy(&o.stdout).trim_start().starts_with("wine-") => Ok(()),
+            Ok(o) => Err(format!(
+                "is not Wine: `--version` printed {:?}",
+                String::from_utf8_lossy(&o.stdout).trim().chars().take(60).collect::<String>()
+            )),
+            Err(e) => Err(format!("cannot be run: {e}")),
+        },
+    };
+    CHECKED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(key, r.clone());
+    r
 }
 
 /// The Wine prefix Windows servers for `arch` run in: `explicit` (what
@@ -94,11 +121,14 @@ fn loader_runs(loader: &Path, arch: Arch) -> bool {
 /// # Errors
 /// [`Error::WinePrefix`] when neither `XDG_DATA_HOME` nor `HOME` gives a folder for bitbridge's own.
 pub fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    // Wine takes only an absolute prefix; a relative one means from the current folder.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
+        return Ok(absolute(p.to_path_buf()));
     }
-    if let Some(p) = std::env::var_os(format!("BITBRIDGE_WINEPREFIX_{}", arch_suffix(arch))) {
-        return Ok(PathBuf::from(p));
+    let var = std::env::var_os(format!("BITBRIDGE_WINEPREFIX_{}", arch_suffix(arch)));
+    if let Some(p) = var.filter(|v| !v.is_empty()) {
+        return Ok(absolute(PathBuf::from(p)));
     }
     let data = crate::locate::data_dir().ok_or_else(|| Error::WinePrefix {
         prefix: PathBuf::new(),
@@ -110,14 +140,17 @@ pub fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Creates the prefix with `wineboot --init` unless it is there (its `system.reg` exists), waiting for
-/// its wineserver to finish writing. Concurrent creators (threads or processes) wait for one another on
-/// a lock file beside it. Bounded by `timeout`.
+/// its wineserver to finish writing, then checks it can serve: of `arch`, and with Wine's `Z:` drive
+/// mapped to `/` (the DLL's path and the shared memory are reached through it). Concurrent creators
+/// (threads or processes) wait for one another on a lock file beside it. Everything, `wineboot`
+/// included, is bounded by `timeout`. A folder that existed before is never removed; one this call
+/// created is, when `wineboot` leaves no usable prefix in it.
 pub(crate) fn ensure_prefix(loader: &Path, arch: Arch, prefix: &Path, timeout: Duration) -> Result<()> {
     let ready = |p: &Path| p.join("system.reg").is_file();
-    if ready(prefix) {
-        return Ok(());
-    }
     let fail = |reason: String| Error::WinePrefix { prefix: prefix.to_path_buf(), reason };
+    if ready(prefix) {
+        return check_prefix(arch, prefix);
+    }
     let parent = prefix.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
     let lock_path = parent.join(format!(".{}.lock", prefix.file_name().and_then(|n| n.to_str()).unwrap_or("prefix")));
@@ -137,41 +170,96 @@ pub(crate) fn ensure_prefix(loader: &Path, arch: Arch, prefix: &Path, timeout: D
         }
     }
     if ready(prefix) {
-        return Ok(());
+        return check_prefix(arch, prefix);
     }
+    let existed = prefix.exists();
     eprintln!("bitbridge: creating the Wine prefix for {arch} Windows DLLs in {} (once; about 30 s)", prefix.display());
     let winearch = if arch == Arch::X86 { "win32" } else { "win64" };
-    let run = |args: &[&str]| -> Result<std::process::Output> {
-        let mut cmd = Command::new(loader);
-        cmd.args(args)
-            .env("WINEPREFIX", prefix)
-            .env("WINEARCH", winearch)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in QUIET {
-            cmd.env(k, v);
-        }
-        if let Some(ws) = wineserver(loader) {
-            cmd.env("WINESERVER", ws);
-        }
-        cmd.output().map_err(|e| fail(format!("cannot run {}: {e}", loader.display())))
-    };
+    let mut cmd = Command::new(loader);
+    cmd.args(["wineboot", "--init"])
+        .env("WINEPREFIX", prefix)
+        .env("WINEARCH", winearch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in QUIET {
+        cmd.env(k, v);
+    }
+    if let Some(ws) = wineserver(loader) {
+        cmd.env("WINESERVER", ws);
+    }
+    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run {}: {e}", loader.display())))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+        text
+    });
     // wineboot's status is not success when an optional part is missing (FreeType for fonts, in an
     // unpacked 32-bit Wine): the registry being written is what counts.
-    let out = run(&["wineboot", "--init"])?;
-    // wineboot returns before the wineserver has written the registry: wait for it to finish.
-    wait_wineserver(loader, prefix);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    // wineboot returns before the wineserver has written the registry: wait for it to finish (and
+    // end it, on a timeout).
+    wait_wineserver(loader, prefix, if status.is_some() { deadline } else { Instant::now() });
+    let text = if status.is_some() { reader.join().unwrap_or_default() } else { Vec::new() };
     if !ready(prefix) {
-        let _ = std::fs::remove_dir_all(prefix);
-        return Err(fail(format!(
-            "`{} wineboot --init` ({}) wrote no system.reg: {}",
-            loader.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        if !existed {
+            let _ = std::fs::remove_dir_all(prefix);
+        }
+        let why = match status {
+            None => format!("`{} wineboot --init` did not finish within {timeout:?}", loader.display()),
+            Some(s) => format!(
+                "`{} wineboot --init` ({s}) wrote no system.reg: {}",
+                loader.display(),
+                String::from_utf8_lossy(&text).trim()
+            ),
+        };
+        return Err(fail(why));
     }
-    Ok(())
+    check_prefix(arch, prefix)
+}
+
+/// Whether a created prefix can serve `arch`: of that architecture (a 32-bit prefix cannot run 64-bit
+/// programs, and Wine refuses a 64-bit one for `WINEARCH=win32`), with `Z:` mapped to `/`.
+fn check_prefix(arch: Arch, prefix: &Path) -> Result<()> {
+    let fail = |reason: String| Error::WinePrefix { prefix: prefix.to_path_buf(), reason };
+    match prefix_arch(prefix) {
+        Some(a) if a != arch => {
+            let (is, want) = if a == Arch::X86 { ("32-bit", "64-bit") } else { ("64-bit", "32-bit") };
+            return Err(fail(format!(
+                "it is a {is} prefix and {arch} DLLs need a {want} one (bitbridge uses one prefix per architecture: \
+                 name another with ServerOptions::wine_prefix or BITBRIDGE_WINEPREFIX_{})",
+                arch_suffix(arch)
+            )));
+        }
+        _ => {}
+    }
+    let z = prefix.join("dosdevices").join("z:");
+    match std::fs::read_link(&z) {
+        Ok(to) if to == Path::new("/") => Ok(()),
+        Ok(to) => Err(fail(format!(
+            "its drive Z: maps to {}, not to /: bitbridge reaches the DLL and the shared memory through Z:\\ \
+             (make {} a link to /)",
+            to.display(),
+            z.display()
+        ))),
+        Err(_) => Err(fail(format!(
+            "it has no drive Z: mapped to / ({} is missing), through which bitbridge reaches the DLL and the shared \
+             memory (`ln -s / {}`)",
+            z.display(),
+            z.display()
+        ))),
+    }
 }
 
 /// The wineserver that goes with `loader`, when it is not the one on `PATH`: beside it (Debian's
@@ -194,16 +282,34 @@ pub(crate) fn wineserver(loader: &Path) -> Option<OsString> {
         .map(|p| p.as_os_str().to_owned())
 }
 
-/// Waits (at most 60 s) for the prefix's wineserver to exit: `wineserver -w`.
-fn wait_wineserver(loader: &Path, prefix: &Path) {
+/// Waits until `deadline` for the prefix's wineserver to exit (`wineserver -w`), then ends it (`-k`).
+fn wait_wineserver(loader: &Path, prefix: &Path, deadline: Instant) {
     let Some(ws) = wineserver(loader) else { return };
-    let _ = Command::new(ws)
-        .arg("-w")
-        .env("WINEPREFIX", prefix)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let run = |arg: &str| {
+        Command::new(&ws)
+            .arg(arg)
+            .env("WINEPREFIX", prefix)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    if let Ok(mut w) = run("-w") {
+        loop {
+            match w.try_wait() {
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(Some(_)) => return,
+                _ => {
+                    let _ = w.kill();
+                    let _ = w.wait();
+                    break;
+                }
+            }
+        }
+    }
+    if let Ok(mut k) = run("-k") {
+        let _ = k.wait();
+    }
 }
 
 /// The environment of a server started under Wine.

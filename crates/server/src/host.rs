@@ -358,6 +358,23 @@ impl Host {
         }
     }
 
+    /// A symbol that is not found on Win32 may be exported under another convention's decoration
+    /// (`f@8` for a function declared cdecl): the error then says how it is exported.
+    fn convention_hint(&self, loaded: &Loaded, symbol: &str, sig: &Signature, mut e: RemoteError) -> RemoteError {
+        for conv in [CallConv::Stdcall, CallConv::Fastcall] {
+            if conv == sig.conv {
+                continue;
+            }
+            let other = Signature { conv, ..sig.clone() };
+            if let Some(d) = self.decorated(symbol, &other).into_iter().find(|d| Self::address_of(loaded, d).is_ok()) {
+                let c = if conv == CallConv::Stdcall { "__stdcall (WINAPI)" } else { "__fastcall" };
+                e.message = format!("{}; it is exported as `{d}`: declare the function {c}", e.message);
+                break;
+            }
+        }
+        e
+    }
+
     fn address_of(loaded: &Loaded, symbol: &str) -> Res<u64> {
         // SAFETY: the symbol is only turned into an address here; nothing is called or read through it.
         let sym = unsafe { loaded.lib.get::<*mut c_void>(symbol.as_bytes()) };
@@ -375,9 +392,10 @@ impl Host {
         let loaded = lock(&self.libs).get(&lib).cloned().ok_or_else(|| unknown("library", lib))?;
         let addr = match Self::address_of(&loaded, symbol) {
             Ok(a) => a,
-            Err(e) => {
-                self.decorated(symbol, &sig).into_iter().find_map(|d| Self::address_of(&loaded, &d).ok()).ok_or(e)?
-            }
+            Err(e) => match self.decorated(symbol, &sig).into_iter().find_map(|d| Self::address_of(&loaded, &d).ok()) {
+                Some(a) => a,
+                None => return Err(self.convention_hint(&loaded, symbol, &sig, e)),
+            },
         };
         let code = CodePtr::from_ptr(addr as usize as *const c_void);
         let prepared = self
@@ -643,6 +661,7 @@ impl Host {
 
     fn work(&self, link: &Link) -> Result<(), FrameError> {
         use std::sync::atomic::Ordering::SeqCst;
+        let _watched = crate::sys::ServingThread::start();
         loop {
             match link.next_request() {
                 Next::Request(id, Request::Shutdown) => {

@@ -189,3 +189,14 @@ pub(crate) fn get_errno() -> i32 {
     // SAFETY: as in set_errno.
     unsafe { *libc::__errno_location() }
 }
+
+/// On Linux a thread that ends inside the library (`pthread_exit`) is not watched: with one serving
+/// thread the process ends with it; see the Windows version for why Wine needs more.
+pub(crate) struct ServingThread;
+
+impl ServingThread {
+    /// Nothing to watch.
+    pub(crate) fn start() -> ServingThread {
+        ServingThread
+    }
+}

@@ -297,3 +297,69 @@ mod crash {
         unsafe { SetUnhandledExceptionFilter(Some(filter)) };
     }
 }
+
+/// Ends the process when a thread serving calls ends inside the library. Under Wine a DLL that calls
+/// `ExitThread`, or a fault Wine cannot deliver (a stack overflow on x86_64), ends only that thread;
+/// the connection's watcher thread keeps the process alive, so the client would wait for a reply
+/// forever. A thread watching each serving thread's handle sees it end without having left
+/// [`ServingThread`]'s scope, says so on stderr and ends the process, which the client reports as
+/// `ServerDied`.
+pub(crate) struct ServingThread {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The exit status of a server whose serving thread ended inside the library.
+const THREAD_ENDED: u32 = 70;
+
+impl ServingThread {
+    /// Starts watching the calling thread.
+    pub(crate) fn start() -> ServingThread {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use windows_sys::Win32::Foundation::{DuplicateHandle, DUPLICATE_SAME_ACCESS};
+        use windows_sys::Win32::System::Threading::{ExitProcess, GetCurrentThread, WaitForSingleObject, INFINITE};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let mut thread: HANDLE = std::ptr::null_mut();
+        // SAFETY: turns this thread's pseudo-handle into a real handle owned by the watcher below.
+        let ok = unsafe {
+            DuplicateHandle(
+                GetCurrentProcess(),
+                GetCurrentThread(),
+                GetCurrentProcess(),
+                &mut thread,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS,
+            )
+        };
+        if ok == 0 {
+            return ServingThread { done };
+        }
+        let (flag, handle) = (done.clone(), thread as usize);
+        let watcher = std::thread::Builder::new().name("bitbridge-thread-guard".into()).spawn(move || {
+            // SAFETY: a valid thread handle this closure owns; waiting has no other effect.
+            unsafe { WaitForSingleObject(handle as HANDLE, INFINITE) };
+            if !flag.load(Ordering::SeqCst) {
+                eprintln!(
+                    "bitbridge-server.exe: the thread serving calls ended inside the library (ExitThread, or a \
+                     fault Wine could not deliver, such as a stack overflow); the server ends"
+                );
+                // SAFETY: ends this process, as a crash would; nothing of it is used afterwards.
+                unsafe { ExitProcess(THREAD_ENDED) };
+            }
+            // SAFETY: closes the handle duplicated above, once.
+            unsafe { windows_sys::Win32::Foundation::CloseHandle(handle as HANDLE) };
+        });
+        if watcher.is_err() {
+            // SAFETY: as above: the watcher did not start, so the handle is closed here.
+            unsafe { windows_sys::Win32::Foundation::CloseHandle(thread) };
+        }
+        ServingThread { done }
+    }
+}
+
+impl Drop for ServingThread {
+    /// Leaving the scope (a return, or a panic unwinding) is a normal end; `ExitThread` runs no drop.
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
