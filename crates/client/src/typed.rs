@@ -29,7 +29,65 @@
 //!
 //! Offsets are never taken from the Rust compiler: a `#[derive(CStruct)]` struct is a *description*
 //! that the server's [`Target`](crate::Target) lays out, so the same Rust struct crosses to an i386
-//! library with a `double` after a `char` at offset 4, and to an x86_64 one at offset 8.
+//! library with a `double` after a `char` at offset 4, and to an x86_64 one at offset 8:
+//!
+//! ```
+//! use bitbridge::{CStruct, CValue, Target};
+//!
+//! /// struct Reading { char tag; double value; uint8_t id[16]; };
+//! #[derive(CStruct, Clone, Debug, PartialEq)]
+//! #[repr(C)]
+//! struct Reading {
+//!     tag: i8,
+//!     value: f64,
+//!     id: [u8; 16],
+//! }
+//!
+//! let offsets = |t: Target| t.aggregate_layout(&Reading::ctype()).unwrap().unwrap().offsets;
+//! assert_eq!(offsets(Target::I386_SYSV), [0, 4, 12]);
+//! assert_eq!(offsets(Target::X86_64_SYSV), [0, 8, 16]);
+//! assert_eq!(Reading::ctype().to_string(), "struct Reading");
+//! let r = Reading { tag: 1, value: 2.5, id: [7; 16] };
+//! assert_eq!(Reading::from_value(r.clone().into_value()), Ok(r));
+//! ```
+//!
+//! Shapes C has no equivalent for are refused at compile time, with a message naming the problem
+//! (tested on the macro's expansion in `crates/derive`; each of these fails to compile):
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! #[repr(C)]
+//! enum Mode { Idle, Busy } // a C enum is an integer: use i32
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! #[repr(C)]
+//! struct Pair(i32, f64); // tuple structs: C members need names
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! #[repr(C)]
+//! struct Wrapper<T> { inner: T } // generic structs
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! #[repr(C)]
+//! struct Borrowing { name: &'static str } // references: use bitbridge::Addr for server memory
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! struct NotC { x: i32 } // #[repr(C)] is required
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(bitbridge::CStruct)]
+//! #[repr(C)]
+//! struct Opaque { x: std::time::Duration } // a member type without CValue
+//! ```
 
 use std::ffi::CString;
 use std::fmt;
