@@ -205,6 +205,10 @@ fn strings_handles_and_the_calling_convention() {
     for _ in 0..3 {
         assert_eq!(sub.call((10, 3)).unwrap(), 7);
     }
+    // x86_64 Linux has one convention: a stdcall declaration is refused when prepared, not at a call.
+    let lib = Backend::Server64.open("edge");
+    let e = lib.typed_with::<(i32,), i32>("id_int", CallConv::Stdcall).unwrap_err();
+    assert!(matches!(e, Error::Signature { .. }), "{e}");
 }
 
 #[test]

@@ -621,7 +621,8 @@ impl Library {
     }
 
     /// [`Library::typed`] with a calling convention (`CallConv::Stdcall` for a `WINAPI` function of a
-    /// 32-bit DLL; on x86_64 every convention is the platform's C one).
+    /// 32-bit DLL or an i386 `.so`). A Win64 server accepts and ignores it, as its compilers do; an
+    /// x86_64 Linux server refuses any but `Cdecl` here, when the function is prepared.
     pub fn typed_with<Args: CArgs, Ret: CReturn>(
         &self,
         name: &str,
