@@ -114,7 +114,7 @@ fn round_trips(budget: Duration) {
                 let v = sample(budget, batch, || {
                     black_box(add.call((black_box(2), black_box(3))).unwrap());
                 });
-                row(&format!("typed add(i32, i32), {arch} server, {mode}"), &v);
+                row(&format!("typed add(i32, i32), {arch} server, shm, spin"), &v);
             }
         }
     }
