@@ -107,6 +107,15 @@ fn round_trips(budget: Duration) {
             let add = add_of(&lib);
             let v = sample(budget, batch, || drop(black_box(add.call(&args).unwrap())));
             row(&format!("bitbridge {arch} server, {mode}"), &v);
+            if arch == "i686" && mode == "shm, spin (default)" {
+                // The typed layer over the same server: the values are built from a Rust tuple at
+                // every call (the dynamic row above reuses its array), then the same path.
+                let add = lib.typed::<(i32, i32), i32>("add").unwrap();
+                let v = sample(budget, batch, || {
+                    black_box(add.call((black_box(2), black_box(3))).unwrap());
+                });
+                row(&format!("typed add(i32, i32), {arch} server, shm, spin"), &v);
+            }
         }
     }
 }

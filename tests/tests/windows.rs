@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use bitbridge::{CType, Error, LibraryOptions, ServerOptions, Signature, Value};
+use bitbridge::{CLong, CType, Error, LibraryOptions, ServerOptions, Signature, Value};
 use bitbridge_tests::{no_server_left, open_windows, track, windows_fixture, Bits};
 
 const BITS: [Bits; 2] = [Bits::B32, Bits::B64];
@@ -15,6 +15,28 @@ const BITS: [Bits; 2] = [Bits::B32, Bits::B64];
 fn call(lib: &bitbridge::Library, proto: &str, args: &[Value]) -> bitbridge::Outcome {
     let f = lib.function_from_c(proto).unwrap_or_else(|e| panic!("{proto}: {e:#}"));
     f.call(args).unwrap_or_else(|e| panic!("{proto}: {e:#}"))
+}
+
+/// The typed layer (crates/client/src/typed.rs) into both DLLs: `typed_with(.., Stdcall)` finds the
+/// 32-bit `add_std@8` from the undecorated name, and Win64 ignores the convention as its compilers do.
+#[test]
+fn typed_stdcall_calls_into_both_dlls() {
+    let _check = no_server_left();
+    for bits in BITS {
+        let lib = open_windows("windll", bits, false);
+        let add = lib.typed_with::<(i32, i32), i32>("add_std", bitbridge::CallConv::Stdcall).unwrap();
+        assert_eq!(add.call((2, 3)).unwrap(), 5, "{bits:?}");
+        let scale = lib.typed_with::<(f64, i32, f64), f64>("scale_std", bitbridge::CallConv::Stdcall).unwrap();
+        assert_eq!(scale.call((1.5, 4, 0.25)).unwrap(), 6.25, "{bits:?}");
+        let add = lib.typed::<(i32, i32), i32>("add").unwrap();
+        assert_eq!(add.call((2, 40)).unwrap(), 42, "{bits:?}");
+        // long is 4 bytes on Win64 too (LLP64): CLong follows the server's target, and a value only
+        // an LP64 long holds is refused, never truncated.
+        let add_long = lib.typed::<(CLong, CLong), CLong>("add_long").unwrap();
+        assert_eq!(add_long.call((CLong(-5), CLong(7))).unwrap(), CLong(2), "{bits:?}");
+        let e = add_long.call((CLong(1 << 40), CLong(0))).unwrap_err();
+        assert!(matches!(e, Error::Argument { .. }), "{bits:?}: {e}");
+    }
 }
 
 #[test]

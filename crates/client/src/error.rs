@@ -246,6 +246,16 @@ pub enum Error {
         #[source]
         source: Box<MarshalError>,
     },
+    /// A typed call's return value or out-parameter did not convert to its Rust type (see
+    /// [`TypedFunction`](crate::TypedFunction)).
+    #[error("`{function}` gave back a value of another type than its Rust type: {source}")]
+    Typed {
+        /// The function.
+        function: String,
+        /// Which value and what is wrong.
+        #[source]
+        source: ValueTypeError,
+    },
     /// A value read back from the server does not fit its type.
     #[error("cannot read back the result of `{function}`: {source}")]
     Result {

@@ -11,6 +11,7 @@ mod process;
 mod server;
 mod service;
 pub mod shared;
+pub mod typed;
 pub mod wine;
 
 pub use bitbridge_proto::{
@@ -26,6 +27,12 @@ pub use library::{Function, Library, LibraryOptions, Outcome};
 pub use locate::{find_server, find_server_for, server_file_name, server_relative_path, user_server_dir};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
+pub use typed::{Addr, CArg, CArgs, CLong, CReturn, CULong, CValue, In, InOut, Out, TypedFunction};
+
+/// `#[derive(CStruct)]`: a `#[repr(C)]` struct with named members as a C struct ([`CValue`]), laid out
+/// by the server's target (feature `derive`, on by default). See [`typed`].
+#[cfg(feature = "derive")]
+pub use bitbridge_derive::CStruct;
 
 /// How a shared-memory connection waits (see [`ServerOptions::wait_mode`]).
 pub use bitbridge_shm::WaitMode;

@@ -236,13 +236,27 @@ pub struct ValueTypeError {
 }
 
 impl ValueTypeError {
-    fn new(expected: &'static str, v: &Value) -> Self {
+    /// The error for value `v` where a `expected` was asked for (used by the typed layer's
+    /// conversions, and by the code `#[derive(CStruct)]` writes).
+    pub fn new(expected: &'static str, v: &Value) -> Self {
         let found = match v {
             Value::Int(i) => format!("an integer out of range: {i}"),
             Value::UInt(u) => format!("an integer out of range: {u}"),
             other => other.kind().to_owned(),
         };
         ValueTypeError { expected, found }
+    }
+
+    /// The error for something described by `found` where a `expected` was asked for.
+    pub fn found(expected: &'static str, found: impl Into<String>) -> Self {
+        ValueTypeError { expected, found: found.into() }
+    }
+
+    /// The same error, found inside `place` of a larger value (`member \`x\` of struct Pt`,
+    /// `element 3`): the place is added to [`ValueTypeError::found`].
+    pub fn within(mut self, place: impl std::fmt::Display) -> Self {
+        self.found = format!("{} in {place}", self.found);
+        self
     }
 }
 

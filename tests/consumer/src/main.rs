@@ -2,7 +2,15 @@
 //! errors printed readably.
 use std::process::ExitCode;
 
-use bitbridge::{CType, Library, Signature, Value};
+use bitbridge::{CStruct, CType, Library, Signature, Value};
+
+/// struct Complex { double re; double im; }, for the typed call.
+#[derive(CStruct, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct Complex {
+    re: f64,
+    im: f64,
+}
 
 fn run(path: &str) -> bitbridge::Result<()> {
     let lib = Library::open(path)?;
@@ -12,6 +20,10 @@ fn run(path: &str) -> bitbridge::Result<()> {
     let sum = lib.function("sum", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int))?;
     let r = sum.call(&[Value::f64s([1.0, 2.0, 3.0]), 3.into()])?;
     println!("sum: {}", r.ret.as_f64().unwrap_or(f64::NAN));
+    // The typed layer and #[derive(CStruct)], from their packages too.
+    let add = lib.typed::<(Complex, Complex), Complex>("add")?;
+    let z = add.call((Complex { re: 1.0, im: 2.0 }, Complex { re: 3.0, im: 4.0 }))?;
+    println!("typed add: {} {}", z.re, z.im);
     Ok(())
 }
 
