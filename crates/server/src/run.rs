@@ -28,6 +28,12 @@ struct Waiting {
     mode: bitbridge_shm::WaitMode,
 }
 
+/// The socket transport: frames on the connection itself, both ways.
+fn stream(conn: Conn) -> std::io::Result<(Box<dyn Transport>, Box<dyn Transport>)> {
+    let send = StreamTransport::new(conn.try_clone()?);
+    Ok((Box::new(StreamTransport::new(conn)), Box::new(send)))
+}
+
 /// The receiving and sending transports: the socket itself, or the shared-memory segment the client
 /// sends over it right after the greeting. On the latter, `host` is given the way to the descriptors
 /// the client sends later (the arena, shared buffers).
@@ -37,10 +43,7 @@ fn connect(
     shm: Option<Waiting>,
     host: &mut Host,
 ) -> std::io::Result<(Box<dyn Transport>, Box<dyn Transport>)> {
-    let Some(w) = shm else {
-        let send = StreamTransport::new(conn.try_clone()?);
-        return Ok((Box::new(StreamTransport::new(conn)), Box::new(send)));
-    };
+    let Some(w) = shm else { return stream(conn) };
     let seg = Arc::new(bitbridge_shm::recv_segment(&conn)?);
     let recv = bitbridge_shm::ShmTransport::server(seg.clone(), conn.try_clone()?, w.spin).wait_mode(w.mode);
     let send = bitbridge_shm::ShmTransport::server(seg, conn.try_clone()?, w.spin).wait_mode(w.mode);
@@ -62,10 +65,7 @@ fn connect(
     host: &mut Host,
 ) -> std::io::Result<(Box<dyn Transport>, Box<dyn Transport>)> {
     use std::io::Read;
-    let Some(w) = shm else {
-        let send = StreamTransport::new(conn.try_clone()?);
-        return Ok((Box::new(StreamTransport::new(conn)), Box::new(send)));
-    };
+    let Some(w) = shm else { return stream(conn) };
     let client: u32 = std::env::var("BITBRIDGE_PARENT_PID").ok().and_then(|p| p.parse().ok()).ok_or_else(|| {
         std::io::Error::other("BITBRIDGE_PARENT_PID is not set: shared memory needs the client's pid")
     })?;

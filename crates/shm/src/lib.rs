@@ -595,52 +595,37 @@ impl ShmTransport {
     /// `watch` reports the server's end at once.
     #[cfg(unix)]
     pub fn client(seg: Arc<Segment>, sock: UnixStream, watch: Watch, spin: Duration) -> ShmTransport {
-        ShmTransport {
-            seg,
-            send: Direction::ToServer,
-            recv: Direction::ToClient,
-            sock: Some(sock),
-            watch: Some(watch),
-            spin,
-            mode: WaitMode::Spin,
-            adapt: Adapt::new(),
-            timeout: None,
-            send_timeout: None,
-            partial: Vec::new(),
-            in_frame: false,
-            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
-        }
+        let mut t = Self::new(seg, Direction::ToServer, Some(watch), spin);
+        t.sock = Some(sock);
+        t
     }
 
     /// A server end whose connection `sock` is checked for the client's end while it sleeps.
     #[cfg(unix)]
     pub fn server(seg: Arc<Segment>, sock: UnixStream, spin: Duration) -> ShmTransport {
-        ShmTransport {
-            seg,
-            send: Direction::ToClient,
-            recv: Direction::ToServer,
-            sock: Some(sock),
-            watch: None,
-            spin,
-            mode: WaitMode::Spin,
-            adapt: Adapt::new(),
-            timeout: None,
-            send_timeout: None,
-            partial: Vec::new(),
-            in_frame: false,
-            max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
-        }
+        let mut t = Self::new(seg, Direction::ToClient, None, spin);
+        t.sock = Some(sock);
+        t
     }
 
     /// A server end told of the client's end by `watch` (see [`Watch::reader`]).
     pub fn server_watched(seg: Arc<Segment>, watch: Watch, spin: Duration) -> ShmTransport {
+        Self::new(seg, Direction::ToClient, Some(watch), spin)
+    }
+
+    /// An end that sends on `send` and receives on the other mailbox.
+    fn new(seg: Arc<Segment>, send: Direction, watch: Option<Watch>, spin: Duration) -> ShmTransport {
+        let recv = match send {
+            Direction::ToServer => Direction::ToClient,
+            Direction::ToClient => Direction::ToServer,
+        };
         ShmTransport {
             seg,
-            send: Direction::ToClient,
-            recv: Direction::ToServer,
+            send,
+            recv,
             #[cfg(unix)]
             sock: None,
-            watch: Some(watch),
+            watch,
             spin,
             mode: WaitMode::Spin,
             adapt: Adapt::new(),
