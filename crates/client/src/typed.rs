@@ -228,7 +228,16 @@ impl CValue for String {
         Value::Str(self)
     }
     fn from_value(value: Value) -> std::result::Result<Self, ValueTypeError> {
-        String::try_from(value)
+        match value {
+            Value::Pointer(0) => {
+                Err(ValueTypeError::found("String", "NULL (declare it Option<String> to accept NULL)"))
+            }
+            Value::Bytes(_) => Err(ValueTypeError::found(
+                "String",
+                "text that is not UTF-8 (declare it CString to take its bytes as they are)",
+            )),
+            other => String::try_from(other),
+        }
     }
 }
 
@@ -309,7 +318,9 @@ fn element_values<T: CValue>(items: impl ExactSizeIterator<Item = T>) -> Value {
 }
 
 /// A C array `T[N]` (a struct member, or behind a pointer: `In<[f64; 3]>`). Nest for more dimensions:
-/// `[[f64; 4]; 3]` is `double[3][4]`.
+/// `[[f64; 4]; 3]` is `double[3][4]`. The array moves by value through the conversion, so for large
+/// buffers (hundreds of KiB: a thread's stack is 2 MiB by default) take a slice instead: `In<[f64]>`,
+/// `Out<[f64]>` with `&mut vec[..]`.
 impl<T: CValue, const N: usize> CValue for [T; N] {
     fn ctype() -> CType {
         CType::array(T::ctype(), u32::try_from(N).unwrap_or(u32::MAX))
@@ -356,6 +367,11 @@ impl<T: CValue> CReturn for T {
 
 /// How one parameter is passed: its [`Param`] (type and direction), what [`TypedFunction::call`]
 /// takes for it ([`CArg::Call`]), and, for out-parameters, how the value that came back is written.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a parameter of a typed function",
+    note = "a parameter is a CValue (i32, f64, a #[derive(CStruct)] struct...) or In<T>/Out<T>/InOut<T> of one; \
+            In<T> and InOut<T> also need T: Clone"
+)]
 pub trait CArg {
     /// What `call` takes for this parameter: the value itself for a [`CValue`], `&mut T` for
     /// [`Out<T>`] and [`InOut<T>`], `&T` for [`In<T>`].
@@ -415,10 +431,16 @@ pub struct Out<T: ?Sized>(PhantomData<T>);
 #[derive(Debug)]
 pub struct InOut<T: ?Sized>(PhantomData<T>);
 
-/// The one value that came back for a pointer to a single `T`, given as `Value::Zeros(1)`.
+/// The one value that came back for a pointer to a single `T` (sent as one element: `Value::Zeros(1)`,
+/// or an array of one value), converted without an element index in its errors.
 fn single<T: CValue>(after: Option<Value>) -> std::result::Result<T, ValueTypeError> {
-    let mut v = elements::<T>(after.unwrap_or(Value::Void), Some(1))?;
-    v.pop().ok_or_else(|| ValueTypeError::new("a value", &Value::Void))
+    match after {
+        Some(Value::Array(mut items)) if items.len() == 1 => T::from_value(items.pop().expect("one element")),
+        other => {
+            let mut v = elements::<T>(other.unwrap_or(Value::Void), Some(1))?;
+            v.pop().ok_or_else(|| ValueTypeError::new("a value", &Value::Void))
+        }
+    }
 }
 
 impl<T: CValue + Clone + 'static> CArg for In<T> {
@@ -428,7 +450,9 @@ impl<T: CValue + Clone + 'static> CArg for In<T> {
         Param { ty: CType::ptr(T::ctype()), dir: Direction::In }
     }
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>) {
-        (arg.clone().into_value(), ())
+        // One element behind the pointer (a `T` that is itself an array, `[f64; 3]`, is that one
+        // element, not three).
+        (Value::Array(vec![arg.clone().into_value()]), ())
     }
     fn write_back<'a>(_: Self::Back<'a>, _: Option<Value>) -> std::result::Result<(), ValueTypeError> {
         Ok(())
@@ -487,10 +511,11 @@ impl<T: CValue + Clone + 'static> CArg for InOut<T> {
         Param { ty: CType::ptr(T::ctype()), dir: Direction::InOut }
     }
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>) {
-        (arg.clone().into_value(), arg)
+        // One element behind the pointer, as for `In<T>`.
+        (Value::Array(vec![arg.clone().into_value()]), arg)
     }
     fn write_back<'a>(back: Self::Back<'a>, after: Option<Value>) -> std::result::Result<(), ValueTypeError> {
-        *back = T::from_value(after.unwrap_or(Value::Void))?;
+        *back = single(after)?;
         Ok(())
     }
 }
@@ -512,6 +537,10 @@ impl<T: CValue + Clone + 'static> CArg for InOut<[T]> {
 }
 
 /// A parameter list: a tuple of up to 12 [`CArg`]s (`()` for none, `(i32,)` for one).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a parameter list",
+    note = "the parameters are a tuple of up to 12: `()` for none, `(i32,)` for one (mind the comma), `(i32, f64)`"
+)]
 pub trait CArgs {
     /// What [`TypedFunction::call`] takes: the tuple of each parameter's [`CArg::Call`].
     type Call<'a>;

@@ -1,7 +1,8 @@
 //! `#[derive(CStruct)]`: a `#[repr(C)]` Rust struct as the description of a C struct.
 //!
 //! Use it through `bitbridge` (`bitbridge::CStruct`, the default `derive` feature): the code it writes
-//! names `::bitbridge`. See the package README for what is accepted and refused.
+//! names `::bitbridge`, or the path given with `#[cstruct(crate = "path")]` when the dependency is
+//! renamed or re-exported. See the package README for what is accepted and refused.
 #![deny(missing_docs)]
 
 use proc_macro2::{Literal, Span, TokenStream};
@@ -15,11 +16,30 @@ use syn::{Data, DeriveInput, Error, Fields, Type};
 /// `ctype()` is `CType::struct_of(name, members, pack)`: the *description* of the struct, laid out by
 /// the server's target (i386 puts a `double` after a `char` at offset 4, x86_64 at 8), never by the
 /// Rust compiler. `#[repr(C, packed)]` is pack 1, `#[repr(C, packed(N))]` pack N. Values convert to and
-/// from `Value::Struct`, member by member in declaration order.
-#[proc_macro_derive(CStruct)]
+/// from `Value::Struct`, member by member in declaration order. `#[cstruct(crate = "path")]` names the
+/// `bitbridge` crate when it is not `::bitbridge` (a renamed dependency, a re-export), as serde's
+/// `#[serde(crate = "...")]` does.
+#[proc_macro_derive(CStruct, attributes(cstruct))]
 pub fn derive_cstruct(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     let input = syn::parse_macro_input!(input as DeriveInput);
     expand(&input).unwrap_or_else(Error::into_compile_error).into()
+}
+
+/// The path of the `bitbridge` crate: `#[cstruct(crate = "path")]`, else `::bitbridge`.
+fn crate_path(input: &DeriveInput) -> syn::Result<syn::Path> {
+    let mut path: syn::Path = syn::parse_quote!(::bitbridge);
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("cstruct")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                let s: syn::LitStr = meta.value()?.parse()?;
+                path = s.parse()?;
+                Ok(())
+            } else {
+                Err(meta.error("#[cstruct(...)] takes only `crate = \"path\"`"))
+            }
+        })?;
+    }
+    Ok(path)
 }
 
 /// The `#[repr(...)]` of the struct: whether it has `C`, and its pack.
@@ -144,6 +164,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         return Err(e);
     }
 
+    let bb = crate_path(input)?;
     let tag = name.unraw().to_string();
     let count = Literal::usize_unsuffixed(fields.len());
     let idents: Vec<_> = fields.iter().filter_map(|f| f.ident.clone()).collect();
@@ -158,38 +179,36 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ctypes = types
         .iter()
         .zip(&names)
-        .map(|(ty, n)| quote_spanned!(ty.span()=> ::bitbridge::Field::new(#n, <#ty as ::bitbridge::CValue>::ctype())));
-    let intos = idents
-        .iter()
-        .zip(&types)
-        .map(|(i, ty)| quote_spanned!(ty.span()=> <#ty as ::bitbridge::CValue>::into_value(self.#i)));
+        .map(|(ty, n)| quote_spanned!(ty.span()=> #bb::Field::new(#n, <#ty as #bb::CValue>::ctype())));
+    let intos =
+        idents.iter().zip(&types).map(|(i, ty)| quote_spanned!(ty.span()=> <#ty as #bb::CValue>::into_value(self.#i)));
     let froms = idents.iter().zip(&types).zip(&names).map(|((i, ty), n)| {
         let place = format!("member `{n}` of struct {tag}");
         quote_spanned!(ty.span()=>
-            #i: <#ty as ::bitbridge::CValue>::from_value(
-                members.next().unwrap_or(::bitbridge::Value::Void),
-            ).map_err(|e| e.within(#place))?
+            #i: <#ty as #bb::CValue>::from_value(
+                __bitbridge_members.next().unwrap_or(#bb::Value::Void),
+            ).map_err(|__bitbridge_e| __bitbridge_e.within(#place))?
         )
     });
     let expected = format!("struct {tag} ({} members)", fields.len());
     let span = Span::call_site();
     Ok(quote_spanned! {span=>
-        impl ::bitbridge::CValue for #name {
-            fn ctype() -> ::bitbridge::CType {
-                ::bitbridge::CType::struct_of(#tag, ::std::vec![#(#ctypes),*], #pack)
+        impl #bb::CValue for #name {
+            fn ctype() -> #bb::CType {
+                #bb::CType::struct_of(#tag, ::std::vec![#(#ctypes),*], #pack)
             }
 
-            fn into_value(self) -> ::bitbridge::Value {
-                ::bitbridge::Value::Struct(::std::vec![#(#intos),*])
+            fn into_value(self) -> #bb::Value {
+                #bb::Value::Struct(::std::vec![#(#intos),*])
             }
 
-            fn from_value(value: ::bitbridge::Value) -> ::core::result::Result<Self, ::bitbridge::ValueTypeError> {
-                match value {
-                    ::bitbridge::Value::Struct(members) if members.len() == #count => {
-                        let mut members = members.into_iter();
+            fn from_value(__bitbridge_value: #bb::Value) -> ::core::result::Result<Self, #bb::ValueTypeError> {
+                match __bitbridge_value {
+                    #bb::Value::Struct(__bitbridge_members) if __bitbridge_members.len() == #count => {
+                        let mut __bitbridge_members = __bitbridge_members.into_iter();
                         ::core::result::Result::Ok(#name { #(#froms),* })
                     }
-                    other => ::core::result::Result::Err(::bitbridge::ValueTypeError::new(#expected, &other)),
+                    __bitbridge_other => ::core::result::Result::Err(#bb::ValueTypeError::new(#expected, &__bitbridge_other)),
                 }
             }
         }
