@@ -555,8 +555,8 @@ impl Transport for SocketTransport {
 
 struct State {
     /// Requests awaiting a reply, each with the largest reply frame it allows.
-    pending: HashMap<u64, u32>,
-    replies: HashMap<u64, Result<Reply, RemoteError>>,
+    pending: HashMap<u64, u32, IdHash>,
+    replies: HashMap<u64, Result<Reply, RemoteError>, IdHash>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
     /// Threads sleeping on `wake`: nobody to notify (a system call saved per reply) when zero.
@@ -567,6 +567,28 @@ struct State {
     reading: bool,
     dead: Option<Death>,
     process: Option<ServerProcess>,
+}
+
+/// Hashes request ids, which the client numbers itself (so no attacker chooses them): one multiply,
+/// where the default SipHash showed up in the profile of every call.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits hashbrown's tags come from.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// What the client has loaded and prepared, replayed on a fresh server after a restart.
@@ -670,8 +692,8 @@ impl Server {
                 send: Mutex::new(SendHalf { transport: link.send, out: Vec::new() }),
                 recv: Mutex::new(RecvHalf { transport: link.recv, buf: Vec::new(), begun: None }),
                 state: Mutex::new(State {
-                    pending: HashMap::new(),
-                    replies: HashMap::new(),
+                    pending: HashMap::default(),
+                    replies: HashMap::default(),
                     generation: 0,
                     waiters: 0,
                     requests: std::collections::VecDeque::new(),
@@ -1406,6 +1428,12 @@ impl Server {
 
     /// Waits for the reply to `id`, reading frames while no other thread does.
     fn wait(&self, id: u64, generation: u64, deadline: Option<Instant>) -> Result<Reply> {
+        let remote = |r: std::result::Result<Reply, RemoteError>| {
+            r.map_err(|mut e| {
+                e.message = bounded(e.message);
+                Error::Remote(e)
+            })
+        };
         let inner = &*self.inner;
         let mut st = lock(&inner.state);
         let result = loop {
@@ -1417,10 +1445,7 @@ impl Server {
                 continue;
             }
             if let Some(r) = st.replies.remove(&id) {
-                break r.map_err(|mut e| {
-                    e.message = bounded(e.message);
-                    Error::Remote(e)
-                });
+                break remote(r);
             }
             if st.generation != generation {
                 // Sent to a server that died and was replaced meanwhile.
@@ -1454,6 +1479,8 @@ impl Server {
                 inner.wake.notify_all();
             }
             match frame {
+                // Our own reply: taken at once, not stored for ourselves to take back.
+                Ok(Frame::Reply { id: rid, reply }) if rid == id => break remote(reply),
                 Ok(Frame::Reply { id: rid, reply }) if st.pending.contains_key(&rid) => {
                     st.replies.insert(rid, reply);
                 }
@@ -1515,8 +1542,9 @@ impl Server {
         transport.set_max_frame(max);
         let end = timeout.map(|t| Instant::now() + t);
         loop {
-            let now = Instant::now();
-            let slice = end.map_or(STALL_CHECK, |e| e.saturating_duration_since(now).min(STALL_CHECK));
+            // The clock is read only when there is a deadline (no system call per reply otherwise).
+            let now = end.map(|_| Instant::now());
+            let slice = end.zip(now).map_or(STALL_CHECK, |(e, now)| e.saturating_duration_since(now).min(STALL_CHECK));
             transport.set_recv_timeout(Some(slice)).map_err(ReadError::Frame)?;
             match transport.recv(buf) {
                 Ok(()) => {
@@ -1525,6 +1553,8 @@ impl Server {
                 }
                 Err(FrameError::TimedOut) => {
                     if transport.in_frame() {
+                        // The slice just waited started about `slice` ago.
+                        let now = now.unwrap_or_else(|| Instant::now().checked_sub(slice).unwrap_or_else(Instant::now));
                         let since = *begun.get_or_insert(now);
                         if since.elapsed() >= FRAME_STALL {
                             return Err(ReadError::Protocol(format!(

@@ -128,9 +128,39 @@ enum Seg<'s> {
     Named(&'static str),
 }
 
-fn render(path: &[Seg<'_>]) -> String {
+/// The path to the value being laid out or read: its first step kept inline, so that the common
+/// case (a scalar argument, one step) allocates nothing.
+#[derive(Default)]
+struct Path<'s> {
+    first: Option<Seg<'s>>,
+    rest: Vec<Seg<'s>>,
+}
+
+impl<'s> Path<'s> {
+    fn one(seg: Seg<'s>) -> Path<'s> {
+        Path { first: Some(seg), rest: Vec::new() }
+    }
+
+    fn push(&mut self, seg: Seg<'s>) {
+        if self.first.is_none() {
+            self.first = Some(seg);
+        } else {
+            self.rest.push(seg);
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.rest.pop().is_none() {
+            self.first = None;
+        }
+    }
+}
+
+fn render(path: &Path<'_>) -> String {
     let parts: Vec<String> = path
+        .first
         .iter()
+        .chain(&path.rest)
         .map(|s| match s {
             Seg::Arg(i) => format!("argument {}", i + 1),
             Seg::Field(f) => format!(".{f}"),
@@ -149,7 +179,7 @@ static WCHAR: CType = CType::WChar;
 struct Encoder<'a, 's, 'v> {
     target: &'a Target,
     data: CallData,
-    path: Vec<Seg<'s>>,
+    path: Path<'s>,
     /// Blocks at least this large given as bytes are not copied: they are listed in `deferred`.
     defer_at: u64,
     deferred: Vec<(u32, &'v [u8])>,
@@ -172,21 +202,35 @@ pub fn encode_call_bulk<'v>(
     values: &'v [Value],
     defer_at: u64,
 ) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
-    let mut enc = Encoder { target, data: CallData::default(), path: Vec::new(), defer_at, deferred: Vec::new() };
-    if values.len() != sig.params.len() {
-        return Err(enc.err(MarshalErrorKind::ArgCount { expected: sig.params.len(), got: values.len() }));
+    let mut enc = Encoder { target, data: CallData::default(), path: Path::default(), defer_at, deferred: Vec::new() };
+    let n = sig.params.len();
+    if values.len() != n {
+        return Err(enc.err(MarshalErrorKind::ArgCount { expected: n, got: values.len() }));
     }
-    let mut sizes = Vec::with_capacity(sig.params.len());
+    // Each argument's (offset, size), on the stack for the usual few arguments.
+    let mut few = [(0u64, 0u64); 8];
+    let mut many = Vec::new();
+    let slots: &mut [(u64, u64)] = if n <= few.len() {
+        &mut few[..n]
+    } else {
+        many.resize(n, (0, 0));
+        &mut many
+    };
+    let mut total = 0u64;
     for (i, p) in sig.params.iter().enumerate() {
         enc.path.push(Seg::Arg(i));
-        sizes.push(enc.size_of(&p.ty)?);
+        let size = enc.size_of(&p.ty)?;
         enc.path.pop();
+        // As `arg_slots`: each at the next multiple of 16 bytes.
+        let start = total.next_multiple_of(16);
+        slots[i] = (start, size);
+        total = start + size;
     }
-    let (offsets, total) = crate::msg::arg_slots(sizes.iter().copied());
     let mut args = vec![0u8; total as usize];
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
         enc.path.push(Seg::Arg(i));
-        let slot = &mut args[offsets[i] as usize..(offsets[i] + sizes[i]) as usize];
+        let (start, size) = slots[i];
+        let slot = &mut args[start as usize..(start + size) as usize];
         enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?;
         enc.path.pop();
     }
@@ -201,7 +245,7 @@ pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8
     let mut enc = Encoder {
         target,
         data: CallData::default(),
-        path: vec![Seg::Named("value")],
+        path: Path::one(Seg::Named("value")),
         defer_at: u64::MAX,
         deferred: Vec::new(),
     };
@@ -616,13 +660,13 @@ fn has_nested_pointer(ty: &CType) -> bool {
 /// Reads a value of type `ty` from bytes laid out for `target`. Pointers become [`Value::Pointer`],
 /// byte arrays [`Value::Bytes`], unions [`Value::Union`] (every member's view).
 pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
-    Reader { target, blocks: &[], next: 0, path: vec![Seg::Named("value")], addrs: &[], in_block: false }
+    Reader { target, blocks: &[], next: 0, path: Path::one(Seg::Named("value")), addrs: &[], in_block: false }
         .fresh(ty, bytes)
 }
 
 /// Wide-character units read from the server (a `wchar_t *` string without its NUL) as text.
 pub fn decode_wide(target: &Target, units: &[u8]) -> String {
-    Reader { target, blocks: &[], next: 0, path: Vec::new(), addrs: &[], in_block: false }.wide_str(units)
+    Reader { target, blocks: &[], next: 0, path: Path::default(), addrs: &[], in_block: false }.wide_str(units)
 }
 
 /// Reads the arguments of a callback the server reports ([`Request::Callback`](crate::Request)):
@@ -736,7 +780,7 @@ pub fn decode_results_at(
     blocks: &[Option<&[u8]>],
     addrs: &[u64],
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
-    let mut r = Reader { target, blocks, next: 0, path: vec![Seg::Named("return value")], addrs, in_block: false };
+    let mut r = Reader { target, blocks, next: 0, path: Path::one(Seg::Named("return value")), addrs, in_block: false };
     let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
         (CType::CStr | CType::WStr, None) => Value::NULL,
@@ -750,7 +794,7 @@ pub fn decode_results_at(
         return Ok((ret, outs));
     }
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
-        r.path = vec![Seg::Arg(i)];
+        r.path = Path::one(Seg::Arg(i));
         outs.push(r.param(&p.ty, p.dir, v)?);
     }
     Ok((ret, outs))
@@ -761,7 +805,7 @@ struct Reader<'a, 's> {
     blocks: &'a [Option<&'a [u8]>],
     /// The number of the next block, counted in the encoder's order.
     next: u32,
-    path: Vec<Seg<'s>>,
+    path: Path<'s>,
     /// The server's address of each block (empty: unknown).
     addrs: &'a [u64],
     /// Whether the bytes being read are a block's content after the call (not an argument slot).

@@ -40,6 +40,8 @@ pub struct InProcess {
     host: Host,
     replies: VecDeque<Vec<u8>>,
     closed: bool,
+    /// The buffer the last reply was received into, reused for the next reply.
+    spare: Vec<u8>,
 }
 
 impl InProcess {
@@ -47,7 +49,7 @@ impl InProcess {
     pub fn new(host: Host) -> InProcess {
         let mut hello = Vec::new();
         msg::encode(&self::hello(std::process::id()), &mut hello);
-        InProcess { host, replies: VecDeque::from([hello]), closed: false }
+        InProcess { host, replies: VecDeque::from([hello]), closed: false, spare: Vec::new() }
     }
 }
 
@@ -73,7 +75,8 @@ impl Transport for InProcess {
                 }
             }
         };
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.spare);
+        out.clear();
         msg::encode(&reply, &mut out);
         self.replies.push_back(out);
         Ok(())
@@ -81,8 +84,9 @@ impl Transport for InProcess {
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
         match self.replies.pop_front() {
-            Some(f) => {
-                *buf = f;
+            Some(mut f) => {
+                std::mem::swap(buf, &mut f);
+                self.spare = f;
                 Ok(())
             }
             None => Err(FrameError::Closed),

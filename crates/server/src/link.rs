@@ -16,7 +16,8 @@ use crate::host::Host;
 
 pub(crate) struct Link {
     recv: Mutex<(Box<dyn Transport>, Vec<u8>)>,
-    send: Mutex<Box<dyn Transport>>,
+    /// The transport and the buffer each frame is encoded into (reused: no allocation per reply).
+    send: Mutex<(Box<dyn Transport>, Vec<u8>)>,
     state: Mutex<State>,
     wake: Condvar,
     next_id: AtomicU64,
@@ -53,6 +54,9 @@ enum Read {
     Failed(FrameError),
 }
 
+/// The largest send buffer kept between frames.
+const KEEP_BUFFER: usize = 64 << 10;
+
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -61,7 +65,7 @@ impl Link {
     pub(crate) fn new(recv: Box<dyn Transport>, send: Box<dyn Transport>) -> Link {
         Link {
             recv: Mutex::new((recv, Vec::new())),
-            send: Mutex::new(send),
+            send: Mutex::new((send, Vec::new())),
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -85,9 +89,16 @@ impl Link {
 
     /// Sends a frame; a reply too large for a frame is replaced by an error reply.
     pub(crate) fn send(&self, frame: &Frame) -> Result<(), FrameError> {
-        let mut out = Vec::new();
-        msg::encode(frame, &mut out);
-        match lock(&self.send).send(&out) {
+        let mut guard = lock(&self.send);
+        let (transport, out) = &mut *guard;
+        out.clear();
+        msg::encode(frame, out);
+        let sent = transport.send(out);
+        if out.capacity() > KEEP_BUFFER {
+            // A large reply's buffer is not kept for the session (a 32-bit server's address space).
+            *out = Vec::new();
+        }
+        match sent {
             Err(FrameError::TooLarge { len, max }) => {
                 let id = match frame {
                     Frame::Reply { id, .. } | Frame::Request { id, .. } | Frame::Nested { id, .. } => *id,
@@ -96,9 +107,9 @@ impl Link {
                 out.clear();
                 msg::encode(
                     &Frame::Reply { id, reply: Err(RemoteError { kind: ErrorKind::BadArguments, message }) },
-                    &mut out,
+                    out,
                 );
-                lock(&self.send).send(&out)
+                transport.send(out)
             }
             other => other,
         }
