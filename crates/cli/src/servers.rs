@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
-use bitbridge::{find_server_for, server_relative_path, user_server_dir, Arch, Os, Target};
+use bitbridge::{find_server_for, rust_triple, server_relative_path, user_server_dir, Arch, Os, Target};
 
 /// The source of `bcryptprimitives.dll`, the stand-in each Windows server needs beside it under Wine 8
 /// (see the file's comment and docs/WINDOWS.md): compiled with mingw-w64 at install time.
@@ -19,15 +19,6 @@ pub enum Source {
     Registry,
     /// A folder holding the `bitbridge-server` crate: a checkout's `crates/server` or an unpacked package.
     Path(PathBuf),
-}
-
-/// The Rust target a server for `t` is built for.
-fn triple(t: Target) -> &'static str {
-    match (t.os, t.arch) {
-        (Os::Windows, Arch::X86) => "i686-pc-windows-gnu",
-        (Os::Windows, _) => "x86_64-pc-windows-gnu",
-        (_, a) => a.linux_triple(),
-    }
 }
 
 /// The mingw-w64 C compiler for a Windows target (`i686-w64-mingw32-gcc`), which also links its server.
@@ -53,7 +44,7 @@ fn buildable() -> anyhow::Result<Vec<Target>> {
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let mut targets = Vec::new();
     for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
-        let std_there = sysroot.join("lib/rustlib").join(triple(t)).join("lib").is_dir();
+        let std_there = sysroot.join("lib/rustlib").join(rust_triple(t)).join("lib").is_dir();
         let cc_there = t.os != Os::Windows || Command::new(mingw(t)).arg("--version").output().is_ok();
         if std_there && cc_there {
             targets.push(t);
@@ -112,11 +103,11 @@ pub fn install(source: &Source, arches: &[Arch], windows: bool, dir: Option<Path
             let how = match t.os {
                 Os::Windows => format!(
                     "`rustup target add {}` and mingw-w64's {} (Debian: gcc-mingw-w64-{}-win32)",
-                    triple(*t),
+                    rust_triple(*t),
                     mingw(*t),
                     if t.arch == Arch::X86 { "i686" } else { "x86-64" }
                 ),
-                _ => format!("`rustup target add {}`; linking also needs gcc-multilib for i686", triple(*t)),
+                _ => format!("`rustup target add {}`; linking also needs gcc-multilib for i686", rust_triple(*t)),
             };
             bail!("cannot build a server for {} here: {how}", label(*t));
         }
@@ -143,12 +134,12 @@ pub fn install(source: &Source, arches: &[Arch], windows: bool, dir: Option<Path
                 cmd.arg("--path").arg(p);
             }
         }
-        cmd.args(["--quiet", "--force", "--target", triple(t), "--root"])
+        cmd.args(["--quiet", "--force", "--target", rust_triple(t), "--root"])
             .arg(&root)
             .arg("--target-dir")
             .arg(build.join("target"));
         if t.os == Os::Windows {
-            let var = format!("CARGO_TARGET_{}_LINKER", triple(t).to_uppercase().replace('-', "_"));
+            let var = format!("CARGO_TARGET_{}_LINKER", rust_triple(t).to_uppercase().replace('-', "_"));
             cmd.env(var, mingw(t));
         }
         eprintln!("bitbridge: building the {} server: {cmd:?}", label(t));

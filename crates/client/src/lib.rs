@@ -24,7 +24,7 @@ pub use detect::{
 };
 pub use error::{Error, ExitReason, Result};
 pub use library::{Function, Library, LibraryOptions, Outcome};
-pub use locate::{find_server, find_server_for, server_file_name, server_relative_path, user_server_dir};
+pub use locate::{find_server, find_server_for, rust_triple, server_file_name, server_relative_path, user_server_dir};
 pub use server::{Callback, Server, ServerOptions, ServerOutput, SharedBuffer, DEFAULT_LOAD_TIMEOUT, FRAME_STALL};
 pub use service::ServiceClient;
 pub use typed::{Addr, CArg, CArgs, CLong, CReturn, CULong, CValue, In, InOut, Out, TypedFunction};

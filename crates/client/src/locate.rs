@@ -57,8 +57,9 @@ fn env_name(target: Target) -> &'static str {
     }
 }
 
-/// The Rust target a server for `target` is built for.
-pub(crate) fn rust_triple(target: Target) -> &'static str {
+/// The Rust target a server for `target` is built for (`i686-unknown-linux-gnu`,
+/// `x86_64-pc-windows-gnu`...).
+pub fn rust_triple(target: Target) -> &'static str {
     match (target.os, target.arch) {
         (Os::Windows, Arch::X86) => "i686-pc-windows-gnu",
         (Os::Windows, _) => "x86_64-pc-windows-gnu",

@@ -26,6 +26,15 @@ use crate::error::{Error, Result};
 pub(crate) const QUIET: [(&str, &str); 3] =
     [("WINEDEBUG", "-all"), ("WINEDLLOVERRIDES", "mscoree,mshtml="), ("DISPLAY", "")];
 
+/// Wine's name of the prefix architecture for `arch` (`WINEARCH`, and bitbridge's prefix folder name).
+fn winearch(arch: Arch) -> &'static str {
+    if arch == Arch::X86 {
+        "win32"
+    } else {
+        "win64"
+    }
+}
+
 fn arch_suffix(arch: Arch) -> &'static str {
     match arch {
         Arch::X86 => "I686",
@@ -136,7 +145,7 @@ pub fn prefix(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
                  ServerOptions::wine_prefix"
             .into(),
     })?;
-    Ok(data.join("bitbridge").join("wine").join(if arch == Arch::X86 { "win32" } else { "win64" }))
+    Ok(data.join("bitbridge").join("wine").join(winearch(arch)))
 }
 
 /// Creates the prefix with `wineboot --init` unless it is there (its `system.reg` exists), waiting for
@@ -174,11 +183,10 @@ pub(crate) fn ensure_prefix(loader: &Path, arch: Arch, prefix: &Path, timeout: D
     }
     let existed = prefix.exists();
     eprintln!("bitbridge: creating the Wine prefix for {arch} Windows DLLs in {} (once; about 30 s)", prefix.display());
-    let winearch = if arch == Arch::X86 { "win32" } else { "win64" };
     let mut cmd = Command::new(loader);
     cmd.args(["wineboot", "--init"])
         .env("WINEPREFIX", prefix)
-        .env("WINEARCH", winearch)
+        .env("WINEARCH", winearch(arch))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -316,7 +324,7 @@ fn wait_wineserver(loader: &Path, prefix: &Path, deadline: Instant) {
 pub(crate) fn environment(loader: &Path, arch: Arch, prefix: &Path) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = QUIET.iter().map(|(k, v)| (k.into(), v.into())).collect();
     env.push(("WINEPREFIX".into(), prefix.into()));
-    env.push(("WINEARCH".into(), (if arch == Arch::X86 { "win32" } else { "win64" }).into()));
+    env.push(("WINEARCH".into(), winearch(arch).into()));
     if let Some(ws) = wineserver(loader) {
         env.push(("WINESERVER".into(), ws));
     }
