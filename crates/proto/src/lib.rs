@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod flat;
 pub mod marshal;
 pub mod msg;
 pub mod service;

@@ -260,6 +260,16 @@ pub fn encode_value(target: &Target, ty: &CType, value: &Value) -> Result<Vec<u8
     Ok(buf)
 }
 
+/// Writes `value` as an argument of type `ty` for `target` into `out` (exactly `ty`'s size) when it
+/// needs no memory of its own: a number, an address, a struct or array of those. `false` when it does
+/// (a string, a pointee to copy, a shared buffer) or does not fit `ty`: then [`encode_call`] lays the
+/// call out (and names what is wrong). The fast path's encoder: nothing is allocated.
+pub fn encode_plain(target: &Target, ty: &CType, value: &Value, out: &mut [u8]) -> bool {
+    let mut enc =
+        Encoder { target, data: CallData::default(), path: Path::default(), defer_at: u64::MAX, deferred: Vec::new() };
+    enc.write(ty, value, out, Loc::Arg(0), 0, Direction::In).is_ok() && enc.data.blocks.is_empty()
+}
+
 impl<'s, 'v> Encoder<'_, 's, 'v> {
     fn err(&self, kind: MarshalErrorKind) -> MarshalError {
         MarshalError { path: render(&self.path), kind }
