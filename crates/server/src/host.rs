@@ -129,6 +129,14 @@ struct Prepared {
     ret_size: usize,
 }
 
+/// How [`Host::call_flat`] answered.
+pub(crate) enum FlatAnswer {
+    /// Returned: the first `len` bytes of the value buffer, with `errno` and the last error.
+    Plain { len: usize, errno: Option<i32>, last_error: Option<u32> },
+    /// Answered as the general request.
+    General(Result<Reply, RemoteError>),
+}
+
 thread_local! {
     /// Per thread, reused by every call: the 16-byte aligned argument slots and libffi's pointers to them.
     static SCRATCH: std::cell::RefCell<(Vec<u128>, Vec<*mut c_void>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -568,10 +576,6 @@ impl Host {
         }
 
         let addrs: Vec<u64> = blocks.iter().map(BlockMem::addr).collect();
-        let base: *mut u8 = slots.as_mut_ptr().cast();
-        avalues.clear();
-        // SAFETY: every offset is inside `slots` (args_len bytes fit, as sized above).
-        avalues.extend(f.arg_offsets.iter().map(|&o| unsafe { base.add(o) }.cast::<c_void>()));
         // libffi writes at least a full register for small integer returns.
         let mut small = [0u128; 2];
         let mut large = Vec::new();
@@ -581,28 +585,7 @@ impl Host {
             large.resize(f.ret_size.div_ceil(16), 0u128);
             &mut large
         };
-        if f.sig.use_errno {
-            crate::sys::set_errno(0);
-        }
-        if f.sig.use_last_error {
-            crate::sys::set_last_error(0);
-        }
-        // SAFETY: the cif was prepared from the client's signature for this very function; each argument
-        // slot holds exactly its type's bytes in this target's layout (checked above), pointer arguments
-        // point into live blocks, and the return buffer is larger than the return type. Whether the
-        // signature matches the function is the contract of Host::new.
-        unsafe {
-            libffi::raw::ffi_call(
-                f.cif.as_raw_ptr(),
-                Some(*f.code.as_fun()),
-                ret.as_mut_ptr().cast(),
-                avalues.as_mut_ptr(),
-            );
-        }
-
-        // Before anything else can touch errno.
-        let last_error = f.sig.use_last_error.then(crate::sys::get_last_error);
-        let errno = f.sig.use_errno.then(crate::sys::get_errno);
+        let (errno, last_error) = Self::invoke(f, slots, avalues, ret);
         let value = as_bytes_mut(ret)[..f.ret_size].to_vec();
         let string = match f.sig.ret {
             CType::CStr | CType::WStr => {
@@ -625,6 +608,87 @@ impl Host {
             }
         }
         Ok(Returned { value, string, blocks: back, errno, last_error, addrs })
+    }
+
+    /// A call whose arguments are plain bytes (a [`Request::Call`] with no blocks, relocations or
+    /// variadic types, as `bitbridge_proto::flat` reads it): the fast path, with no heap work. The
+    /// return value is written into `value` (its length is the return type's size). A call it does not
+    /// take (unknown function, wrong length, a variadic function, a result too large or a string to
+    /// read) is answered by [`Host::handle`] as the general request.
+    pub(crate) fn call_flat(&self, func: u32, args: &[u8], value: &mut [u8; 32]) -> FlatAnswer {
+        let general = || {
+            let call = CallData { args: args.to_vec(), ..CallData::default() };
+            FlatAnswer::General(self.handle(Request::Call { func, call }))
+        };
+        if !self.native {
+            return general();
+        }
+        let Some(f) = read(&self.funcs).get(&func).cloned() else { return general() };
+        if f.sig.variadic
+            || f.ret_size > 32
+            || matches!(f.sig.ret, CType::CStr | CType::WStr)
+            || args.len() != f.args_len
+        {
+            return general();
+        }
+        let run = || {
+            // As in `call`: taken out for the call, so a callback re-entering on this thread starts afresh.
+            let (mut slots, mut avalues) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            slots.clear();
+            slots.resize(f.args_len.div_ceil(16).max(1), 0);
+            as_bytes_mut(&mut slots)[..f.args_len].copy_from_slice(args);
+            let mut ret = [0u128; 2];
+            let (errno, last_error) = Self::invoke(&f, &mut slots, &mut avalues, &mut ret);
+            SCRATCH.with(|s| *s.borrow_mut() = (slots, avalues));
+            value[..f.ret_size].copy_from_slice(&as_bytes_mut(&mut ret)[..f.ret_size]);
+            FlatAnswer::Plain { len: f.ret_size, errno, last_error }
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+            let what = panic_message(p.as_ref()).unwrap_or_default();
+            FlatAnswer::General(fail(
+                ErrorKind::BadArguments,
+                format!("the server failed handling the request: {what}"),
+            ))
+        })
+    }
+
+    /// Calls `f` with the arguments in `slots` (each at its offset, pointers patched), the result into
+    /// `ret` (at least the return type's size, and 32 bytes). Returns `errno` and the last error, when the
+    /// signature asks for them.
+    fn invoke(
+        f: &Prepared,
+        slots: &mut [u128],
+        avalues: &mut Vec<*mut c_void>,
+        ret: &mut [u128],
+    ) -> (Option<i32>, Option<u32>) {
+        let base: *mut u8 = slots.as_mut_ptr().cast();
+        avalues.clear();
+        // SAFETY: every offset is inside `slots` (args_len bytes fit, as sized by the callers).
+        avalues.extend(f.arg_offsets.iter().map(|&o| unsafe { base.add(o) }.cast::<c_void>()));
+        if f.sig.use_errno {
+            crate::sys::set_errno(0);
+        }
+        if f.sig.use_last_error {
+            crate::sys::set_last_error(0);
+        }
+        // SAFETY: the cif was prepared from the client's signature for this very function; each argument
+        // slot holds exactly its type's bytes in this target's layout (the callers checked the argument
+        // bytes are `args_len` long), pointer arguments point into live blocks or are the caller's own
+        // addresses, and the return buffer is larger than the return type (the callers' contract). Whether
+        // the signature matches the function is the contract of Host::new.
+        unsafe {
+            libffi::raw::ffi_call(
+                f.cif.as_raw_ptr(),
+                Some(*f.code.as_fun()),
+                ret.as_mut_ptr().cast(),
+                avalues.as_mut_ptr(),
+            );
+        }
+
+        // Before anything else can touch errno.
+        let last_error = f.sig.use_last_error.then(crate::sys::get_last_error);
+        let errno = f.sig.use_errno.then(crate::sys::get_errno);
+        (errno, last_error)
     }
 
     /// Serves requests from `recv`, answering on `send`, until the client shuts the server down or goes
@@ -672,6 +736,7 @@ impl Host {
                     return link.send(&Frame::Reply { id, reply: Ok(Reply::Done) });
                 }
                 Next::Request(id, request) => link.answer(id, self.handle(request))?,
+                Next::Flat(call) => link.answer_flat(self, &call)?,
                 Next::Stop(end) => return end,
             }
         }

@@ -58,6 +58,20 @@ impl Transport for InProcess {
         if self.closed {
             return Err(FrameError::Closed);
         }
+        if let Some(call) = bitbridge_proto::flat::peek_call(frame) {
+            // The fast path, as the server's link takes it.
+            let mut out = std::mem::take(&mut self.spare);
+            out.clear();
+            let mut value = [0u8; 32];
+            match self.host.call_flat(call.func, call.args, &mut value) {
+                host::FlatAnswer::Plain { len, errno, last_error } => {
+                    bitbridge_proto::flat::encode_returned(&mut out, call.id, &value[..len], errno, last_error)
+                }
+                host::FlatAnswer::General(reply) => msg::encode(&Frame::Reply { id: call.id, reply }, &mut out),
+            }
+            self.replies.push_back(out);
+            return Ok(());
+        }
         let reply = match msg::decode::<Frame>(frame) {
             Ok(Frame::Request { id, request } | Frame::Nested { id, request, .. }) => {
                 self.closed = matches!(request, Request::Shutdown);

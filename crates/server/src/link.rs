@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex};
 
 use bitbridge_proto::{msg, ErrorKind, Frame, FrameError, RemoteError, Reply, Request, Transport};
 
-use crate::host::Host;
+use crate::host::{FlatAnswer, Host};
 
 pub(crate) struct Link {
     recv: Mutex<(Box<dyn Transport>, Vec<u8>)>,
@@ -40,16 +40,43 @@ struct State {
     nested: HashMap<u64, std::collections::VecDeque<(u64, Request)>>,
 }
 
+/// The most argument bytes a call read by the fast path carries (copied out of the receive buffer);
+/// a larger one is decoded as a general request.
+pub(crate) const FLAT_ARGS: usize = 256;
+
+/// A call with plain arguments, copied out of the receive buffer (`bitbridge_proto::flat`).
+pub(crate) struct FlatCall {
+    pub(crate) id: u64,
+    pub(crate) func: u32,
+    len: usize,
+    args: [u8; FLAT_ARGS],
+}
+
+impl FlatCall {
+    pub(crate) fn args(&self) -> &[u8] {
+        &self.args[..self.len]
+    }
+
+    /// The same call as a general request, for the paths that queue requests.
+    fn into_request(self) -> (u64, Request) {
+        let call = bitbridge_proto::CallData { args: self.args().to_vec(), ..Default::default() };
+        (self.id, Request::Call { func: self.func, call })
+    }
+}
+
 /// What a worker got.
 pub(crate) enum Next {
     /// A request to run and answer.
     Request(u64, Request),
+    /// A call with plain arguments: [`Host::call_flat`], answered by [`Link::answer_flat`].
+    Flat(FlatCall),
     /// The end of the session: the client went away, or sent something that ends it (answered).
     Stop(Result<(), FrameError>),
 }
 
 enum Read {
     Frame(Frame),
+    Flat(FlatCall),
     Malformed(String),
     Failed(FrameError),
 }
@@ -77,13 +104,22 @@ impl Link {
         let mut r = lock(&self.recv);
         let (transport, buf) = &mut *r;
         match transport.recv(buf) {
-            Ok(()) => match msg::decode::<Frame>(buf) {
-                // Only these may come from a client; replies for us are `Reply`.
-                Ok(Frame::Nested { id, parent, request }) => Read::Frame(Frame::Nested { id, parent, request }),
-                Ok(f) => Read::Frame(f),
-                Err(e) => Read::Malformed(e.to_string()),
+            Ok(()) => match bitbridge_proto::flat::peek_call(buf) {
+                Some(c) if c.args.len() <= FLAT_ARGS => {
+                    let mut call = FlatCall { id: c.id, func: c.func, len: c.args.len(), args: [0; FLAT_ARGS] };
+                    call.args[..c.args.len()].copy_from_slice(c.args);
+                    Read::Flat(call)
+                }
+                _ => Self::decode(buf),
             },
             Err(e) => Read::Failed(e),
+        }
+    }
+
+    fn decode(buf: &[u8]) -> Read {
+        match msg::decode::<Frame>(buf) {
+            Ok(f) => Read::Frame(f),
+            Err(e) => Read::Malformed(e.to_string()),
         }
     }
 
@@ -139,15 +175,20 @@ impl Link {
                 st.reading = true;
             }
             let got = self.read();
-            if let Read::Frame(Frame::Request { request, .. }) = &got {
+            match &got {
                 // Counted before another worker can read a Shutdown behind it.
-                if !matches!(request, Request::Shutdown) {
+                Read::Frame(Frame::Request { request, .. }) if !matches!(request, Request::Shutdown) => {
                     self.in_flight.fetch_add(1, SeqCst);
                 }
+                Read::Flat(_) => {
+                    self.in_flight.fetch_add(1, SeqCst);
+                }
+                _ => {}
             }
             let got = self.release_reader(got);
             match got {
                 None => {} // a reply or a nested call, delivered to its thread
+                Some(Read::Flat(call)) => return Next::Flat(call),
                 Some(Read::Frame(Frame::Request { id, request } | Frame::Nested { id, request, .. })) => {
                     return Next::Request(id, request)
                 }
@@ -244,7 +285,12 @@ impl Link {
                 Some(Read::Frame(Frame::Reply { .. })) => self.close(),
                 // A nested call of a callback nobody waits for any more: run it here rather than drop it.
                 Some(Read::Frame(Frame::Nested { id: rid, request, .. })) => self.run_nested(host, rid, request),
-                Some(Read::Frame(Frame::Request { id: rid, request })) => {
+                Some(got @ (Read::Frame(Frame::Request { .. }) | Read::Flat(_))) => {
+                    let (rid, request) = match got {
+                        Read::Flat(call) => call.into_request(),
+                        Read::Frame(Frame::Request { id, request }) => (id, request),
+                        _ => unreachable!("matched above"),
+                    };
                     // Anything else is the workers' (one worker: every call on its thread, in order).
                     if !matches!(request, Request::Shutdown) {
                         self.in_flight.fetch_add(1, SeqCst);
@@ -268,6 +314,24 @@ impl Link {
         if self.send(&Frame::Reply { id, reply: answer }).is_err() {
             self.close();
         }
+    }
+
+    /// Runs a call read by the fast path and answers it, with the reply written by hand when it is
+    /// plain; marks it done.
+    pub(crate) fn answer_flat(&self, host: &Host, call: &FlatCall) -> Result<(), FrameError> {
+        let mut value = [0u8; 32];
+        let sent = match host.call_flat(call.func, call.args(), &mut value) {
+            FlatAnswer::Plain { len, errno, last_error } => {
+                let mut guard = lock(&self.send);
+                let (transport, out) = &mut *guard;
+                out.clear();
+                bitbridge_proto::flat::encode_returned(out, call.id, &value[..len], errno, last_error);
+                transport.send(out)
+            }
+            FlatAnswer::General(reply) => self.send(&Frame::Reply { id: call.id, reply }),
+        };
+        self.in_flight.fetch_sub(1, SeqCst);
+        sent
     }
 
     /// Answers a request and marks it done.
