@@ -5,6 +5,7 @@
 mod cdecl;
 mod detect;
 mod error;
+mod fast;
 mod library;
 mod locate;
 mod process;

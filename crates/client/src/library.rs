@@ -217,7 +217,8 @@ impl Library {
         match server.request(req, None) {
             Ok(Reply::Address(address)) => {
                 server.register_function(func, self.inner.id, name, &sig);
-                Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address })
+                let plan = crate::fast::Plan::new(&target, &sig);
+                Ok(Function { lib: self.inner.clone(), id: func, name: name.into(), sig, address, plan })
             }
             Ok(other) => Err(server.broken(crate::server::unexpected(&other))),
             Err(e) => Err(map_symbol_error(name, e)),
@@ -293,6 +294,8 @@ pub struct Function {
     name: String,
     sig: Signature,
     address: u64,
+    /// Where the arguments go, for calls that take the fast path.
+    plan: Option<crate::fast::Plan>,
 }
 
 /// What a call gave back.
@@ -337,11 +340,11 @@ impl Function {
     /// parameters, then each variadic argument with its type. C's default argument promotions apply to
     /// variadic arguments, so `float`, `char`, `short` and `bool` are refused: pass `double` or `int`.
     pub fn call_variadic(&self, args: &[Value], variadic: &[(CType, Value)]) -> Result<Outcome> {
-        self.lib.server.call(self.id, &self.name, &self.sig, args, variadic, None)
+        self.lib.server.call(self.id, &self.name, &self.sig, None, args, variadic, None)
     }
 
     fn call_with(&self, args: &[Value], timeout: Option<Duration>) -> Result<Outcome> {
-        self.lib.server.call(self.id, &self.name, &self.sig, args, &[], timeout)
+        self.lib.server.call(self.id, &self.name, &self.sig, self.plan.as_ref(), args, &[], timeout)
     }
 
     /// The function's name.

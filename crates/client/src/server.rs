@@ -1066,12 +1066,18 @@ impl Server {
         func: u32,
         name: &str,
         sig: &Signature,
+        plan: Option<&crate::fast::Plan>,
         args: &[Value],
         extra: &[(CType, Value)],
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
         let outer = CALLBACK_FAILURE.with(|f| f.borrow_mut().take());
-        let result = if extra.is_empty() && !sig.variadic {
+        let mut buf = [0u8; crate::fast::MAX_ARGS];
+        let fast =
+            plan.filter(|_| extra.is_empty()).and_then(|p| Some((p, p.encode(&self.target(), sig, args, &mut buf)?)));
+        let result = if let Some((plan, bytes)) = fast {
+            self.call_fast(func, name, sig, plan, args, bytes, timeout)
+        } else if extra.is_empty() && !sig.variadic {
             self.call_prepared(func, name, sig, args, Vec::new(), timeout)
         } else {
             self.call_variadic(func, name, sig, args, extra, timeout)
@@ -1115,6 +1121,39 @@ impl Server {
         values.extend(extra.iter().map(|(_, v)| v.clone()));
         let types: Vec<CType> = extra.iter().map(|(t, _)| t.clone()).collect();
         self.call_prepared(func, name, &full, &values, types, timeout)
+    }
+
+    /// A call whose arguments are `bytes`, laid out by `plan` (see `fast.rs`).
+    #[allow(clippy::too_many_arguments)]
+    fn call_fast(
+        &self,
+        func: u32,
+        name: &str,
+        sig: &Signature,
+        plan: &crate::fast::Plan,
+        args: &[Value],
+        bytes: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Outcome> {
+        let target = self.target();
+        let returned = match self.send_and_wait(
+            Outgoing::Call { func, args: bytes },
+            timeout,
+            true,
+            SMALL_REPLY + plan.ret_size,
+        )? {
+            Reply::Returned(r) => r,
+            other => return Err(self.broken(unexpected(&other))),
+        };
+        check_returned(name, &sig.ret, Some(plan.ret_size), &[], &returned).map_err(|e| self.broken(e))?;
+        if !returned.addrs.is_empty() || returned.string.is_some() {
+            let e = Error::Protocol(format!("the server gave memory back for `{name}`, which was given none"));
+            return Err(self.broken(e));
+        }
+        let no_blocks = bitbridge_proto::CallPlan { copy_back: Vec::new() };
+        let (ret, outs) = decode_results_at(&target, sig, args, &no_blocks, &returned.value, None, &[], &[])
+            .map_err(|source| Error::Result { function: name.to_owned(), source: Box::new(source) })?;
+        Ok(Outcome { ret, outs, errno: returned.errno, last_error: returned.last_error })
     }
 
     fn call_prepared(
@@ -1375,32 +1414,48 @@ impl Server {
     /// Sends a request; `restart`: a dead server may be restarted first (when allowed) rather than
     /// failing the request. `allow`: the largest reply frame the request can legitimately produce.
     fn request_on(&self, req: Request, timeout: Option<Duration>, restart: bool, allow: u64) -> Result<Reply> {
+        self.send_and_wait(Outgoing::Request(req), timeout, restart, allow)
+    }
+
+    /// Sends a request and waits for its reply (see [`Server::wait`]).
+    fn send_and_wait(&self, req: Outgoing<'_>, timeout: Option<Duration>, restart: bool, allow: u64) -> Result<Reply> {
         let inner = &*self.inner;
         if inner.generation != bitbridge_shm::fork_generation() {
             return Err(Error::Forked { pid: self.pid() });
         }
-        if restart {
-            self.ensure_running()?;
-        } else if let Some(d) = &lock(&inner.state).dead {
-            return Err(d.error(self.pid()));
-        }
-        // After a restart, so starting a server never counts against the call.
-        let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         // From inside a callback: a nested call, for the server thread waiting in that callback.
         let parent = CALLBACK_PARENT.with(|p| p.borrow().last().copied());
-        let generation = {
+        // One lock for the liveness check and the registration (a call's hot path).
+        let (generation, deadline) = loop {
             let mut st = lock(&inner.state);
-            st.pending.insert(id, u32::try_from(allow).unwrap_or(u32::MAX).min(DEFAULT_MAX_FRAME));
-            st.generation
+            match &st.dead {
+                None => {
+                    // After a restart, so starting a server never counts against the call.
+                    let deadline = timeout.or(inner.call_timeout).map(|t| Instant::now() + t);
+                    st.pending.insert(id, u32::try_from(allow).unwrap_or(u32::MAX).min(DEFAULT_MAX_FRAME));
+                    break (st.generation, deadline);
+                }
+                Some(d) if !restart => return Err(d.error(self.pid())),
+                Some(_) => {
+                    drop(st);
+                    self.ensure_running()?;
+                }
+            }
         };
         let sent = {
             let mut s = lock(&inner.send);
             let SendHalf { transport, out } = &mut *s;
             out.clear();
-            match parent {
-                Some(parent) => msg::encode(&Frame::Nested { id, parent, request: req }, out),
-                None => msg::encode(&Frame::Request { id, request: req }, out),
+            match (parent, req) {
+                (None, Outgoing::Call { func, args }) => bitbridge_proto::flat::encode_call(out, id, func, args),
+                (parent, req) => {
+                    let request = req.into_request();
+                    match parent {
+                        Some(parent) => msg::encode(&Frame::Nested { id, parent, request }, out),
+                        None => msg::encode(&Frame::Request { id, request }, out),
+                    }
+                }
             }
             if out.len() > DEFAULT_MAX_FRAME as usize {
                 // Refused before anything is written: the server is not involved.
@@ -1549,6 +1604,16 @@ impl Server {
             match transport.recv(buf) {
                 Ok(()) => {
                     *begun = None;
+                    if let Some(r) = bitbridge_proto::flat::peek_returned(buf) {
+                        // A call's plain reply, read without the general decoder (the same message).
+                        let returned = bitbridge_proto::Returned {
+                            value: r.value.to_vec(),
+                            errno: r.errno,
+                            last_error: r.last_error,
+                            ..Default::default()
+                        };
+                        return Ok(Frame::Reply { id: r.id, reply: Ok(Reply::Returned(returned)) });
+                    }
                     return msg::decode::<Frame>(buf).map_err(|e| ReadError::Protocol(e.to_string()));
                 }
                 Err(FrameError::TimedOut) => {
@@ -2043,6 +2108,24 @@ struct Within<'a> {
     start: u64,
     len: u64,
     content: Option<&'a [u8]>,
+}
+
+/// What [`Server::send_and_wait`] sends: a request, or a call with plain arguments (the fast path's
+/// frame, written without building the request).
+enum Outgoing<'a> {
+    Request(Request),
+    Call { func: u32, args: &'a [u8] },
+}
+
+impl Outgoing<'_> {
+    fn into_request(self) -> Request {
+        match self {
+            Outgoing::Request(r) => r,
+            Outgoing::Call { func, args } => {
+                Request::Call { func, call: bitbridge_proto::CallData { args: args.to_vec(), ..Default::default() } }
+            }
+        }
+    }
 }
 
 fn check_returned(
