@@ -663,22 +663,26 @@ impl ShmTransport {
             WaitMode::Spin => self.spin,
             WaitMode::Adaptive => self.adaptive_budget(),
         };
-        let start = Instant::now();
+        // Only the adaptive wait learns from how long a wait took; the others read the clock only to end
+        // the spin (a clock read costs as much as a quick round trip's own work).
+        let adaptive = self.mode == WaitMode::Adaptive;
+        let mut start = adaptive.then(Instant::now);
         if !spin.is_zero() {
-            let spin_until = start + spin;
             let mut n = 0u32;
             loop {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                     if ctl.state.load(Ordering::Acquire) == want {
-                        self.caught(start.elapsed());
+                        if let Some(start) = start {
+                            self.caught(start.elapsed());
+                        }
                         return Ok(());
                     }
                 }
                 n += 1;
-                // Reading the clock every 256 checks keeps the spin cheap.
+                // Reading the clock every 256 checks keeps the spin cheap (the first read starts it).
                 if n % 4 == 0
-                    && (Instant::now() >= spin_until
+                    && (start.get_or_insert_with(Instant::now).elapsed() >= spin
                         || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed)))
                 {
                     break;
@@ -686,7 +690,7 @@ impl ShmTransport {
             }
         }
         let result = self.sleep_until(ctl, want, deadline);
-        if result.is_ok() {
+        if let (Ok(()), Some(start)) = (&result, start.filter(|_| adaptive)) {
             self.slept(start.elapsed());
         }
         result
