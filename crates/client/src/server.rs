@@ -1061,6 +1061,7 @@ impl Server {
 
     /// Calls a prepared function: lays the values out, moves large blocks into the shared arena (one copy,
     /// no copy back: they are read in place), sends, and reads the results back.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn call(
         &self,
         func: u32,
