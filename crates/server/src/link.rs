@@ -65,6 +65,9 @@ impl FlatCall {
 }
 
 /// What a worker got.
+// The flat call's arguments are inline: boxing them would allocate per call, which the fast path exists
+// to avoid, and a `Next` only lives on a worker's stack.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Next {
     /// A request to run and answer.
     Request(u64, Request),
@@ -74,6 +77,7 @@ pub(crate) enum Next {
     Stop(Result<(), FrameError>),
 }
 
+#[allow(clippy::large_enum_variant)] // as for `Next`
 enum Read {
     Frame(Frame),
     Flat(FlatCall),
