@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bitbridge_proto::{decode_results_at, encode_call_bulk};
@@ -430,7 +430,6 @@ struct Inner {
     send: Mutex<SendHalf>,
     recv: Mutex<RecvHalf>,
     state: Mutex<State>,
-    wake: Condvar,
     registry: Mutex<Registry>,
     fd_sock: Mutex<Option<UnixStream>>,
     /// Whether this is a shared-memory connection (fixed for the server's life, restarts included).
@@ -559,8 +558,9 @@ struct State {
     replies: HashMap<u64, Result<Reply, RemoteError>, IdHash>,
     /// Counts restarts: a request belongs to the connection it was sent on.
     generation: u64,
-    /// Threads sleeping on `wake`: nobody to notify (a system call saved per reply) when zero.
-    waiters: usize,
+    /// Threads asleep until something changes for them (see [`Server::sleep`]): each is woken for its own
+    /// reply, one for the reader role, all for a death or a callback to run.
+    parked: Vec<Parked>,
     /// Callbacks the callback thread read while calls were waiting: a waiting caller runs them, so a
     /// callback made during a call runs on the calling thread and its failure fails that call.
     requests: std::collections::VecDeque<(u64, Request)>,
@@ -695,13 +695,12 @@ impl Server {
                     pending: HashMap::default(),
                     replies: HashMap::default(),
                     generation: 0,
-                    waiters: 0,
+                    parked: Vec::new(),
                     requests: std::collections::VecDeque::new(),
                     reading: false,
                     dead: None,
                     process: link.process,
                 }),
-                wake: Condvar::new(),
                 registry: Mutex::new(Registry::default()),
                 shared_memory: link.fd_sock.is_some(),
                 fd_sock: Mutex::new(link.fd_sock),
@@ -1031,7 +1030,7 @@ impl Server {
         }
         let mut st = lock(&self.inner.state);
         st.dead = Some(Death::ShutDown);
-        self.inner.wake.notify_all();
+        wake_all(&mut st);
         match st.process.as_mut() {
             Some(p) => {
                 let status = p.reap(Duration::from_secs(2));
@@ -1517,12 +1516,7 @@ impl Server {
                 break Err(Error::Timeout { pid: self.pid() });
             }
             if st.reading {
-                st.waiters += 1;
-                st = match left {
-                    Some(l) => inner.wake.wait_timeout(st, l).unwrap_or_else(|e| e.into_inner()).0,
-                    None => inner.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
-                };
-                st.waiters -= 1;
+                st = self.sleep(st, Some(id), left);
                 continue;
             }
             st.reading = true;
@@ -1531,14 +1525,12 @@ impl Server {
             let frame = self.read_frame(left, max);
             st = lock(&inner.state);
             st.reading = false;
-            if st.waiters > 0 {
-                inner.wake.notify_all();
-            }
             match frame {
                 // Our own reply: taken at once, not stored for ourselves to take back.
                 Ok(Frame::Reply { id: rid, reply }) if rid == id => break remote(reply),
                 Ok(Frame::Reply { id: rid, reply }) if st.pending.contains_key(&rid) => {
                     st.replies.insert(rid, reply);
+                    wake_reply(&mut st, rid);
                 }
                 Ok(Frame::Reply { id: 0, reply: Err(e) }) if e.kind == ErrorKind::Protocol => {
                     // The server rejected a frame and closes the connection.
@@ -1554,7 +1546,9 @@ impl Server {
                     break Err(Error::Protocol("the server sent a nested call, which only clients send".into()));
                 }
                 Ok(Frame::Request { id: sid, request }) => {
-                    // The library called a callback during this (or another) call: run it here.
+                    // The library called a callback during this (or another) call: run it here, while
+                    // another thread reads.
+                    wake_reader(&mut st);
                     drop(st);
                     self.serve_request(sid, request, true);
                     st = lock(&inner.state);
@@ -1570,6 +1564,10 @@ impl Server {
         };
         st.pending.remove(&id);
         st.replies.remove(&id);
+        if !st.reading {
+            // Leaving: someone else reads now (the thread woken for the role may have left with its reply).
+            wake_reader(&mut st);
+        }
         // Callbacks queued for waiting callers while this one was leaving: the last to leave runs them
         // (for no call: failures go to `Callback::take_errors`).
         while st.pending.is_empty() {
@@ -1759,10 +1757,7 @@ impl Server {
             let mut st = lock(&inner.state);
             if st.dead.is_some() {
                 // Until a restart (if any): the thread lives as long as the server handle.
-                st.waiters += 1;
-                let (mut st, _) =
-                    inner.wake.wait_timeout(st, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner());
-                st.waiters -= 1;
+                drop(self.sleep(st, None, Some(Duration::from_millis(20))));
                 return true;
             }
             if st.pending.is_empty() {
@@ -1773,10 +1768,7 @@ impl Server {
                 }
             }
             if st.reading || !st.pending.is_empty() {
-                st.waiters += 1;
-                let (mut st, _) =
-                    inner.wake.wait_timeout(st, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner());
-                st.waiters -= 1;
+                drop(self.sleep(st, None, Some(Duration::from_millis(20))));
                 return true;
             }
             st.reading = true;
@@ -1785,18 +1777,17 @@ impl Server {
         let frame = self.read_frame(Some(Duration::from_millis(20)), max);
         let mut st = lock(&inner.state);
         st.reading = false;
-        if st.waiters > 0 {
-            inner.wake.notify_all();
-        }
+        wake_reader(&mut st);
         match frame {
             Ok(Frame::Reply { id, reply }) if st.pending.contains_key(&id) => {
                 st.replies.insert(id, reply);
+                wake_reply(&mut st, id);
                 true
             }
             Ok(Frame::Request { id, request }) if !st.pending.is_empty() => {
                 // A call is waiting: the callback belongs to it; let a waiting caller run it.
                 st.requests.push_back((id, request));
-                inner.wake.notify_all();
+                wake_all(&mut st);
                 true
             }
             Ok(Frame::Request { id, request }) => {
@@ -1837,7 +1828,30 @@ impl Server {
         } else {
             st.dead = Some(Death::Died { status: ExitReason::Unknown, stderr: String::new() });
         }
-        self.inner.wake.notify_all();
+        wake_all(st);
+    }
+
+    /// Sleeps until woken (see [`wake_reply`], [`wake_reader`], [`wake_all`]) or `timeout` passes, the
+    /// state unlocked meanwhile; `id` is the request whose reply this thread waits for. Wakes may be
+    /// spurious: callers check the state again.
+    fn sleep<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        id: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        let thread = std::thread::current();
+        let me = thread.id();
+        st.parked.push(Parked { id, thread });
+        drop(st);
+        // A wake between the unlock and here is not lost: it leaves the thread's token set.
+        match timeout {
+            Some(t) => std::thread::park_timeout(t),
+            None => std::thread::park(),
+        }
+        let mut st = lock(&self.inner.state);
+        st.parked.retain(|p| p.thread.id() != me);
+        st
     }
 
     /// Fails if the server is dead, unless it may be restarted, in which case it is.
@@ -2109,6 +2123,32 @@ struct Within<'a> {
     start: u64,
     len: u64,
     content: Option<&'a [u8]>,
+}
+
+/// A thread asleep in [`Server::sleep`]: the request whose reply it waits for (`None`: the callback
+/// thread, waiting for the reader role).
+struct Parked {
+    id: Option<u64>,
+    thread: std::thread::Thread,
+}
+
+/// Wakes every sleeping thread: the server died, or a callback waits to be run by a caller.
+fn wake_all(st: &mut State) {
+    st.parked.iter().for_each(|p| p.thread.unpark());
+}
+
+/// Wakes the thread waiting for the reply to `id`, just stored.
+fn wake_reply(st: &mut State, id: u64) {
+    st.parked.iter().filter(|p| p.id == Some(id)).for_each(|p| p.thread.unpark());
+}
+
+/// Wakes one thread to take the reader role, which is free: a caller whose reply has not come, else
+/// the callback thread. Waking them all would make every waiter contend for the state on every reply.
+fn wake_reader(st: &mut State) {
+    let waiting = |p: &&Parked| p.id.is_some_and(|id| !st.replies.contains_key(&id));
+    if let Some(p) = st.parked.iter().find(waiting).or_else(|| st.parked.iter().find(|p| p.id.is_none())) {
+        p.thread.unpark();
+    }
 }
 
 /// What [`Server::send_and_wait`] sends: a request, or a call with plain arguments (the fast path's
