@@ -171,6 +171,10 @@ impl Link {
                     st.waiters -= 1;
                 }
                 if let Some((id, request)) = st.queue.pop_front() {
+                    if !st.reading && st.waiters > 0 {
+                        // Woken for the reader role, this worker runs a queued request instead.
+                        self.wake.notify_one();
+                    }
                     return Next::Request(id, request);
                 }
                 if st.closed {
@@ -241,8 +245,13 @@ impl Link {
         };
         let wake = st.waiters > 0;
         drop(st);
-        if wake {
+        if wake && rest.is_none() {
+            // Delivered to a thread waiting for a callback's reply: every sleeper checks.
             self.wake.notify_all();
+        } else if wake {
+            // Only the reader role is free: one thread takes it (any sleeper can; waking them all
+            // would have every idle worker contend for the state on every request).
+            self.wake.notify_one();
         }
         rest
     }
