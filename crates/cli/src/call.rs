@@ -138,11 +138,11 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
             "out": out,
             "errno": outcome.errno,
         });
-        println!("{doc}");
+        crate::out!("{doc}");
         return Ok(());
     }
     if sig.ret != CType::Void {
-        println!("{}", c_text(&outcome.ret, &sig.ret, Mode::Summary));
+        crate::out!("{}", c_text(&outcome.ret, &sig.ret, Mode::Summary));
     }
     for (i, p) in sig.params.iter().enumerate() {
         let Some(after) = outcome.out(i) else { continue };
@@ -153,7 +153,7 @@ pub fn run(a: CallArgs) -> Result<(), Failure> {
             None => true,
         };
         if changed {
-            println!("{} = {}", proto.param_names[i], c_text(after, ty, Mode::Summary));
+            crate::out!("{} = {}", proto.param_names[i], c_text(after, ty, Mode::Summary));
         }
     }
     Ok(())

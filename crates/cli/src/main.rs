@@ -11,6 +11,21 @@ use bitbridge::{
 };
 use clap::{Parser, Subcommand};
 
+/// `println!` for the command's output, except that a reader that went away (`bitbridge info x.so |
+/// head`) ends the command quietly with status 0, as ripgrep and the coreutils do, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("failed printing to stdout: {e}");
+        }
+    }};
+}
+pub(crate) use out;
+
 mod call;
 mod literal;
 mod longdouble;
@@ -289,13 +304,13 @@ fn info(
         } else {
             "the server's loader"
         };
-        println!("name:     {} (resolved by {by})", path.display());
+        out!("name:     {} (resolved by {by})", path.display());
     }
-    println!("file:     {}", file.display());
+    out!("file:     {}", file.display());
     if windows {
-        println!("format:   Windows DLL ({})", pe_kind(lib.arch));
+        out!("format:   Windows DLL ({})", pe_kind(lib.arch));
     } else {
-        println!("format:   ELF shared library for {} ({})", lib.arch, target_name(lib.arch));
+        out!("format:   ELF shared library for {} ({})", lib.arch, target_name(lib.arch));
     }
     let target = Target { arch: lib.arch, os: lib.os };
     let chosen = match &loaded {
@@ -306,18 +321,18 @@ fn info(
         Ok(p) => {
             let p = std::fs::canonicalize(&p).unwrap_or(p);
             if windows {
-                println!("server:   bitbridge-server.exe for {} Windows, run by Wine ({})", lib.arch, p.display())
+                out!("server:   bitbridge-server.exe for {} Windows, run by Wine ({})", lib.arch, p.display())
             } else {
-                println!("server:   bitbridge-server for {} ({})", lib.arch, p.display())
+                out!("server:   bitbridge-server for {} ({})", lib.arch, p.display())
             }
         }
-        Err(e) => println!("server:   none found: {e}"),
+        Err(e) => out!("server:   none found: {e}"),
     }
     // Each dependency's name, and whether bitbridge's search found it.
     let deps: Vec<(String, bool)> = if windows {
         let deps = dll_imports_section(&file, lib.arch)?;
         if !dirs.is_empty() {
-            println!(
+            out!(
                 "note:     --library-dir is not searched for a DLL's imports: Wine's loader looks beside the DLL, \
                  in the prefix's system folder and among its builtins"
             );
@@ -325,18 +340,18 @@ fn info(
         deps
     } else {
         let deps = dependencies(&file, dirs)?;
-        println!("needs:    {}", if deps.is_empty() { "nothing" } else { "" });
+        out!("needs:    {}", if deps.is_empty() { "nothing" } else { "" });
         for d in &deps {
             match &d.found {
-                Some(p) => println!("  {:<24} {}", d.name, p.display()),
-                None => println!("  {:<24} NOT FOUND for {}", d.name, lib.arch),
+                Some(p) => out!("  {:<24} {}", d.name, p.display()),
+                None => out!("  {:<24} NOT FOUND for {}", d.name, lib.arch),
             }
         }
         deps.into_iter().map(|d| (d.name, d.found.is_some())).collect()
     };
     let missing = deps.iter().filter(|(_, found)| !found).count();
     let names = exports(&file)?;
-    println!("exports:  {} symbols", names.len());
+    out!("exports:  {} symbols", names.len());
     if windows && lib.arch == bitbridge::Arch::X86 {
         // By C name, each decorated one with what its decoration says.
         let mut shown: Vec<(&str, String)> = names
@@ -351,11 +366,11 @@ fn info(
             .collect();
         shown.sort();
         for (name, decoration) in shown {
-            println!("  {name}{decoration}");
+            out!("  {name}{decoration}");
         }
     } else {
         for n in &names {
-            println!("  {n}");
+            out!("  {n}");
         }
     }
     if no_load {
@@ -366,18 +381,18 @@ fn info(
         None => options.open().with_context(|| format!("loading {}", path.display()))?,
     };
     let server_kind = if windows { format!("{} Windows", lib.arch) } else { lib.arch.to_string() };
-    println!("loads:    yes, in the {server_kind} server (pid {})", loaded.server().pid());
+    out!("loads:    yes, in the {server_kind} server (pid {})", loaded.server().pid());
     // Where the server's own loader found each dependency (the list above is bitbridge's search).
     let resolved: Vec<(String, PathBuf)> =
         deps.iter().filter_map(|(name, _)| Some((name.clone(), loaded.server().loaded_file(name)?))).collect();
     if !resolved.is_empty() {
-        println!("loaded:   by the server's loader");
+        out!("loaded:   by the server's loader");
         for (name, file) in resolved {
-            println!("  {name:<24} {}", file.display());
+            out!("  {name:<24} {}", file.display());
         }
     }
     if missing > 0 {
-        println!("note:     {missing} dependencies were not found on the search path yet the library loaded");
+        out!("note:     {missing} dependencies were not found on the search path yet the library loaded");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -393,16 +408,16 @@ fn dll_imports_section(file: &std::path::Path, arch: bitbridge::Arch) -> anyhow:
             } else {
                 " (not created yet: the first server creates it, and fills its system folder)"
             };
-            println!("wine:     {}, prefix {}{created}", loader.display(), prefix.display());
+            out!("wine:     {}, prefix {}{created}", loader.display(), prefix.display());
             Some(wine::DllDirs::new(&loader, &prefix, arch))
         }
         (Err(e), _) | (_, Err(e)) => {
-            println!("wine:     none found: {e}");
+            out!("wine:     none found: {e}");
             None
         }
     };
     let deps = dll_dependencies(file, dirs.as_ref())?;
-    println!("imports:  {}", if deps.is_empty() { "nothing" } else { "" });
+    out!("imports:  {}", if deps.is_empty() { "nothing" } else { "" });
     for d in &deps {
         let place = match &d.location {
             DllLocation::BesideLibrary(_) => "beside the DLL",
@@ -411,7 +426,7 @@ fn dll_imports_section(file: &std::path::Path, arch: bitbridge::Arch) -> anyhow:
             _ => "",
         };
         match d.location.path() {
-            Some(p) => println!("  {:<24} {} ({place})", d.name, p.display()),
+            Some(p) => out!("  {:<24} {} ({place})", d.name, p.display()),
             None => {
                 let mut searched = vec!["beside the DLL".to_owned()];
                 let mut unsearched = "";
@@ -425,7 +440,7 @@ fn dll_imports_section(file: &std::path::Path, arch: bitbridge::Arch) -> anyhow:
                     }
                     None => unsearched = " (without Wine, its folders were not searched)",
                 }
-                println!(
+                out!(
                     "  {:<24} NOT FOUND for {} Windows: not {}{unsearched}",
                     d.name,
                     arch,

@@ -159,7 +159,7 @@ pub fn install(source: &Source, arches: &[Arch], windows: bool, dir: Option<Path
         }
         // The client's own checks (the file's header, owner, mode), as it will run them.
         let chosen = find_server_for(t, Some(&target))?;
-        println!("{}: {}", label(t), chosen.display());
+        crate::out!("{}: {}", label(t), chosen.display());
     }
     Ok(())
 }
@@ -204,13 +204,13 @@ fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// client's own search) or why there is none.
 pub fn list() -> anyhow::Result<()> {
     match user_server_dir() {
-        Some(d) => println!("per-user folder: {}", d.display()),
-        None => println!("per-user folder: none (neither XDG_DATA_HOME nor HOME is set)"),
+        Some(d) => crate::out!("per-user folder: {}", d.display()),
+        None => crate::out!("per-user folder: none (neither XDG_DATA_HOME nor HOME is set)"),
     }
     for t in [Target::I386_SYSV, Target::X86_64_SYSV, Target::WIN32, Target::WIN64] {
         match find_server_for(t, None) {
-            Ok(p) => println!("{}: {}", label(t), p.display()),
-            Err(e) => println!("{}: none: {e}", label(t)),
+            Ok(p) => crate::out!("{}: {}", label(t), p.display()),
+            Err(e) => crate::out!("{}: none: {e}", label(t)),
         }
     }
     Ok(())

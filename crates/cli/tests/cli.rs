@@ -94,6 +94,27 @@ fn info_describes_and_loads_a_32_bit_library() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // `bitbridge info lib.so | head -1`: the rest of the output meets a closed pipe.
+    use std::io::{BufRead, BufReader};
+    bitbridge_tests::watchdog();
+    let lib = fixture("ctest", Bits::B32);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitbridge"))
+        .args(["info", lib.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running bitbridge");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then closed
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(first.starts_with("file:"), "{first}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn a_missing_dependency_is_named_and_library_dir_fixes_it() {
     let dep = fixture_in("dep", Bits::B32, "deps", "bbdep", &[]);
     let dir = dep.parent().unwrap().to_str().unwrap().to_owned();
