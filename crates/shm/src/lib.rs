@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod cpu;
 mod futex;
 #[cfg(unix)]
 pub mod object;
@@ -83,15 +84,17 @@ pub fn fork_generation() -> u32 {
 /// How one side of a shared-memory connection waits for the other.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WaitMode {
-    /// Spin only while it pays: up to a few times the recent waits that spinning caught, never longer
-    /// than the spin time; after a wait much longer than the spin time (the peer was not running, or
-    /// idle), sleep on the futex at once for a growing number of waits before trying a short spin again.
-    /// Measured on a 2-vCPU VM with 4 busy processes and a memcpy hog (`./x bench`, "loaded"): one
-    /// calling thread gets the spin's median with a 1.2 us instead of 130 us 90th percentile, but 8
-    /// threads calling at once get 2.5-8x fewer calls per second than with [`WaitMode::Spin`]. Not the
-    /// default until it wins both.
+    /// Spin only while it pays: up to four times the recent waits that spinning caught (averaged), at
+    /// least 2 us and at most the spin time; a wait that ended in the futex just after the spin gave up
+    /// doubles the next spin, a much longer one shrinks it by a quarter. Waits for room to send and waits
+    /// for a message learn separately. Like [`WaitMode::Spin`], it stops spinning for a peer last seen
+    /// on this very CPU and gives a sleeping peer only a short spin (see `cpu.rs`). Spins less than
+    /// `Spin` on a busy machine; measured against it in `./x bench`'s contention section, where neither
+    /// wins every scenario.
     Adaptive,
-    /// Spin for the spin time, then sleep on the futex (the default).
+    /// Spin for the spin time, then sleep on the futex (the default). The spin stops early when the
+    /// peer is seen on this very CPU (it cannot run while we spin) and after 30 us for a peer that is
+    /// asleep (it must be woken and scheduled first).
     #[default]
     Spin,
     /// Never spin: sleep on the futex at once (the least CPU; a wake-up per message).
@@ -119,25 +122,26 @@ impl WaitMode {
     }
 }
 
+/// How long a wait spins for a peer that is asleep (or woken and not yet running): a little more than a
+/// wake-up to an idle CPU takes on a quiet machine (~22 us on the 2-vCPU VMs measured, half the futex-only
+/// round trip), so that the first call after a pause is still caught, and less than the spin time, so
+/// that on a busy machine, where the woken peer may wait for the very CPU we spin on, less is burnt.
+const ASLEEP_SPIN: Duration = Duration::from_micros(30);
+
 /// The shortest spin the adaptive wait tries (a round trip on a quiet machine is well under this).
 const MIN_SPIN_NS: u32 = 2_000;
-/// After a spin that caught nothing, how many waits sleep at once at most before a spin is tried again.
-const MAX_SKIP: u32 = 64;
 
-/// The adaptive wait's memory of one side's recent waits (atomics: a transport is shared by reference).
+/// The adaptive wait's memory of one kind of wait (for room to send, or for a message) on one side
+/// (atomics: a transport is shared by reference).
 #[derive(Debug)]
 struct Adapt {
     /// How long the next spin may last, in nanoseconds.
     budget_ns: AtomicU32,
-    /// Waits left that sleep without spinning.
-    skip: AtomicU32,
-    /// Spins in a row that caught nothing.
-    misses: AtomicU32,
 }
 
 impl Adapt {
     fn new() -> Adapt {
-        Adapt { budget_ns: AtomicU32::new(MIN_SPIN_NS * 4), skip: AtomicU32::new(0), misses: AtomicU32::new(0) }
+        Adapt { budget_ns: AtomicU32::new(MIN_SPIN_NS * 4) }
     }
 }
 
@@ -168,6 +172,9 @@ struct Control {
     len: AtomicU32,
     /// 1 when more chunks of the same frame follow.
     more: AtomicU32,
+    /// Where this mailbox's *writer* runs (see `cpu.rs`): the side waiting for it spins only while that
+    /// could pay.
+    cpu: AtomicU32,
 }
 
 const CONTROL_C2S: usize = 64;
@@ -183,6 +190,7 @@ const _: () = {
     assert!(offset_of!(Control, sleepers) == 4);
     assert!(offset_of!(Control, len) == 8);
     assert!(offset_of!(Control, more) == 12);
+    assert!(offset_of!(Control, cpu) == 16);
     assert!(size_of::<AtomicU32>() == 4);
 };
 
@@ -580,7 +588,8 @@ pub struct ShmTransport {
     watch: Option<Watch>,
     spin: Duration,
     mode: WaitMode,
-    adapt: Adapt,
+    /// The adaptive wait's memory: waits for room to send, and for a message.
+    adapt: [Adapt; 2],
     timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     /// The frame being received, kept when a receive times out part-way (the next one continues it).
@@ -628,7 +637,7 @@ impl ShmTransport {
             watch,
             spin,
             mode: WaitMode::Spin,
-            adapt: Adapt::new(),
+            adapt: [Adapt::new(), Adapt::new()],
             timeout: None,
             send_timeout: None,
             partial: Vec::new(),
@@ -658,40 +667,54 @@ impl ShmTransport {
         if ctl.state.load(Ordering::Acquire) == want {
             return Ok(());
         }
+        let adapt = &self.adapt[usize::from(want == FULL)];
         let spin = match self.mode {
             WaitMode::Sleep => Duration::ZERO,
             WaitMode::Spin => self.spin,
-            WaitMode::Adaptive => self.adaptive_budget(),
+            WaitMode::Adaptive => {
+                Duration::from_nanos(u64::from(adapt.budget_ns.load(Ordering::Relaxed))).min(self.spin)
+            }
         };
         // Only the adaptive wait learns from how long a wait took; the others read the clock only to end
         // the spin (a clock read costs as much as a quick round trip's own work).
         let adaptive = self.mode == WaitMode::Adaptive;
         let mut start = adaptive.then(Instant::now);
+        let me = self.seg.control(self.send);
+        let peer = self.seg.control(self.recv);
         if !spin.is_zero() {
+            let here = cpu::current();
+            // Written only when it changed: the word shares its cache line with the state the peer polls.
+            if me.cpu.load(Ordering::Relaxed) != here {
+                me.cpu.store(here, Ordering::Relaxed);
+            }
             let mut n = 0u32;
             loop {
+                // Every 256 checks (the first included): the clock, and where the peer is.
+                if n % 4 == 0 {
+                    let elapsed = start.get_or_insert_with(Instant::now).elapsed();
+                    let futile = cpu::futile(here, peer.cpu.load(Ordering::Relaxed), elapsed, ASLEEP_SPIN);
+                    if futile || elapsed >= spin || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
+                    {
+                        break;
+                    }
+                }
+                n += 1;
                 for _ in 0..64 {
                     std::hint::spin_loop();
                     if ctl.state.load(Ordering::Acquire) == want {
-                        if let Some(start) = start {
-                            self.caught(start.elapsed());
+                        if let Some(start) = start.filter(|_| adaptive) {
+                            self.caught(adapt, start.elapsed());
                         }
                         return Ok(());
                     }
                 }
-                n += 1;
-                // Reading the clock every 256 checks keeps the spin cheap (the first read starts it).
-                if n % 4 == 0
-                    && (start.get_or_insert_with(Instant::now).elapsed() >= spin
-                        || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed)))
-                {
-                    break;
-                }
             }
         }
+        me.cpu.store(cpu::ASLEEP, Ordering::Relaxed);
         let result = self.sleep_until(ctl, want, deadline);
+        me.cpu.store(cpu::current(), Ordering::Relaxed);
         if let (Ok(()), Some(start)) = (&result, start.filter(|_| adaptive)) {
-            self.slept(start.elapsed());
+            self.slept(adapt, spin, start.elapsed());
         }
         result
     }
@@ -721,51 +744,27 @@ impl ShmTransport {
         }
     }
 
-    /// The adaptive wait's spin for this wait: none while backing off, else its budget (capped by the
-    /// spin time).
-    fn adaptive_budget(&self) -> Duration {
-        let a = &self.adapt;
-        let skip = a.skip.load(Ordering::Relaxed);
-        if skip > 0 {
-            a.skip.store(skip - 1, Ordering::Relaxed);
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(u64::from(a.budget_ns.load(Ordering::Relaxed))).min(self.spin)
-    }
-
-    /// A spin caught the peer after `took`: spin next time up to four times that (at least the minimum),
-    /// averaged with the previous budget so one slow wait does not swing it.
-    fn caught(&self, took: Duration) {
-        if self.mode != WaitMode::Adaptive {
-            return;
-        }
-        let a = &self.adapt;
+    /// A spin caught the peer after `took`: spin next time up to four times that (at least the minimum,
+    /// at most the spin time), averaged with the previous budget so one slow wait does not swing it.
+    fn caught(&self, adapt: &Adapt, took: Duration) {
         let cap = self.spin.as_nanos().min(u128::from(u32::MAX)) as u32;
         let want = (took.as_nanos().min(u128::from(u32::MAX / 4)) as u32 * 4).clamp(MIN_SPIN_NS, cap.max(MIN_SPIN_NS));
-        let old = a.budget_ns.load(Ordering::Relaxed);
-        a.budget_ns.store(old / 2 + want / 2, Ordering::Relaxed);
-        a.misses.store(0, Ordering::Relaxed);
+        let old = adapt.budget_ns.load(Ordering::Relaxed);
+        adapt.budget_ns.store(old / 2 + want / 2, Ordering::Relaxed);
     }
 
-    /// The wait ended in the futex after `took` in all. When that was within twice the spin time, a longer
-    /// spin would have caught it (typically the peer was itself waking from a sleep): spin the whole spin
-    /// time next time, so the two sides do not settle into waking each other. When it was longer, the
-    /// peer was not running (an oversubscribed machine) or had nothing to say (idle): sleep at once for
-    /// the next 2, 4, 8 ... (at most [`MAX_SKIP`]) waits, then try a short spin again.
-    fn slept(&self, took: Duration) {
-        if self.mode != WaitMode::Adaptive {
-            return;
-        }
-        let a = &self.adapt;
-        if took <= self.spin * 2 {
-            a.budget_ns.store(self.spin.as_nanos().min(u128::from(u32::MAX)) as u32, Ordering::Relaxed);
-            a.misses.store(0, Ordering::Relaxed);
-            return;
-        }
-        let misses = a.misses.load(Ordering::Relaxed).saturating_add(1);
-        a.misses.store(misses, Ordering::Relaxed);
-        a.skip.store((1u32 << misses.min(6)).min(MAX_SKIP), Ordering::Relaxed);
-        a.budget_ns.store(MIN_SPIN_NS * 4, Ordering::Relaxed);
+    /// A spin of `spun` caught nothing and the wait ended in the futex after `took` in all. When that
+    /// was within twice the spin, a longer spin would have caught it: double the budget (up to the spin
+    /// time), so a function that takes a steady few microseconds is soon caught spinning. When it was
+    /// longer, the peer was busy for long, idle, or not running (an oversubscribed machine, where
+    /// spinning only takes the CPU from the peer and sleeping earns the quick wake-up the scheduler gives
+    /// sleepers): shrink the budget by a quarter, down to the minimum. Never zero: a quick answer is
+    /// still caught.
+    fn slept(&self, adapt: &Adapt, spun: Duration, took: Duration) {
+        let cap = self.spin.as_nanos().min(u128::from(u32::MAX)) as u32;
+        let old = adapt.budget_ns.load(Ordering::Relaxed);
+        let new = if took <= spun * 2 { old.saturating_mul(2).min(cap) } else { old - old / 4 };
+        adapt.budget_ns.store(new.max(MIN_SPIN_NS), Ordering::Relaxed);
     }
 
     /// Sends one chunk of a frame as is, `more` saying whether chunks follow: for tests that play a
