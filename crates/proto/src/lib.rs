@@ -8,6 +8,7 @@
 
 pub mod marshal;
 pub mod msg;
+pub mod numbers;
 pub mod service;
 pub mod target;
 pub mod transport;
@@ -22,6 +23,7 @@ pub use msg::{
     Block, CallData, CodecError, ErrorKind, Frame, Hello, Loc, Reloc, RemoteError, Reply, Request, Returned, MAGIC,
     PROTOCOL_VERSION,
 };
+pub use numbers::{NumKind, Numbers};
 pub use target::{Arch, Layout, LayoutError, Os, StructLayout, Target};
 pub use transport::{FrameError, StreamTransport, Transport, DEFAULT_MAX_FRAME};
 pub use types::{CType, CallConv, Direction, Field, Param, Signature, StructDef};
