@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::msg::{Block, CallData, Loc, Reloc, Returned, MAX_BLOCK};
-use crate::numbers::{NumKind, Numbers};
+use crate::numbers::{NumKind, NumSlice, NumSliceMut, Numbers};
 use crate::target::{LayoutError, Os, Target};
 use crate::types::{CType, Direction, Field, Signature};
 use crate::value::{ExtF80, Value};
@@ -203,6 +203,21 @@ pub fn encode_call_bulk<'v>(
     values: &'v [Value],
     defer_at: u64,
 ) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
+    encode_call_borrowed(target, sig, values, &[], defer_at)
+}
+
+/// Like [`encode_call_bulk`], with some pointer arguments given as borrowed numbers: where
+/// `borrowed[i]` is `Some`, argument `i` (a pointer) points to those numbers, laid out as
+/// [`Value::Numbers`] would be, and `values[i]` is not read. Read the results with
+/// [`decode_results_borrowed`] and the same mask, then [`decode_numbers_into`] for each.
+#[allow(clippy::type_complexity)]
+pub fn encode_call_borrowed<'v>(
+    target: &Target,
+    sig: &Signature,
+    values: &'v [Value],
+    borrowed: &[Option<NumSlice<'v>>],
+    defer_at: u64,
+) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
     let mut enc = Encoder { target, data: CallData::default(), path: Path::default(), defer_at, deferred: Vec::new() };
     let n = sig.params.len();
     if values.len() != n {
@@ -232,7 +247,20 @@ pub fn encode_call_bulk<'v>(
         enc.path.push(Seg::Arg(i));
         let (start, size) = slots[i];
         let slot = &mut args[start as usize..(start + size) as usize];
-        enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?;
+        match (borrowed.get(i).copied().flatten(), &p.ty) {
+            (Some(nums), CType::Pointer(to)) => {
+                let index = enc.reserve();
+                let (index, data, len) = enc.numbers_block(index, to, nums, p.dir)?;
+                enc.finish_block(to, index, data, len, p.dir != Direction::In, p.dir, Loc::Arg(i as u32), 0);
+            }
+            (Some(_), ty) => {
+                return Err(enc.err(MarshalErrorKind::Mismatch {
+                    expected: format!("a value for `{ty}`"),
+                    got: "an array of numbers",
+                }))
+            }
+            (None, _) => enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?,
+        }
         enc.path.pop();
     }
     enc.data.args = args;
@@ -460,8 +488,25 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             (CType::FnPtr(_), _) => return Err(self.mismatch(format!("an address for `{ty}`"), v)),
             _ => return Err(self.mismatch(format!("text or an address for `{ty}`"), v)),
         };
-        // The block was reserved before its content was laid out, so nested blocks get higher numbers
-        // than their parent, which the reader relies on.
+        self.finish_block(pointee, index, data, len, copy_back, dir, loc, base);
+        out.fill(0); // the server writes the address
+        Ok(())
+    }
+
+    /// Completes block `index` (reserved before its content was laid out, so nested blocks get higher
+    /// numbers than their parent, which the reader relies on) and records where its address goes.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &mut self,
+        pointee: &CType,
+        index: u32,
+        data: Vec<u8>,
+        len: u64,
+        copy_back: bool,
+        dir: Direction,
+        loc: Loc,
+        base: u64,
+    ) {
         let align = match pointee {
             CType::Void => 16,
             t => self.target.layout(t).map(|l| l.align.max(16)).unwrap_or(16),
@@ -473,8 +518,6 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         // Out memory starts zeroed (the server writes the addresses of nested memory into it).
         block.data = if dir == Direction::Out && copy_back { Vec::new() } else { data };
         self.data.relocs.push(Reloc { at: loc, offset: base, block: index });
-        out.fill(0); // the server writes the address
-        Ok(())
     }
 
     fn text_block(&mut self, data: Vec<u8>) -> (u32, Vec<u8>, u64) {
@@ -509,7 +552,7 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                 return Ok((index, Vec::new(), b.len() as u64));
             }
             Value::Bytes(b) => b.clone(),
-            Value::Numbers(nums) => return self.numbers_block(index, to, nums, dir),
+            Value::Numbers(nums) => return self.numbers_block(index, to, nums.as_slice(), dir),
             Value::Str(s) if *to == CType::WChar => self.wide(s, true),
             Value::Zeros(n) => {
                 // Never allocated here: the server zero-fills a block sent without data.
@@ -544,7 +587,7 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         &mut self,
         index: u32,
         to: &'s CType,
-        nums: &'v Numbers,
+        nums: NumSlice<'v>,
         dir: Direction,
     ) -> Result<(u32, Vec<u8>, u64), MarshalError> {
         if *to == CType::Void || self.numbers_match(to, nums.kind()) {
@@ -575,14 +618,15 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
 
     /// Writes `nums` as consecutive elements of `of` into `out` (at least as long): their bytes when
     /// the layouts match, else each element converted and range-checked, the error naming its index.
-    fn write_numbers(&mut self, of: &CType, nums: &Numbers, out: &mut [u8]) -> Result<(), MarshalError> {
+    fn write_numbers(&mut self, of: &CType, nums: NumSlice<'_>, out: &mut [u8]) -> Result<(), MarshalError> {
         if self.numbers_match(of, nums.kind()) {
             let b = nums.as_bytes();
             out[..b.len()].copy_from_slice(b);
             return Ok(());
         }
         let size = self.size_of(of)? as usize;
-        for (i, ev) in nums.values().enumerate() {
+        for i in 0..nums.len() {
+            let ev = nums.get(i).expect("in range");
             self.path.push(Seg::Index(i as u64));
             self.write_number(of, &ev, &mut out[i * size..(i + 1) * size])?;
             self.path.pop();
@@ -658,7 +702,7 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                 if nums.len() > n as usize {
                     return Err(self.err(too_long(nums.len())));
                 }
-                self.write_numbers(of, nums, out)?;
+                self.write_numbers(of, nums.as_slice(), out)?;
             }
             _ => return Err(self.mismatch(format!("Value::Array for `{ty}`"), v)),
         }
@@ -878,6 +922,24 @@ pub fn decode_results_at(
     blocks: &[Option<&[u8]>],
     addrs: &[u64],
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    decode_results_borrowed(target, sig, values, &[], plan, value, string, blocks, addrs)
+}
+
+/// Like [`decode_results_at`] for a call encoded by [`encode_call_borrowed`]: where `borrowed[i]`, the
+/// argument's block is counted but not read (its out value is `None`): the caller reads it into its
+/// numbers with [`decode_numbers_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_results_borrowed(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    borrowed: &[bool],
+    plan: &CallPlan,
+    value: &[u8],
+    string: Option<Vec<u8>>,
+    blocks: &[Option<&[u8]>],
+    addrs: &[u64],
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
     let mut r = Reader { target, blocks, next: 0, path: Path::one(Seg::Named("return value")), addrs, in_block: false };
     let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
@@ -892,10 +954,71 @@ pub fn decode_results_at(
         return Ok((ret, outs));
     }
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+        if borrowed.get(i).copied().unwrap_or(false) {
+            r.next += 1; // its one block (numbers hold no pointers)
+            outs.push(None);
+            continue;
+        }
         r.path = Path::one(Seg::Arg(i));
         outs.push(r.param(&p.ty, p.dir, v)?);
     }
     Ok((ret, outs))
+}
+
+/// Reads the memory of pointer argument `arg` (to `to`) after the call into `out`, in place: its bytes
+/// as they are when the layouts match, else each element converted, one that does not fit `out`'s kind
+/// being an error naming the argument and the element.
+pub fn decode_numbers_into(
+    target: &Target,
+    to: &CType,
+    arg: usize,
+    block: &[u8],
+    out: &mut NumSliceMut<'_>,
+) -> Result<(), MarshalError> {
+    let r = Reader { target, blocks: &[], next: 0, path: Path::one(Seg::Arg(arg)), addrs: &[], in_block: true };
+    let kind = out.kind();
+    let n = out.len();
+    if *to == CType::Void || numbers_match(target, to, kind) {
+        let want = (n * kind.size()) as u64;
+        let b = block
+            .get(..want as usize)
+            .ok_or_else(|| r.err(MarshalErrorKind::Short { got: block.len(), want, ty: format!("{to}[{n}]") }))?;
+        out.as_mut_bytes().copy_from_slice(b);
+        return Ok(());
+    }
+    let size = r.size_of(to)? as usize;
+    for i in 0..n {
+        let v = r.fresh(to, block.get(i * size..).unwrap_or(&[]))?;
+        if !out.set(i, &v) {
+            let (min, max) = kind_range(kind);
+            let value = match v {
+                Value::Int(x) => i128::from(x),
+                Value::UInt(x) => i128::from(x),
+                _ => {
+                    let e = MarshalErrorKind::Mismatch { expected: format!("a {}", kind.name()), got: v.kind() };
+                    return Err(MarshalError { path: format!("{} -> [{i}]", render(&r.path)), kind: e });
+                }
+            };
+            let e = MarshalErrorKind::OutOfRange { value, ty: kind.name().into(), min, max };
+            return Err(MarshalError { path: format!("{} -> [{i}]", render(&r.path)), kind: e });
+        }
+    }
+    Ok(())
+}
+
+/// The range of an integer kind (floats: unused).
+fn kind_range(kind: NumKind) -> (i128, i128) {
+    match kind {
+        NumKind::I8 => (i8::MIN.into(), i8::MAX.into()),
+        NumKind::U8 => (0, u8::MAX.into()),
+        NumKind::I16 => (i16::MIN.into(), i16::MAX.into()),
+        NumKind::U16 => (0, u16::MAX.into()),
+        NumKind::I32 => (i32::MIN.into(), i32::MAX.into()),
+        NumKind::U32 => (0, u32::MAX.into()),
+        NumKind::I64 => (i64::MIN.into(), i64::MAX.into()),
+        NumKind::U64 => (0, u64::MAX.into()),
+        _ => (0, 0),
+    }
 }
 
 struct Reader<'a, 's> {
@@ -1398,6 +1521,34 @@ mod tests {
         let (_, outs) = decode_returned(&Target::X86_64_SYSV, &sig, &v, &plan, returned).unwrap();
         assert_eq!(outs[0], Some(Value::f64s([0.0; 4])));
         assert!(matches!(&outs[1], Some(Value::Numbers(Numbers::U16(x))) if *x == [3, 4]));
+    }
+
+    #[test]
+    fn borrowed_numbers_are_sent_and_read_back_in_place() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Long)).arg(CType::Int);
+        let mut xs = [1i64, -2];
+        let borrowed = [Some(NumSlice::I64(&xs)), None];
+        let v = [Value::Void, Value::Int(2)];
+        let (data, plan, _) = encode_call_borrowed(&Target::I386_SYSV, &sig, &v, &borrowed, u64::MAX).unwrap();
+        assert_eq!(data.blocks[0].data, [1i32.to_le_bytes(), (-2i32).to_le_bytes()].concat());
+        assert!(data.blocks[0].copy_back);
+        let after = [5i32.to_le_bytes(), (-6i32).to_le_bytes()].concat();
+        let views = [Some(&after[..])];
+        let (_, outs) =
+            decode_results_borrowed(&Target::I386_SYSV, &sig, &v, &[true, false], &plan, &[], None, &views, &[])
+                .unwrap();
+        assert_eq!(outs, [None, None]);
+        decode_numbers_into(&Target::I386_SYSV, &CType::Long, 0, &after, &mut NumSliceMut::I64(&mut xs)).unwrap();
+        assert_eq!(xs, [5, -6]);
+        // Read back into a kind the values do not fit: an error naming the argument and the element.
+        let mut small = [0u16; 2];
+        let e = decode_numbers_into(&Target::I386_SYSV, &CType::Long, 0, &after, &mut NumSliceMut::U16(&mut small))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "argument 1 -> [1]: -6 does not fit in `u16` (0..=65535)");
+        // Borrowed numbers stand only for pointers.
+        let both = [Some(NumSlice::I64(&[1])), Some(NumSlice::I32(&[1]))];
+        let e = encode_call_borrowed(&Target::I386_SYSV, &sig, &v, &both, u64::MAX).unwrap_err();
+        assert_eq!(e.to_string(), "argument 2: expected a value for `int`, got an array of numbers");
     }
 
     #[test]

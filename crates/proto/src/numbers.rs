@@ -401,6 +401,207 @@ impl Numbers {
     }
 }
 
+/// Borrowed numbers: the elements of a slice of one of the [`NumKind`]s, sent by a call as
+/// [`Value::Numbers`] would be, without being copied into one first (the typed layer's `In<[f64]>`).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum NumSlice<'a> {
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+    I16(&'a [i16]),
+    U16(&'a [u16]),
+    I32(&'a [i32]),
+    U32(&'a [u32]),
+    I64(&'a [i64]),
+    U64(&'a [u64]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// Mutably borrowed numbers: a slice the results of an `Out`/`InOut` pointer are written into in
+/// place (the typed layer's `InOut<[f64]>`), instead of into a new [`Value`].
+#[derive(Debug)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum NumSliceMut<'a> {
+    I8(&'a mut [i8]),
+    U8(&'a mut [u8]),
+    I16(&'a mut [i16]),
+    U16(&'a mut [u16]),
+    I32(&'a mut [i32]),
+    U32(&'a mut [u32]),
+    I64(&'a mut [i64]),
+    U64(&'a mut [u64]),
+    F32(&'a mut [f32]),
+    F64(&'a mut [f64]),
+}
+
+macro_rules! each_slice {
+    ($ty:ident, $n:expr, $v:ident => $body:expr) => {
+        match $n {
+            $ty::I8($v) => $body,
+            $ty::U8($v) => $body,
+            $ty::I16($v) => $body,
+            $ty::U16($v) => $body,
+            $ty::I32($v) => $body,
+            $ty::U32($v) => $body,
+            $ty::I64($v) => $body,
+            $ty::U64($v) => $body,
+            $ty::F32($v) => $body,
+            $ty::F64($v) => $body,
+        }
+    };
+}
+
+macro_rules! slice_kind {
+    ($ty:ident, $n:expr) => {
+        match $n {
+            $ty::I8(_) => NumKind::I8,
+            $ty::U8(_) => NumKind::U8,
+            $ty::I16(_) => NumKind::I16,
+            $ty::U16(_) => NumKind::U16,
+            $ty::I32(_) => NumKind::I32,
+            $ty::U32(_) => NumKind::U32,
+            $ty::I64(_) => NumKind::I64,
+            $ty::U64(_) => NumKind::U64,
+            $ty::F32(_) => NumKind::F32,
+            $ty::F64(_) => NumKind::F64,
+        }
+    };
+}
+
+impl<'a> NumSlice<'a> {
+    /// The element type.
+    pub fn kind(&self) -> NumKind {
+        slice_kind!(NumSlice, self)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        each_slice!(NumSlice, self, v => v.len())
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements' bytes (this machine's byte order).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        each_slice!(NumSlice, *self, v => v.as_bytes())
+    }
+
+    /// Element `i` as the [`Value`] it stands for.
+    pub fn get(&self, i: usize) -> Option<Value> {
+        each_slice!(NumSlice, self, v => v.get(i).map(|x| x.value()))
+    }
+}
+
+impl NumSliceMut<'_> {
+    /// The element type.
+    pub fn kind(&self) -> NumKind {
+        slice_kind!(NumSliceMut, self)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        each_slice!(NumSliceMut, self, v => v.len())
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same elements, shared.
+    pub fn as_slice(&self) -> NumSlice<'_> {
+        match self {
+            NumSliceMut::I8(v) => NumSlice::I8(v),
+            NumSliceMut::U8(v) => NumSlice::U8(v),
+            NumSliceMut::I16(v) => NumSlice::I16(v),
+            NumSliceMut::U16(v) => NumSlice::U16(v),
+            NumSliceMut::I32(v) => NumSlice::I32(v),
+            NumSliceMut::U32(v) => NumSlice::U32(v),
+            NumSliceMut::I64(v) => NumSlice::I64(v),
+            NumSliceMut::U64(v) => NumSlice::U64(v),
+            NumSliceMut::F32(v) => NumSlice::F32(v),
+            NumSliceMut::F64(v) => NumSlice::F64(v),
+        }
+    }
+
+    /// The elements' bytes, to write (this machine's byte order).
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
+        each_slice!(NumSliceMut, self, v => v.as_mut_bytes())
+    }
+
+    /// Sets element `i` to the number `v` stands for, if it is of the element's class and fits.
+    pub fn set(&mut self, i: usize, v: &Value) -> bool {
+        each_slice!(NumSliceMut, self, s => match (s.get_mut(i), Element::from_value(v)) {
+            (Some(slot), Some(x)) => {
+                *slot = x;
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+/// A pointer argument given as borrowed numbers instead of a [`Value`] (see
+/// [`encode_call_borrowed`](crate::encode_call_borrowed)): sent as [`Value::Numbers`] would be,
+/// without a copy into one; a `Mut` one is written in place with what comes back.
+#[derive(Debug)]
+pub enum BorrowedNumbers<'a> {
+    /// Only read (an `In` pointer).
+    Ref(NumSlice<'a>),
+    /// Read and written (`InOut`), or only written (`Out`).
+    Mut(NumSliceMut<'a>),
+}
+
+impl BorrowedNumbers<'_> {
+    /// The numbers, shared.
+    pub fn as_slice(&self) -> NumSlice<'_> {
+        match self {
+            BorrowedNumbers::Ref(s) => *s,
+            BorrowedNumbers::Mut(s) => s.as_slice(),
+        }
+    }
+}
+
+impl Numbers {
+    /// The elements, borrowed.
+    pub fn as_slice(&self) -> NumSlice<'_> {
+        match self {
+            Numbers::I8(v) => NumSlice::I8(v),
+            Numbers::U8(v) => NumSlice::U8(v),
+            Numbers::I16(v) => NumSlice::I16(v),
+            Numbers::U16(v) => NumSlice::U16(v),
+            Numbers::I32(v) => NumSlice::I32(v),
+            Numbers::U32(v) => NumSlice::U32(v),
+            Numbers::I64(v) => NumSlice::I64(v),
+            Numbers::U64(v) => NumSlice::U64(v),
+            Numbers::F32(v) => NumSlice::F32(v),
+            Numbers::F64(v) => NumSlice::F64(v),
+        }
+    }
+
+    /// The elements, mutably borrowed (results are written into them in place).
+    pub fn as_mut_slice(&mut self) -> NumSliceMut<'_> {
+        match self {
+            Numbers::I8(v) => NumSliceMut::I8(v),
+            Numbers::U8(v) => NumSliceMut::U8(v),
+            Numbers::I16(v) => NumSliceMut::I16(v),
+            Numbers::U16(v) => NumSliceMut::U16(v),
+            Numbers::I32(v) => NumSliceMut::I32(v),
+            Numbers::U32(v) => NumSliceMut::U32(v),
+            Numbers::I64(v) => NumSliceMut::I64(v),
+            Numbers::U64(v) => NumSliceMut::U64(v),
+            Numbers::F32(v) => NumSliceMut::F32(v),
+            Numbers::F64(v) => NumSliceMut::F64(v),
+        }
+    }
+}
+
 impl PartialEq for Numbers {
     fn eq(&self, other: &Numbers) -> bool {
         self.same_as(other)
