@@ -189,6 +189,15 @@ impl Value {
         }
     }
 
+    /// The number of elements of an array (packed or not), or of members of a struct or union (0 for
+    /// anything else).
+    pub fn element_count(&self) -> usize {
+        match self {
+            Value::Numbers(n) => n.len(),
+            other => other.as_slice().map_or(0, <[Value]>::len),
+        }
+    }
+
     /// An array of doubles, packed ([`Value::Numbers`]).
     pub fn f64s(values: impl IntoIterator<Item = f64>) -> Value {
         Value::Numbers(Numbers::F64(values.into_iter().collect()))
