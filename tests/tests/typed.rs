@@ -268,7 +268,7 @@ fn number_slices_are_borrowed_both_ways_small_and_large() {
             // Only the first n - 1 elements are the function's: the last stays as it was.
             scale.call((&mut v, n as i32 - 1, 0.5)).unwrap();
             assert_eq!(v[n - 1], -2.0 * (n - 1) as f64, "{b:?} {n}");
-            assert_eq!(v[n - 2], -1.0 * (n - 2) as f64, "{b:?} {n}");
+            assert_eq!(v[n - 2], -((n - 2) as f64), "{b:?} {n}");
         }
         let lib = b.open("edge");
         // void inc_all(int *v, int n) as an out-buffer: written in place over what the slice held.

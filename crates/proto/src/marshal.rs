@@ -553,6 +553,7 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             }
             Value::Bytes(b) => b.clone(),
             Value::Numbers(nums) => return self.numbers_block(index, to, nums.as_slice(), dir),
+            Value::Str(s) if to.is_byte() => nul_terminated(s.as_bytes()),
             Value::Str(s) if *to == CType::WChar => self.wide(s, true),
             Value::Zeros(n) => {
                 // Never allocated here: the server zero-fills a block sent without data.
@@ -1507,6 +1508,13 @@ mod tests {
         let e = encode_value(&Target::I386_SYSV, &ty, &Value::Struct(vec![Value::Int(0), Value::from(vec![0u16; 4])]))
             .unwrap_err();
         assert_eq!(e.to_string(), "value -> .xs: 4 elements do not fit in `short[3]`");
+    }
+
+    #[test]
+    fn text_for_a_char_pointer_is_still_its_bytes_and_nul() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Char));
+        let (data, _) = encode_call(&Target::I386_SYSV, &sig, &["ab".into()]).unwrap();
+        assert_eq!(data.blocks[0].data, b"ab\0");
     }
 
     #[test]
