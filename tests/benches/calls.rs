@@ -225,10 +225,80 @@ fn bulk(budget: Duration) {
         row3(&name, fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
     }
     let n = mib(1) / 8;
-    let args = [Value::f64s((0..n).map(|i| i as f64)), Value::Int(n as i64)];
+    let args = [Value::Array((0..n).map(|i| Value::Float(i as f64)).collect()), Value::Int(n as i64)];
     let v = sample(budget, 1, || drop(black_box(sum.call(&args).unwrap())));
     let gbs = mib(1) as f64 / pct(&v, 0.5);
-    row3("1 MiB as Value::Array of floats, shm arena", fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+    row3("1 MiB as Value::Array of Floats, shm arena", fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+    // 64 MiB in, the library reading none of it (n = 0): the transfer alone, against memcpy above.
+    let n = mib(64) / 8;
+    let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f64).to_le_bytes()).collect();
+    let args = [Value::Bytes(bytes), Value::Int(0)];
+    let v = sample(budget, 1, || drop(black_box(sum.call(&args).unwrap())));
+    let gbs = mib(64) as f64 / pct(&v, 0.5);
+    row3("64 MiB in, not read (n = 0): the transfer", fmt_ns(pct(&v, 0.5)), format!("{gbs:.2}"), fmt_ns(pct(&v, 0.9)));
+    arrays(budget, &lib);
+}
+
+/// 1M doubles from each container a caller may hold, summed (`sum4`, only read) and scaled in place
+/// (`scale`, read back), beside the same bytes prebuilt and a shared buffer (zero copy).
+fn arrays(budget: Duration, lib: &Library) {
+    use bitbridge::{In, InOut};
+    let n = 1 << 20;
+    let mb = (n * 8) as f64;
+    header("1M f64 (8 MiB) via the i686 server, shm arena", ["median", "GB/s", "p90"]);
+    let show = |name: &str, v: &[f64]| {
+        row3(name, fmt_ns(pct(v, 0.5)), format!("{:.2}", mb / pct(v, 0.5)), fmt_ns(pct(v, 0.9)));
+    };
+    {
+        let src = vec![1u8; n * 8];
+        let mut dst = vec![0u8; n * 8];
+        let v = sample(budget, 1, || {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        });
+        show("baseline: memcpy of 8 MiB", &v);
+    }
+    let data: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let want = Value::Float((n as f64) * (n as f64 - 1.0) / 2.0);
+    let count = Value::Int(n as i64);
+    let sum =
+        lib.function("sum4", Signature::new(CType::Double).arg(CType::ptr(CType::Double)).arg(CType::Int)).unwrap();
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let args = [Value::Bytes(bytes), count.clone()];
+    let v = sample(budget, 1, || assert_eq!(sum.call(&args).unwrap().ret, want));
+    show("sum4: prebuilt bytes (Value::Bytes)", &v);
+    let typed = lib.typed::<(In<[f64]>, i32), f64>("sum4").unwrap();
+    let v = sample(budget, 1, || assert_eq!(Value::Float(typed.call((&data, n as i32)).unwrap()), want));
+    show("sum4: &[f64] through the typed layer (In<[f64]>)", &v);
+    let mut moved = data.clone();
+    let v = sample(budget, 1, || {
+        let args = [Value::from(std::mem::take(&mut moved)), count.clone()];
+        assert_eq!(sum.call(&args).unwrap().ret, want);
+        let [Value::Numbers(back), _] = args else { unreachable!() };
+        moved = back.into_vec().unwrap();
+    });
+    show("sum4: Vec<f64> moved in (Value::from)", &v);
+    let args = [Value::f64s(data.iter().copied()), count.clone()];
+    let v = sample(budget, 1, || assert_eq!(sum.call(&args).unwrap().ret, want));
+    show("sum4: the typed array value (Value::Numbers)", &v);
+
+    let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Double)).arg(CType::Int).arg(CType::Double);
+    let scale = lib.function("scale", sig).unwrap();
+    let args = [Value::Bytes(data.iter().flat_map(|x| x.to_le_bytes()).collect()), count.clone(), Value::Float(1.0)];
+    let v = sample(budget, 1, || drop(black_box(scale.call(&args).unwrap().outs)));
+    show("scale in place, read back: bytes", &v);
+    let args = [Value::f64s(data.iter().copied()), count.clone(), Value::Float(1.0)];
+    let v = sample(budget, 1, || drop(black_box(scale.call(&args).unwrap().outs)));
+    show("scale in place, read back: Value::Numbers", &v);
+    let typed = lib.typed::<(InOut<[f64]>, i32, f64), ()>("scale").unwrap();
+    let mut buf = data.clone();
+    let v = sample(budget, 1, || typed.call((&mut buf, n as i32, 1.0)).unwrap());
+    show("scale in place, read back: &mut [f64] (InOut<[f64]>)", &v);
+    let shared = lib.server().share((n * 8) as u64).unwrap();
+    shared.write(0, &data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let args = [shared.value(), count.clone(), Value::Float(1.0)];
+    let v = sample(budget, 1, || drop(black_box(scale.call(&args).unwrap())));
+    show("scale in place: SharedBuffer (zero copy)", &v);
 }
 
 fn threads(budget: Duration) {

@@ -249,3 +249,32 @@ fn a_missing_function_is_refused_when_prepared() {
     let e = lib.typed::<(i32,), i32>("no_such_function").unwrap_err();
     assert!(matches!(e, Error::SymbolNotFound { .. }), "{e}");
 }
+
+/// Slices of numbers are sent from the caller's slice and written back into it in place (no copy into
+/// a `Value`): small ones in the request, large ones (8 MiB) through the bulk arena, on every backend.
+#[test]
+fn number_slices_are_borrowed_both_ways_small_and_large() {
+    let _check = bitbridge_tests::no_server_left();
+    for b in BACKENDS {
+        let lib = b.open("ctest");
+        let sum4 = lib.typed::<(In<[f64]>, i32), f64>("sum4").unwrap();
+        let scale = lib.typed::<(InOut<[f64]>, i32, f64), ()>("scale").unwrap();
+        for n in [3usize, 1 << 20] {
+            let mut v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            let want = (n as f64) * (n as f64 - 1.0) / 2.0;
+            assert_eq!(sum4.call((&v, n as i32)).unwrap(), want, "{b:?} {n}");
+            scale.call((&mut v, n as i32, -2.0)).unwrap();
+            assert!(v.iter().enumerate().all(|(i, x)| *x == -2.0 * i as f64), "{b:?} {n}");
+            // Only the first n - 1 elements are the function's: the last stays as it was.
+            scale.call((&mut v, n as i32 - 1, 0.5)).unwrap();
+            assert_eq!(v[n - 1], -2.0 * (n - 1) as f64, "{b:?} {n}");
+            assert_eq!(v[n - 2], -((n - 2) as f64), "{b:?} {n}");
+        }
+        let lib = b.open("edge");
+        // void inc_all(int *v, int n) as an out-buffer: written in place over what the slice held.
+        let inc_all = lib.typed::<(Out<[i32]>, i32), ()>("inc_all").unwrap();
+        let mut v = vec![5i32; 1 << 17]; // 512 KiB: through the arena on shared memory
+        inc_all.call((&mut v, 2)).unwrap();
+        assert_eq!((v[0], v[1], v[2]), (1, 1, 0), "{b:?}: an Out buffer starts zeroed");
+    }
+}

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use bitbridge::{CType, Constant, Declarations, Target, Value};
+use bitbridge::{CType, Constant, Declarations, NumKind, Numbers, Target, Value};
 
 /// A parsed literal.
 #[derive(Clone, Debug, PartialEq)]
@@ -471,12 +471,11 @@ impl Converter<'_> {
                         ));
                     }
                     let vals = self.elements(items, of)?;
-                    Ok(if of.is_byte() { bytes(&vals) } else { Value::Array(vals) })
+                    Ok(if of.is_byte() { bytes(&vals) } else { self.pack(of, vals) })
                 }
                 Lit::Repeat(x, k) if *k <= *n => {
                     let v = self.value(x, of)?;
-                    let vals = vec![v; *k as usize];
-                    Ok(if of.is_byte() { bytes(&vals) } else { Value::Array(vals) })
+                    Ok(self.repeat(of, v, *k))
                 }
                 other => Err(format!("{} is not an array, which `{ty}` needs ([...])", describe(other))),
             },
@@ -549,15 +548,13 @@ impl Converter<'_> {
             }
             Lit::Str(s) if *to == CType::WChar => Ok(Value::Str(text(s)?)),
             Lit::Array(items) if to.is_byte() => Ok(bytes(&self.elements(items, to)?)),
-            Lit::Array(items) => self.elements(items, to).map(Value::Array),
+            Lit::Array(items) => self.elements(items, to).map(|vals| self.pack(to, vals)),
             Lit::Repeat(x, n) => {
                 let v = self.value(x, to)?;
                 if is_zero(x) {
                     Ok(Value::Zeros(*n)) // an output buffer: the server zero-fills it
-                } else if to.is_byte() {
-                    Ok(bytes(&vec![v; *n as usize]))
                 } else {
-                    Ok(Value::Array(vec![v; *n as usize]))
+                    Ok(self.repeat(to, v, *n))
                 }
             }
             single => {
@@ -570,6 +567,66 @@ impl Converter<'_> {
                     v
                 })
             }
+        }
+    }
+
+    /// The kind numbers of `of` are packed as on this target: its own size and signedness (`long` on
+    /// i386 is an `i32`), so they are sent as their bytes. `None` for what does not pack (bytes travel
+    /// as `Value::Bytes`, `_Bool`, x87 `long double`, aggregates, pointers).
+    fn pack_kind(&self, of: &CType) -> Option<NumKind> {
+        match of {
+            CType::Float => Some(NumKind::F32),
+            CType::Double => Some(NumKind::F64),
+            CType::LongDouble if self.target.os == bitbridge::Os::Windows => Some(NumKind::F64),
+            CType::Bool => None,
+            t if t.is_integer() => match (self.target.layout(t).ok()?.size, self.target.int_signed(t)) {
+                (2, true) => Some(NumKind::I16),
+                (2, false) => Some(NumKind::U16),
+                (4, true) => Some(NumKind::I32),
+                (4, false) => Some(NumKind::U32),
+                (8, true) => Some(NumKind::I64),
+                (8, false) => Some(NumKind::U64),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Elements already checked against `of`, packed into one vector when `of` is a number type
+    /// (`Value::Numbers`), else as they are.
+    fn pack(&self, of: &CType, vals: Vec<Value>) -> Value {
+        let packed = match self.pack_kind(of) {
+            Some(NumKind::F32) => {
+                vals.iter().map(|v| v.as_f64().map(|f| f as f32)).collect::<Option<Vec<f32>>>().map(Numbers::from)
+            }
+            Some(NumKind::F64) => vals.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>().map(Numbers::from),
+            Some(kind) => Numbers::from_values(kind, &vals),
+            None => None,
+        };
+        packed.map_or(Value::Array(vals), Value::Numbers)
+    }
+
+    /// `[v; n]`, `v` already checked against `of`: `n` copies in one vector of `of`'s size (bytes, or
+    /// `Value::Numbers`), never `n` values; other types (structs) repeat the value.
+    fn repeat(&self, of: &CType, v: Value, n: u32) -> Value {
+        let n = n as usize;
+        if of.is_byte() {
+            return bytes(&[v]).as_bytes().map_or(Value::Zeros(0), |b| Value::Bytes(vec![b[0]; n]));
+        }
+        match self.pack(of, vec![v]) {
+            Value::Numbers(one) => Value::Numbers(match one {
+                Numbers::I16(x) => Numbers::I16(vec![x[0]; n]),
+                Numbers::U16(x) => Numbers::U16(vec![x[0]; n]),
+                Numbers::I32(x) => Numbers::I32(vec![x[0]; n]),
+                Numbers::U32(x) => Numbers::U32(vec![x[0]; n]),
+                Numbers::I64(x) => Numbers::I64(vec![x[0]; n]),
+                Numbers::U64(x) => Numbers::U64(vec![x[0]; n]),
+                Numbers::F32(x) => Numbers::F32(vec![x[0]; n]),
+                Numbers::F64(x) => Numbers::F64(vec![x[0]; n]),
+                other => other, // byte kinds are not packed (see `pack_kind`)
+            }),
+            Value::Array(mut one) => Value::Array(vec![one.pop().expect("one value"); n]),
+            other => other,
         }
     }
 
@@ -698,6 +755,32 @@ mod tests {
     }
 
     /// Random strings over the literal alphabet parse or fail, never panic.
+    #[test]
+    fn number_arrays_pack_as_the_targets_element_type() {
+        let decls = Declarations::default();
+        let conv = |target| Converter { target, decls: &decls };
+        let i386 = conv(Target::I386_SYSV);
+        let int_ptr = CType::ptr(CType::Int);
+        assert!(
+            matches!(i386.param(&parse("[7; 3]").unwrap(), &int_ptr), Ok(Value::Numbers(Numbers::I32(v))) if v == [7; 3])
+        );
+        let long_ptr = CType::ptr(CType::Long);
+        assert!(matches!(i386.param(&parse("[1, -2]").unwrap(), &long_ptr), Ok(Value::Numbers(Numbers::I32(_)))));
+        let x64 = conv(Target::X86_64_SYSV);
+        assert!(matches!(x64.param(&parse("[1, -2]").unwrap(), &long_ptr), Ok(Value::Numbers(Numbers::I64(_)))));
+        let float_arr = CType::array(CType::Float, 4);
+        assert!(
+            matches!(i386.param(&parse("[0.5; 2]").unwrap(), &float_arr), Ok(Value::Numbers(Numbers::F32(v))) if v == [0.5; 2])
+        );
+        // Each element is still checked against the C type, its index named.
+        let e = i386.param(&parse("[1, 70000]").unwrap(), &CType::ptr(CType::UShort)).map(|_| ()).unwrap_err();
+        assert_eq!(e, "[1]: 70000 does not fit in `unsigned short` (0..=65535)");
+        let e = i386.param(&parse("[70000; 2]").unwrap(), &CType::ptr(CType::UShort)).unwrap_err();
+        assert_eq!(e, "70000 does not fit in `unsigned short` (0..=65535)");
+        // Not numbers: bools and structs keep their values.
+        assert!(matches!(i386.param(&parse("[true; 2]").unwrap(), &CType::ptr(CType::Bool)), Ok(Value::Array(_))));
+    }
+
     #[test]
     fn random_input_never_panics() {
         let alphabet: Vec<char> = "0123456789xXbeE.+-_uUlLfF'\"\\{}[];,.=@#abcnulNUé \t".chars().collect();

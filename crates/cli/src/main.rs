@@ -440,12 +440,7 @@ fn dll_imports_section(file: &std::path::Path, arch: bitbridge::Arch) -> anyhow:
                     }
                     None => unsearched = " (without Wine, its folders were not searched)",
                 }
-                out!(
-                    "  {:<24} NOT FOUND for {} Windows: not {}{unsearched}",
-                    d.name,
-                    arch,
-                    searched.join(", nor ")
-                );
+                out!("  {:<24} NOT FOUND for {} Windows: not {}{unsearched}", d.name, arch, searched.join(", nor "));
             }
         }
     }

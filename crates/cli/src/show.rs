@@ -108,6 +108,21 @@ fn write_c(s: &mut String, v: &Value, ty: &CType, mode: Mode) {
             }
             s.push(']');
         }
+        Value::Numbers(n) => {
+            let of = elem(ty);
+            s.push('[');
+            let limit = if mode == Mode::Summary && n.len() > SUMMARY { SHOWN } else { n.len() };
+            for i in 0..limit {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                write_c(s, &n.get(i).expect("in range"), of, mode);
+            }
+            if limit < n.len() {
+                write!(s, ", ... {} more ({} elements)", n.len() - limit, n.len()).unwrap();
+            }
+            s.push(']');
+        }
         Value::Struct(members) | Value::Union(members) => {
             let def = match elem(ty) {
                 CType::Struct(d) | CType::Union(d) => Some(d.clone()),
@@ -264,6 +279,7 @@ pub fn json(v: &Value, ty: &CType) -> serde_json::Value {
             }
         }
         Value::Array(items) => J::Array(items.iter().map(|x| json(x, elem(ty))).collect()),
+        Value::Numbers(n) => J::Array(n.values().map(|x| json(&x, elem(ty))).collect()),
         Value::Struct(members) | Value::Union(members) => {
             let def = match elem(ty) {
                 CType::Struct(d) | CType::Union(d) => Some(d.clone()),
@@ -297,6 +313,15 @@ pub fn unchanged(before: &Value, after: &Value, ty: &CType) -> bool {
         (Value::Array(b), Value::Array(a)) => {
             b.len() == a.len() && b.iter().zip(a).all(|(x, y)| unchanged(x, y, elem(ty)))
         }
+        (Value::Numbers(b), Value::Numbers(a)) if b.kind() == a.kind() && !b.kind().is_float() => b == a,
+        (Value::Numbers(_), Value::Numbers(_) | Value::Array(_)) | (Value::Array(_), Value::Numbers(_)) => {
+            let (b, a) = (before.element_count(), after.element_count());
+            b == a
+                && (0..b).all(|i| match (before.element(i), after.element(i)) {
+                    (Some(x), Some(y)) => unchanged(&x, &y, elem(ty)),
+                    _ => false,
+                })
+        }
         (Value::Bytes(b), Value::Array(a)) | (Value::Array(a), Value::Bytes(b)) => {
             b.len() == a.len() && b.iter().zip(a).all(|(x, y)| y.as_u64() == Some(u64::from(*x)))
         }
@@ -329,6 +354,7 @@ fn is_zero(v: &Value) -> bool {
         Value::Float(f) => f.to_bits() == 0,
         Value::LongDouble(x) => x.0 == [0; 10],
         Value::Bytes(b) => b.iter().all(|&c| c == 0),
+        Value::Numbers(n) => n.as_bytes().iter().all(|&c| c == 0),
         Value::Str(t) => t.bytes().all(|c| c == 0),
         Value::Array(items) | Value::Struct(items) | Value::Union(items) => items.iter().all(is_zero),
         Value::Variant(_, x) => is_zero(x),

@@ -316,6 +316,26 @@ fn call_the_issue_example_prints_6() {
     assert_eq!((code, out.as_str(), err.as_str()), (0, "6\n", ""));
 }
 
+/// `[x; n]` is one vector of the element type (not n values): a million doubles in and scaled in place,
+/// the result summarised; and a `long` array on i386 packs as 4-byte elements, range-checked.
+#[test]
+fn call_repeat_literals_are_packed_and_read_back() {
+    let _check = bitbridge_tests::no_server_left();
+    let lib = path(&fixture("ctest", Bits::B32));
+    let (code, out, err) = call(&[&lib, "double sum4(const double *f, int n)", "[1.5; 1000000]", "1000000"]);
+    assert_eq!((code, out.as_str()), (0, "1500000\n"), "{err}");
+    let (code, out, err) = call(&[&lib, "void scale(double *f, int n, double k)", "[1.5; 1000000]", "999999", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("f = [3, 3, 3, "), "{out}");
+    assert!(out.trim_end().ends_with("more (1000000 elements)]"), "{out}");
+    let edge = path(&fixture("edge", Bits::B32));
+    let (code, out, err) = call(&[&edge, "void inc_all(long *v, int n)", "[1, 2, 3]", "2"]);
+    assert_eq!((code, out.as_str()), (0, "v = [2, 3, 3]\n"), "{err}");
+    let (code, _, err) = call(&[&edge, "void inc_all(long *v, int n)", "[1, 4294967296]", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("4294967296 does not fit in `long`"), "{err}");
+}
+
 #[test]
 fn call_prints_what_the_function_wrote() {
     let _check = bitbridge_tests::no_server_left();

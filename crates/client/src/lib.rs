@@ -16,7 +16,8 @@ pub mod typed;
 pub mod wine;
 
 pub use bitbridge_proto::{
-    Arch, CType, CallConv, Direction, ExtF80, Field, Os, Param, Signature, StructDef, Target, Value, ValueTypeError,
+    Arch, CType, CallConv, Direction, ExtF80, Field, NumKind, Numbers, Os, Param, Signature, StructDef, Target, Value,
+    ValueTypeError,
 };
 pub use cdecl::{Constant, Declarations, Prototype};
 pub use detect::{

@@ -11,6 +11,7 @@ use crate::cdecl::Declarations;
 use crate::detect::{find_by_name, inspect};
 use crate::error::{Error, Result};
 use crate::server::{Server, ServerOptions};
+use bitbridge_proto::BorrowedNumbers as Borrowed;
 
 /// How to open a library: which file, which server.
 #[derive(Clone, Debug)]
@@ -340,11 +341,17 @@ impl Function {
     /// parameters, then each variadic argument with its type. C's default argument promotions apply to
     /// variadic arguments, so `float`, `char`, `short` and `bool` are refused: pass `double` or `int`.
     pub fn call_variadic(&self, args: &[Value], variadic: &[(CType, Value)]) -> Result<Outcome> {
-        self.lib.server.call(self.id, &self.name, &self.sig, None, args, variadic, None)
+        self.lib.server.call(self.id, &self.name, &self.sig, None, args, variadic, &mut [], None)
     }
 
     fn call_with(&self, args: &[Value], timeout: Option<Duration>) -> Result<Outcome> {
-        self.lib.server.call(self.id, &self.name, &self.sig, self.plan.as_ref(), args, &[], timeout)
+        self.lib.server.call(self.id, &self.name, &self.sig, self.plan.as_ref(), args, &[], &mut [], timeout)
+    }
+
+    /// A call where `borrowed[i]`, when `Some`, stands for pointer argument `i` (`args[i]` is not
+    /// read): the typed layer's slices, sent and written back without a copy into a `Value`.
+    pub(crate) fn call_borrowed(&self, args: &[Value], borrowed: &mut [Option<Borrowed<'_>>]) -> Result<Outcome> {
+        self.lib.server.call(self.id, &self.name, &self.sig, self.plan.as_ref(), args, &[], borrowed, None)
     }
 
     /// The function's name.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bitbridge_proto::{decode_results_at, encode_call_bulk};
+use bitbridge_proto::{decode_results_borrowed, encode_call_borrowed, BorrowedNumbers as Borrowed, NumSlice};
 use bitbridge_proto::{
     msg, Arch, CType, ErrorKind, Frame, FrameError, Hello, Os, RemoteError, Reply, Request, Signature, StreamTransport,
     Target, Transport, Value, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION,
@@ -1069,16 +1069,19 @@ impl Server {
         plan: Option<&crate::fast::Plan>,
         args: &[Value],
         extra: &[(CType, Value)],
+        borrowed: &mut [Option<Borrowed<'_>>],
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
         let outer = CALLBACK_FAILURE.with(|f| f.borrow_mut().take());
         let mut buf = [0u8; crate::fast::MAX_ARGS];
-        let fast =
-            plan.filter(|_| extra.is_empty()).and_then(|p| Some((p, p.encode(&self.target(), sig, args, &mut buf)?)));
+        // Borrowed slices are pointees: never the fast path.
+        let fast = plan
+            .filter(|_| extra.is_empty() && borrowed.iter().all(Option::is_none))
+            .and_then(|p| Some((p, p.encode(&self.target(), sig, args, &mut buf)?)));
         let result = if let Some((plan, bytes)) = fast {
             self.call_fast(func, name, sig, plan, args, bytes, timeout)
         } else if extra.is_empty() && !sig.variadic {
-            self.call_prepared(func, name, sig, args, Vec::new(), timeout)
+            self.call_prepared(func, name, sig, args, borrowed, Vec::new(), timeout)
         } else {
             self.call_variadic(func, name, sig, args, extra, timeout)
         };
@@ -1120,7 +1123,7 @@ impl Server {
         let mut values = args.to_vec();
         values.extend(extra.iter().map(|(_, v)| v.clone()));
         let types: Vec<CType> = extra.iter().map(|(t, _)| t.clone()).collect();
-        self.call_prepared(func, name, &full, &values, types, timeout)
+        self.call_prepared(func, name, &full, &values, &mut [], types, timeout)
     }
 
     /// A call whose arguments are `bytes`, laid out by `plan` (see `fast.rs`).
@@ -1151,17 +1154,20 @@ impl Server {
             return Err(self.broken(e));
         }
         let no_blocks = bitbridge_proto::CallPlan { copy_back: Vec::new() };
-        let (ret, outs) = decode_results_at(&target, sig, args, &no_blocks, &returned.value, None, &[], &[])
-            .map_err(|source| Error::Result { function: name.to_owned(), source: Box::new(source) })?;
+        let (ret, outs) =
+            bitbridge_proto::decode_results_at(&target, sig, args, &no_blocks, &returned.value, None, &[], &[])
+                .map_err(|source| Error::Result { function: name.to_owned(), source: Box::new(source) })?;
         Ok(Outcome { ret, outs, errno: returned.errno, last_error: returned.last_error })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call_prepared(
         &self,
         func: u32,
         name: &str,
         sig: &Signature,
         args: &[Value],
+        borrowed: &mut [Option<Borrowed<'_>>],
         variadic: Vec<CType>,
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
@@ -1169,7 +1175,24 @@ impl Server {
         let threshold = if self.inner.shared_memory { ARENA_THRESHOLD } else { u64::MAX };
         let arg_err = |source| Error::Argument { function: name.to_owned(), source: Box::new(source) };
         let res_err = |source| Error::Result { function: name.to_owned(), source: Box::new(source) };
-        let (mut call, plan, deferred) = encode_call_bulk(&target, sig, args, threshold).map_err(arg_err)?;
+        let any_borrowed = borrowed.iter().any(Option::is_some);
+        let slices: Vec<Option<NumSlice<'_>>> = match any_borrowed {
+            true => borrowed.iter().map(|b| b.as_ref().map(Borrowed::as_slice)).collect(),
+            false => Vec::new(), // no allocation on the usual path
+        };
+        let (mut call, plan, deferred) =
+            encode_call_borrowed(&target, sig, args, &slices, threshold).map_err(arg_err)?;
+        // The block of each borrowed argument whose memory comes back, to read into it in place.
+        let borrowed_blocks: Vec<(usize, u32)> = borrowed
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                matches!(b, Some(Borrowed::Mut(_))) && sig.params[*i].dir != bitbridge_proto::Direction::In
+            })
+            .filter_map(|(i, _)| {
+                call.relocs.iter().find(|r| r.at == bitbridge_proto::Loc::Arg(i as u32)).map(|r| (i, r.block))
+            })
+            .collect();
         call.variadic = variadic;
         // What the reply may hold: the return value, the blocks that come back in it, a returned string.
         let ret_size = match &sig.ret {
@@ -1254,10 +1277,15 @@ impl Server {
                 (true, None, _) => back.next().map(Vec::as_slice),
             })
             .collect();
-        let (ret, mut outs) = decode_results_at(
+        let mask: Vec<bool> = match any_borrowed {
+            true => borrowed.iter().map(Option::is_some).collect(),
+            false => Vec::new(),
+        };
+        let (ret, mut outs) = decode_results_borrowed(
             &target,
             sig,
             args,
+            &mask,
             &plan,
             &returned.value,
             returned.string.clone(),
@@ -1265,6 +1293,18 @@ impl Server {
             &returned.addrs,
         )
         .map_err(res_err)?;
+        // Borrowed numbers: their memory read straight into the caller's slices.
+        for (i, block) in borrowed_blocks {
+            let (Some(Some(Borrowed::Mut(out))), CType::Pointer(to)) = (borrowed.get_mut(i), &sig.params[i].ty) else {
+                continue;
+            };
+            let Some(bytes) = views.get(block as usize).copied().flatten() else {
+                return Err(
+                    self.broken(Error::Protocol(format!("no memory came back for argument {} of `{name}`", i + 1)))
+                );
+            };
+            bitbridge_proto::decode_numbers_into(&target, to, i, bytes, out).map_err(res_err)?;
+        }
         // Pointers the library replaced inside memory that came back: read what they point to now.
         if may_replace {
             let within: Vec<Within<'_>> = returned
@@ -1353,7 +1393,8 @@ impl Server {
                 }
                 // A buffer the caller passed (an array) that the library replaced: its length is not
                 // in the type, so the new address is the answer.
-                let buffer = matches!(orig, Some(Value::Array(_) | Value::Bytes(_) | Value::Zeros(_)));
+                let buffer =
+                    matches!(orig, Some(Value::Array(_) | Value::Numbers(_) | Value::Bytes(_) | Value::Zeros(_)));
                 let read = match ty {
                     CType::CStr => self
                         .read_cstring(a)

@@ -94,7 +94,10 @@ use std::ffi::CString;
 use std::fmt;
 use std::marker::PhantomData;
 
-use bitbridge_proto::{CType, CallConv, Direction, Param, Signature, Value, ValueTypeError};
+use bitbridge_proto::{
+    BorrowedNumbers, CType, CallConv, Direction, NumKind, NumSlice, NumSliceMut, Numbers, Param, Signature, Value,
+    ValueTypeError,
+};
 
 use crate::error::{Error, Result};
 use crate::library::{Function, Library, Outcome};
@@ -111,6 +114,20 @@ pub trait CValue: Sized {
     fn into_value(self) -> Value;
     /// The Rust value of a value the server sent back for [`CValue::ctype`].
     fn from_value(value: Value) -> std::result::Result<Self, ValueTypeError>;
+    /// A slice of this type as borrowed numbers, for the number types that travel packed (not the
+    /// byte types, which travel as [`Value::Bytes`]): `In<[f64]>` is sent from the caller's slice
+    /// without a copy into a `Value`. The default (and what `#[derive(CStruct)]` keeps) is `None`.
+    #[doc(hidden)]
+    fn num_slice(items: &[Self]) -> Option<NumSlice<'_>> {
+        let _ = items;
+        None
+    }
+    /// [`CValue::num_slice`], mutably: `InOut<[f64]>`/`Out<[f64]>` are written in place.
+    #[doc(hidden)]
+    fn num_slice_mut(items: &mut [Self]) -> Option<NumSliceMut<'_>> {
+        let _ = items;
+        None
+    }
 }
 
 macro_rules! scalar {
@@ -128,8 +145,32 @@ macro_rules! scalar {
         }
     )*};
 }
-scalar!(i8 => I8, i16 => I16, i32 => I32, i64 => I64, u8 => U8, u16 => U16, u32 => U32, u64 => U64,
-    f32 => Float, f64 => Double, bool => Bool);
+scalar!(i8 => I8, u8 => U8, bool => Bool);
+
+/// The number types that travel packed: slices of them are borrowed by a call ([`CValue::num_slice`]).
+macro_rules! number {
+    ($($t:ty => $c:ident / $kind:ident),* $(,)?) => {$(
+        impl CValue for $t {
+            fn ctype() -> CType {
+                CType::$c
+            }
+            fn into_value(self) -> Value {
+                Value::from(self)
+            }
+            fn from_value(value: Value) -> std::result::Result<Self, ValueTypeError> {
+                <$t>::try_from(value)
+            }
+            fn num_slice(items: &[Self]) -> Option<NumSlice<'_>> {
+                Some(NumSlice::$kind(items))
+            }
+            fn num_slice_mut(items: &mut [Self]) -> Option<NumSliceMut<'_>> {
+                Some(NumSliceMut::$kind(items))
+            }
+        }
+    )*};
+}
+number!(i16 => I16 / I16, i32 => I32 / I32, i64 => I64 / I64, u16 => U16 / U16, u32 => U32 / U32,
+    u64 => U64 / U64, f32 => Float / F32, f64 => Double / F64);
 
 /// `size_t`: 4 bytes in a 32-bit server, so a value above `u32::MAX` is refused there (named), never
 /// truncated.
@@ -288,9 +329,25 @@ fn byte_value(of: &CType, b: u8) -> Value {
     }
 }
 
-/// Elements converted one by one, each error naming its index.
-fn elements<T: CValue>(values: Value, len: Option<usize>) -> std::result::Result<Vec<T>, ValueTypeError> {
+/// Elements converted one by one, each error naming its index; a [`Value::Numbers`] of `T`s is taken
+/// as it is.
+fn elements<T: CValue + 'static>(values: Value, len: Option<usize>) -> std::result::Result<Vec<T>, ValueTypeError> {
+    let count = |n: usize| match len.filter(|want| *want != n) {
+        Some(want) => Err(ValueTypeError::found("an array", format!("{n} elements where {want} were declared"))),
+        None => Ok(()),
+    };
     let items: Vec<Value> = match values {
+        Value::Numbers(n) => {
+            count(n.len())?;
+            return match n.into_vec::<T>() {
+                Ok(v) => Ok(v),
+                Err(n) => n
+                    .values()
+                    .enumerate()
+                    .map(|(i, v)| T::from_value(v).map_err(|e| e.within(format_args!("element {i}"))))
+                    .collect(),
+            };
+        }
         Value::Array(items) => items,
         Value::Bytes(b) => {
             let of = T::ctype();
@@ -298,9 +355,7 @@ fn elements<T: CValue>(values: Value, len: Option<usize>) -> std::result::Result
         }
         other => return Err(ValueTypeError::new("an array", &other)),
     };
-    if let Some(n) = len.filter(|n| *n != items.len()) {
-        return Err(ValueTypeError::found("an array", format!("{} elements where {n} were declared", items.len())));
-    }
+    count(items.len())?;
     items
         .into_iter()
         .enumerate()
@@ -308,12 +363,30 @@ fn elements<T: CValue>(values: Value, len: Option<usize>) -> std::result::Result
         .collect()
 }
 
-/// Values of elements: byte-sized elements travel as one [`Value::Bytes`].
-fn element_values<T: CValue>(items: impl ExactSizeIterator<Item = T>) -> Value {
-    if T::ctype().is_byte() {
-        Value::Bytes(items.map(|x| x.into_value().as_i64().map_or(0, |i| i as u8)).collect())
-    } else {
-        Value::Array(items.map(T::into_value).collect())
+/// Values of elements: byte-sized elements travel as one [`Value::Bytes`], the other numbers as one
+/// [`Value::Numbers`] (the vector moved in, sent as its bytes), anything else element by element.
+fn element_values<T: CValue + 'static>(items: Vec<T>) -> Value {
+    match Numbers::kind_of::<T>() {
+        Some(NumKind::U8) | Some(NumKind::I8) => {
+            Value::Bytes(items.into_iter().map(|x| x.into_value().as_i64().map_or(0, |i| i as u8)).collect())
+        }
+        Some(_) => match Numbers::from_vec(items) {
+            Ok(n) => Value::Numbers(n),
+            Err(items) => Value::Array(items.into_iter().map(T::into_value).collect()),
+        },
+        None if T::ctype().is_byte() => {
+            Value::Bytes(items.into_iter().map(|x| x.into_value().as_i64().map_or(0, |i| i as u8)).collect())
+        }
+        None => Value::Array(items.into_iter().map(T::into_value).collect()),
+    }
+}
+
+/// The value sent for an out-buffer of `n` elements: zeroed numbers of `T`'s kind, so that what comes
+/// back is packed too, or [`Value::Zeros`].
+fn out_buffer<T: 'static>(n: usize) -> Value {
+    match Numbers::kind_of::<T>() {
+        Some(kind) if !matches!(kind, NumKind::U8 | NumKind::I8) => Value::Numbers(Numbers::zeros(kind, n)),
+        _ => Value::Zeros(u32::try_from(n).unwrap_or(u32::MAX)),
     }
 }
 
@@ -321,12 +394,12 @@ fn element_values<T: CValue>(items: impl ExactSizeIterator<Item = T>) -> Value {
 /// `[[f64; 4]; 3]` is `double[3][4]`. The array moves by value through the conversion, so for large
 /// buffers (hundreds of KiB: a thread's stack is 2 MiB by default) take a slice instead: `In<[f64]>`,
 /// `Out<[f64]>` with `&mut vec[..]`.
-impl<T: CValue, const N: usize> CValue for [T; N] {
+impl<T: CValue + 'static, const N: usize> CValue for [T; N] {
     fn ctype() -> CType {
         CType::array(T::ctype(), u32::try_from(N).unwrap_or(u32::MAX))
     }
     fn into_value(self) -> Value {
-        element_values(self.into_iter())
+        element_values(Vec::from(self))
     }
     fn from_value(value: Value) -> std::result::Result<Self, ValueTypeError> {
         let v = elements::<T>(value, Some(N))?;
@@ -384,6 +457,13 @@ pub trait CArg {
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>);
     /// Writes what came back after the call (for `Out`/`InOut`; others ignore it).
     fn write_back<'a>(back: Self::Back<'a>, after: Option<Value>) -> std::result::Result<(), ValueTypeError>;
+    /// The parameter as borrowed numbers, sent (and written back) in place of its value: slices of
+    /// the packed number types.
+    #[doc(hidden)]
+    fn borrow<'b>(back: &'b mut Self::Back<'_>) -> Option<BorrowedNumbers<'b>> {
+        let _ = back;
+        None
+    }
 }
 
 /// Passed by value.
@@ -433,7 +513,7 @@ pub struct InOut<T: ?Sized>(PhantomData<T>);
 
 /// The one value that came back for a pointer to a single `T` (sent as one element: `Value::Zeros(1)`,
 /// or an array of one value), converted without an element index in its errors.
-fn single<T: CValue>(after: Option<Value>) -> std::result::Result<T, ValueTypeError> {
+fn single<T: CValue + 'static>(after: Option<Value>) -> std::result::Result<T, ValueTypeError> {
     match after {
         Some(Value::Array(mut items)) if items.len() == 1 => T::from_value(items.pop().expect("one element")),
         other => {
@@ -461,15 +541,21 @@ impl<T: CValue + Clone + 'static> CArg for In<T> {
 
 impl<T: CValue + Clone + 'static> CArg for In<[T]> {
     type Call<'a> = &'a [T];
-    type Back<'a> = ();
+    type Back<'a> = &'a [T];
     fn param() -> Param {
         Param { ty: CType::ptr(T::ctype()), dir: Direction::In }
     }
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>) {
-        (element_values(arg.iter().cloned()), ())
+        match T::num_slice(arg) {
+            Some(_) => (Value::Void, arg), // sent from the slice itself (see `borrow`)
+            None => (element_values(arg.to_vec()), arg),
+        }
     }
     fn write_back<'a>(_: Self::Back<'a>, _: Option<Value>) -> std::result::Result<(), ValueTypeError> {
         Ok(())
+    }
+    fn borrow<'b>(back: &'b mut Self::Back<'_>) -> Option<BorrowedNumbers<'b>> {
+        T::num_slice(back).map(BorrowedNumbers::Ref)
     }
 }
 
@@ -495,12 +581,21 @@ impl<T: CValue + 'static> CArg for Out<[T]> {
         Param { ty: CType::ptr(T::ctype()), dir: Direction::Out }
     }
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>) {
-        (Value::Zeros(u32::try_from(arg.len()).unwrap_or(u32::MAX)), arg)
+        match T::num_slice(arg) {
+            Some(_) => (Value::Void, arg), // written in place (see `borrow`)
+            None => (out_buffer::<T>(arg.len()), arg),
+        }
     }
     fn write_back<'a>(back: Self::Back<'a>, after: Option<Value>) -> std::result::Result<(), ValueTypeError> {
+        if T::num_slice(back).is_some() {
+            return Ok(()); // already written in place
+        }
         let v = elements::<T>(after.unwrap_or(Value::Void), Some(back.len()))?;
         back.iter_mut().zip(v).for_each(|(slot, x)| *slot = x);
         Ok(())
+    }
+    fn borrow<'b>(back: &'b mut Self::Back<'_>) -> Option<BorrowedNumbers<'b>> {
+        T::num_slice_mut(back).map(BorrowedNumbers::Mut)
     }
 }
 
@@ -527,12 +622,21 @@ impl<T: CValue + Clone + 'static> CArg for InOut<[T]> {
         Param { ty: CType::ptr(T::ctype()), dir: Direction::InOut }
     }
     fn split<'a>(arg: Self::Call<'a>) -> (Value, Self::Back<'a>) {
-        (element_values(arg.iter().cloned()), arg)
+        match T::num_slice(arg) {
+            Some(_) => (Value::Void, arg), // sent from and written into the slice (see `borrow`)
+            None => (element_values(arg.to_vec()), arg),
+        }
     }
     fn write_back<'a>(back: Self::Back<'a>, after: Option<Value>) -> std::result::Result<(), ValueTypeError> {
+        if T::num_slice(back).is_some() {
+            return Ok(()); // already written in place
+        }
         let v = elements::<T>(after.unwrap_or(Value::Void), Some(back.len()))?;
         back.iter_mut().zip(v).for_each(|(slot, x)| *slot = x);
         Ok(())
+    }
+    fn borrow<'b>(back: &'b mut Self::Back<'_>) -> Option<BorrowedNumbers<'b>> {
+        T::num_slice_mut(back).map(BorrowedNumbers::Mut)
     }
 }
 
@@ -550,7 +654,7 @@ pub trait CArgs {
     #[doc(hidden)]
     fn invoke(
         args: Self::Call<'_>,
-        call: impl FnOnce(&[Value]) -> Result<Outcome>,
+        call: impl FnOnce(&[Value], &mut [Option<BorrowedNumbers<'_>>]) -> Result<Outcome>,
     ) -> Result<std::result::Result<Value, ValueTypeError>>;
 }
 
@@ -564,11 +668,11 @@ macro_rules! tuple_args {
             #[allow(unused_variables, unused_mut, clippy::unused_unit)]
             fn invoke(
                 args: Self::Call<'_>,
-                call: impl FnOnce(&[Value]) -> Result<Outcome>,
+                call: impl FnOnce(&[Value], &mut [Option<BorrowedNumbers<'_>>]) -> Result<Outcome>,
             ) -> Result<std::result::Result<Value, ValueTypeError>> {
                 let ($($a,)*) = args;
-                $(let ($a, $b) = $T::split($a);)*
-                let outcome = call(&[$($a),*])?;
+                $(let ($a, mut $b) = $T::split($a);)*
+                let outcome = call(&[$($a),*], &mut [$($T::borrow(&mut $b)),*])?;
                 let mut outs = outcome.outs.into_iter();
                 $(
                     if let Err(e) = $T::write_back($b, outs.next().flatten()) {
@@ -621,7 +725,7 @@ impl<Args: CArgs, Ret: CReturn> TypedFunction<Args, Ret> {
     /// `&mut` after the call; the return value is converted to `Ret`.
     pub fn call(&self, args: Args::Call<'_>) -> Result<Ret> {
         let f = &self.function;
-        let ret = Args::invoke(args, |values| f.call(values))?;
+        let ret = Args::invoke(args, |values, borrowed| f.call_borrowed(values, borrowed))?;
         ret.and_then(Ret::from_ret).map_err(|source| Error::Typed { function: f.name().to_owned(), source })
     }
 

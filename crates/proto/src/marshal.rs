@@ -11,6 +11,7 @@
 use std::fmt;
 
 use crate::msg::{Block, CallData, Loc, Reloc, Returned, MAX_BLOCK};
+use crate::numbers::{NumKind, NumSlice, NumSliceMut, Numbers};
 use crate::target::{LayoutError, Os, Target};
 use crate::types::{CType, Direction, Field, Signature};
 use crate::value::{ExtF80, Value};
@@ -202,6 +203,21 @@ pub fn encode_call_bulk<'v>(
     values: &'v [Value],
     defer_at: u64,
 ) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
+    encode_call_borrowed(target, sig, values, &[], defer_at)
+}
+
+/// Like [`encode_call_bulk`], with some pointer arguments given as borrowed numbers: where
+/// `borrowed[i]` is `Some`, argument `i` (a pointer) points to those numbers, laid out as
+/// [`Value::Numbers`] would be, and `values[i]` is not read. Read the results with
+/// [`decode_results_borrowed`] and the same mask, then [`decode_numbers_into`] for each.
+#[allow(clippy::type_complexity)]
+pub fn encode_call_borrowed<'v>(
+    target: &Target,
+    sig: &Signature,
+    values: &'v [Value],
+    borrowed: &[Option<NumSlice<'v>>],
+    defer_at: u64,
+) -> Result<(CallData, CallPlan, Vec<(u32, &'v [u8])>), MarshalError> {
     let mut enc = Encoder { target, data: CallData::default(), path: Path::default(), defer_at, deferred: Vec::new() };
     let n = sig.params.len();
     if values.len() != n {
@@ -231,7 +247,20 @@ pub fn encode_call_bulk<'v>(
         enc.path.push(Seg::Arg(i));
         let (start, size) = slots[i];
         let slot = &mut args[start as usize..(start + size) as usize];
-        enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?;
+        match (borrowed.get(i).copied().flatten(), &p.ty) {
+            (Some(nums), CType::Pointer(to)) => {
+                let index = enc.reserve();
+                let (index, data, len) = enc.numbers_block(index, to, nums, p.dir)?;
+                enc.finish_block(to, index, data, len, p.dir != Direction::In, p.dir, Loc::Arg(i as u32), 0);
+            }
+            (Some(_), ty) => {
+                return Err(enc.err(MarshalErrorKind::Mismatch {
+                    expected: format!("a value for `{ty}`"),
+                    got: "an array of numbers",
+                }))
+            }
+            (None, _) => enc.write(&p.ty, v, slot, Loc::Arg(i as u32), 0, p.dir)?,
+        }
         enc.path.pop();
     }
     enc.data.args = args;
@@ -469,8 +498,25 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             (CType::FnPtr(_), _) => return Err(self.mismatch(format!("an address for `{ty}`"), v)),
             _ => return Err(self.mismatch(format!("text or an address for `{ty}`"), v)),
         };
-        // The block was reserved before its content was laid out, so nested blocks get higher numbers
-        // than their parent, which the reader relies on.
+        self.finish_block(pointee, index, data, len, copy_back, dir, loc, base);
+        out.fill(0); // the server writes the address
+        Ok(())
+    }
+
+    /// Completes block `index` (reserved before its content was laid out, so nested blocks get higher
+    /// numbers than their parent, which the reader relies on) and records where its address goes.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &mut self,
+        pointee: &CType,
+        index: u32,
+        data: Vec<u8>,
+        len: u64,
+        copy_back: bool,
+        dir: Direction,
+        loc: Loc,
+        base: u64,
+    ) {
         let align = match pointee {
             CType::Void => 16,
             t => self.target.layout(t).map(|l| l.align.max(16)).unwrap_or(16),
@@ -482,8 +528,6 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         // Out memory starts zeroed (the server writes the addresses of nested memory into it).
         block.data = if dir == Direction::Out && copy_back { Vec::new() } else { data };
         self.data.relocs.push(Reloc { at: loc, offset: base, block: index });
-        out.fill(0); // the server writes the address
-        Ok(())
     }
 
     fn text_block(&mut self, data: Vec<u8>) -> (u32, Vec<u8>, u64) {
@@ -518,6 +562,7 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                 return Ok((index, Vec::new(), b.len() as u64));
             }
             Value::Bytes(b) => b.clone(),
+            Value::Numbers(nums) => return self.numbers_block(index, to, nums.as_slice(), dir),
             Value::Str(s) if to.is_byte() => nul_terminated(s.as_bytes()),
             Value::Str(s) if *to == CType::WChar => self.wide(s, true),
             Value::Zeros(n) => {
@@ -545,6 +590,78 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
         };
         let len = bytes.len() as u64;
         Ok((index, bytes, len))
+    }
+
+    /// The block of numbers behind a pointer to `to`: their bytes as they are when `to` has their
+    /// layout (borrowed, not copied, when at least `defer_at` bytes), else each converted and checked.
+    fn numbers_block(
+        &mut self,
+        index: u32,
+        to: &'s CType,
+        nums: NumSlice<'v>,
+        dir: Direction,
+    ) -> Result<(u32, Vec<u8>, u64), MarshalError> {
+        if *to == CType::Void || self.numbers_match(to, nums.kind()) {
+            let bytes = nums.as_bytes();
+            let len = self.total(nums.kind().size() as u64, nums.len() as u64, to)?;
+            if dir == Direction::Out {
+                return Ok((index, Vec::new(), len));
+            }
+            if len >= self.defer_at {
+                self.deferred.push((index, bytes));
+                return Ok((index, Vec::new(), len));
+            }
+            return Ok((index, bytes.to_vec(), len));
+        }
+        let size = self.size_of(to)?;
+        let len = self.total(size, nums.len() as u64, to)?;
+        if dir == Direction::Out {
+            return Ok((index, Vec::new(), len)); // its content is not sent
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.write_numbers(to, nums, &mut buf)?;
+        Ok((index, buf, len))
+    }
+
+    fn numbers_match(&self, ty: &CType, kind: NumKind) -> bool {
+        numbers_match(self.target, ty, kind)
+    }
+
+    /// Writes `nums` as consecutive elements of `of` into `out` (at least as long): their bytes when
+    /// the layouts match, else each element converted and range-checked, the error naming its index.
+    fn write_numbers(&mut self, of: &CType, nums: NumSlice<'_>, out: &mut [u8]) -> Result<(), MarshalError> {
+        if self.numbers_match(of, nums.kind()) {
+            let b = nums.as_bytes();
+            out[..b.len()].copy_from_slice(b);
+            return Ok(());
+        }
+        let size = self.size_of(of)? as usize;
+        for i in 0..nums.len() {
+            let ev = nums.get(i).expect("in range");
+            self.path.push(Seg::Index(i as u64));
+            self.write_number(of, &ev, &mut out[i * size..(i + 1) * size])?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+
+    /// Writes one number (an element of a [`Value::Numbers`]) as a scalar `ty`.
+    fn write_number(&self, ty: &CType, v: &Value, out: &mut [u8]) -> Result<(), MarshalError> {
+        if ty.is_integer() {
+            return self.write_int(ty, v, out);
+        }
+        match ty {
+            CType::Float => out.copy_from_slice(&(self.float(v)? as f32).to_le_bytes()),
+            CType::Double => out.copy_from_slice(&self.float(v)?.to_le_bytes()),
+            CType::LongDouble if self.target.os == Os::Windows => out.copy_from_slice(&self.float(v)?.to_le_bytes()),
+            CType::LongDouble => out[..10].copy_from_slice(&ExtF80::from_f64(self.float(v)?).0),
+            _ => {
+                return Err(
+                    self.err(MarshalErrorKind::Mismatch { expected: format!("a value for `{ty}`"), got: "a number" })
+                )
+            }
+        }
+        Ok(())
     }
 
     fn reserve(&mut self) -> u32 {
@@ -592,6 +709,12 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
                     self.path.pop();
                 }
             }
+            Value::Numbers(nums) => {
+                if nums.len() > n as usize {
+                    return Err(self.err(too_long(nums.len())));
+                }
+                self.write_numbers(of, nums.as_slice(), out)?;
+            }
             _ => return Err(self.mismatch(format!("Value::Array for `{ty}`"), v)),
         }
         Ok(())
@@ -610,6 +733,26 @@ impl<'s, 'v> Encoder<'_, 's, 'v> {
             }
         }
         out
+    }
+}
+
+/// Whether numbers of `kind` are laid out on `target` exactly as elements of `ty` are (same size, same
+/// class and signedness; both ends little endian), so their bytes can go as they are.
+fn numbers_match(target: &Target, ty: &CType, kind: NumKind) -> bool {
+    if !cfg!(target_endian = "little") {
+        return false;
+    }
+    match ty {
+        CType::Float => kind == NumKind::F32,
+        CType::Double => kind == NumKind::F64,
+        CType::LongDouble => kind == NumKind::F64 && target.os == Os::Windows,
+        CType::Bool => false,
+        t if t.is_integer() => {
+            !kind.is_float()
+                && target.layout(t).ok().map(|l| l.size) == Some(kind.size() as u64)
+                && target.int_signed(t) == kind.is_signed_int()
+        }
+        _ => false,
     }
 }
 
@@ -790,6 +933,24 @@ pub fn decode_results_at(
     blocks: &[Option<&[u8]>],
     addrs: &[u64],
 ) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
+    decode_results_borrowed(target, sig, values, &[], plan, value, string, blocks, addrs)
+}
+
+/// Like [`decode_results_at`] for a call encoded by [`encode_call_borrowed`]: where `borrowed[i]`, the
+/// argument's block is counted but not read (its out value is `None`): the caller reads it into its
+/// numbers with [`decode_numbers_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_results_borrowed(
+    target: &Target,
+    sig: &Signature,
+    values: &[Value],
+    borrowed: &[bool],
+    plan: &CallPlan,
+    value: &[u8],
+    string: Option<Vec<u8>>,
+    blocks: &[Option<&[u8]>],
+    addrs: &[u64],
+) -> Result<(Value, Vec<Option<Value>>), MarshalError> {
     let mut r = Reader { target, blocks, next: 0, path: Path::one(Seg::Named("return value")), addrs, in_block: false };
     let ret = match (&sig.ret, string) {
         (CType::Void, _) => Value::Void,
@@ -804,10 +965,71 @@ pub fn decode_results_at(
         return Ok((ret, outs));
     }
     for (i, (p, v)) in sig.params.iter().zip(values).enumerate() {
+        if borrowed.get(i).copied().unwrap_or(false) {
+            r.next += 1; // its one block (numbers hold no pointers)
+            outs.push(None);
+            continue;
+        }
         r.path = Path::one(Seg::Arg(i));
         outs.push(r.param(&p.ty, p.dir, v)?);
     }
     Ok((ret, outs))
+}
+
+/// Reads the memory of pointer argument `arg` (to `to`) after the call into `out`, in place: its bytes
+/// as they are when the layouts match, else each element converted, one that does not fit `out`'s kind
+/// being an error naming the argument and the element.
+pub fn decode_numbers_into(
+    target: &Target,
+    to: &CType,
+    arg: usize,
+    block: &[u8],
+    out: &mut NumSliceMut<'_>,
+) -> Result<(), MarshalError> {
+    let r = Reader { target, blocks: &[], next: 0, path: Path::one(Seg::Arg(arg)), addrs: &[], in_block: true };
+    let kind = out.kind();
+    let n = out.len();
+    if *to == CType::Void || numbers_match(target, to, kind) {
+        let want = (n * kind.size()) as u64;
+        let b = block
+            .get(..want as usize)
+            .ok_or_else(|| r.err(MarshalErrorKind::Short { got: block.len(), want, ty: format!("{to}[{n}]") }))?;
+        out.as_mut_bytes().copy_from_slice(b);
+        return Ok(());
+    }
+    let size = r.size_of(to)? as usize;
+    for i in 0..n {
+        let v = r.fresh(to, block.get(i * size..).unwrap_or(&[]))?;
+        if !out.set(i, &v) {
+            let (min, max) = kind_range(kind);
+            let value = match v {
+                Value::Int(x) => i128::from(x),
+                Value::UInt(x) => i128::from(x),
+                _ => {
+                    let e = MarshalErrorKind::Mismatch { expected: format!("a {}", kind.name()), got: v.kind() };
+                    return Err(MarshalError { path: format!("{} -> [{i}]", render(&r.path)), kind: e });
+                }
+            };
+            let e = MarshalErrorKind::OutOfRange { value, ty: kind.name().into(), min, max };
+            return Err(MarshalError { path: format!("{} -> [{i}]", render(&r.path)), kind: e });
+        }
+    }
+    Ok(())
+}
+
+/// The range of an integer kind (floats: unused).
+fn kind_range(kind: NumKind) -> (i128, i128) {
+    match kind {
+        NumKind::I8 => (i8::MIN.into(), i8::MAX.into()),
+        NumKind::U8 => (0, u8::MAX.into()),
+        NumKind::I16 => (i16::MIN.into(), i16::MAX.into()),
+        NumKind::U16 => (0, u16::MAX.into()),
+        NumKind::I32 => (i32::MIN.into(), i32::MAX.into()),
+        NumKind::U32 => (0, u32::MAX.into()),
+        NumKind::I64 => (i64::MIN.into(), i64::MAX.into()),
+        NumKind::U64 => (0, u64::MAX.into()),
+        _ => (0, 0),
+    }
 }
 
 struct Reader<'a, 's> {
@@ -917,6 +1139,7 @@ impl<'s> Reader<'_, 's> {
                 let b = self.slice(bytes, 0, &f.ty)?;
                 Ok(Value::Variant(*i, Box::new(self.like(&f.ty, member, b)?)))
             }
+            (CType::Array(of, n), Value::Numbers(nums)) => self.numbers_back(of, nums.kind(), *n as usize, bytes),
             (CType::Array(of, n), Value::Array(vals)) => {
                 let size = self.size_of(of)?;
                 let mut out = Vec::with_capacity(*n as usize);
@@ -944,6 +1167,8 @@ impl<'s> Reader<'_, 's> {
             Value::Str(s) => (s.chars().count() + 1) * size,
             Value::Zeros(n) => *n as usize * size,
             Value::Array(v) => v.len() * size,
+            Value::Numbers(v) if *to == CType::Void => v.as_bytes().len(),
+            Value::Numbers(v) => v.len() * size,
             _ => size,
         })
     }
@@ -989,6 +1214,7 @@ impl<'s> Reader<'_, 's> {
                 }
                 Value::Array(out)
             }
+            Value::Numbers(nums) => self.numbers_back(to, nums.kind(), nums.len(), block)?,
             Value::Array(vals) => {
                 let size = self.size_of(to)?;
                 let mut out = Vec::with_capacity(vals.len());
@@ -1005,6 +1231,22 @@ impl<'s> Reader<'_, 's> {
                 self.like(to, single, b)?
             }
         })
+    }
+
+    /// Reads `n` elements of `of` given as numbers of `kind`: as `Numbers` of that kind (their bytes as
+    /// they are when the layouts match), or a `Value::Array` when an element does not fit the kind.
+    fn numbers_back(&self, of: &CType, kind: NumKind, n: usize, bytes: &[u8]) -> Result<Value, MarshalError> {
+        let matches = *of == CType::Void || numbers_match(self.target, of, kind);
+        let size = if matches { kind.size() as u64 } else { self.size_of(of)? };
+        let want = size * n as u64;
+        let b = bytes
+            .get(..want as usize)
+            .ok_or_else(|| self.err(MarshalErrorKind::Short { got: bytes.len(), want, ty: format!("{of}[{n}]") }))?;
+        if matches {
+            return Ok(Value::Numbers(Numbers::from_le_bytes(kind, b)));
+        }
+        let vals = (0..n).map(|i| self.fresh(of, &b[i * size as usize..])).collect::<Result<Vec<_>, _>>()?;
+        Ok(Numbers::from_values(kind, &vals).map_or(Value::Array(vals), Value::Numbers))
     }
 
     /// Reads a value with no original to follow.
@@ -1203,6 +1445,128 @@ mod tests {
         assert_eq!(e.path, "argument 2 -> .data -> [0]");
         let e = encode_value(&Target::I386_SYSV, &CType::array(CType::Int, 2), &Value::ints([1, 2, 3])).unwrap_err();
         assert!(matches!(e.kind, MarshalErrorKind::TooLong { got: 3, .. }));
+    }
+
+    #[test]
+    fn numbers_of_the_targets_layout_go_as_their_bytes_and_come_back_packed() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Double)).arg(CType::ptr(CType::Int));
+        let v = [Value::f64s([1.0, 2.5]), Value::from(vec![7i32, -8])];
+        let (data, plan) = encode_call(&Target::I386_SYSV, &sig, &v).unwrap();
+        assert_eq!(data.blocks[0].data, [1.0f64.to_le_bytes(), 2.5f64.to_le_bytes()].concat());
+        assert_eq!(data.blocks[1].data, [7i32.to_le_bytes(), (-8i32).to_le_bytes()].concat());
+        // Large enough: borrowed, not copied into the block.
+        let (data2, _, deferred) = encode_call_bulk(&Target::I386_SYSV, &sig, &v, 16).unwrap();
+        assert!(data2.blocks[0].data.is_empty() && data2.blocks[0].len == 16);
+        let Value::Numbers(n) = &v[0] else { panic!() };
+        assert!(std::ptr::eq(deferred[0].1, n.as_bytes()));
+        assert_eq!(deferred.len(), 1, "8 bytes of i32s stay below the threshold");
+        let back = [4.0f64.to_le_bytes(), 5.0f64.to_le_bytes()].concat();
+        let returned = Returned { blocks: vec![back], ..Returned::default() };
+        let (_, outs) = decode_returned(&Target::I386_SYSV, &sig, &v, &plan, returned).unwrap();
+        assert!(matches!(&outs[0], Some(Value::Numbers(Numbers::F64(x))) if *x == [4.0, 5.0]));
+        assert_eq!(outs[0], Some(Value::Array(vec![Value::Float(4.0), Value::Float(5.0)])));
+        assert_eq!(outs[1], None);
+    }
+
+    #[test]
+    fn numbers_of_another_layout_are_converted_and_range_checked() {
+        // i64s into a 4-byte `long` on i386 (8 bytes on x86_64, where they go as they are).
+        let sig = Signature::new(CType::Void).arg(CType::Int).arg_inout(CType::ptr(CType::Long));
+        let v = [Value::Int(0), Value::from(vec![1i64, -2])];
+        let (data, plan) = encode_call(&Target::I386_SYSV, &sig, &v).unwrap();
+        assert_eq!(data.blocks[0].data, [1i32.to_le_bytes(), (-2i32).to_le_bytes()].concat());
+        let back = [3i32.to_le_bytes(), (-4i32).to_le_bytes()].concat();
+        let returned = Returned { blocks: vec![back], ..Returned::default() };
+        let (_, outs) = decode_returned(&Target::I386_SYSV, &sig, &v, &plan, returned).unwrap();
+        assert!(matches!(&outs[1], Some(Value::Numbers(Numbers::I64(x))) if *x == [3, -4]));
+        let (data, _) = encode_call(&Target::X86_64_SYSV, &sig, &v).unwrap();
+        assert_eq!(data.blocks[0].data, [1i64.to_le_bytes(), (-2i64).to_le_bytes()].concat());
+
+        let big = [Value::Int(0), Value::from(vec![1i64, 1 << 40])];
+        let e = encode_call(&Target::I386_SYSV, &sig, &big).unwrap_err();
+        assert_eq!(e.to_string(), "argument 2 -> [1]: 1099511627776 does not fit in `long` (-2147483648..=2147483647)");
+        // Unsigned into signed of the same size: checked too.
+        let sig = Signature::new(CType::Void).arg(CType::ptr(CType::Int));
+        let e = encode_call(&Target::I386_SYSV, &sig, &[Value::from(vec![1u32, u32::MAX])]).unwrap_err();
+        assert_eq!(e.path, "argument 1 -> [1]");
+        // Floats for integers are refused, integers for floats converted.
+        let e = encode_call(&Target::I386_SYSV, &sig, &[Value::f64s([1.0])]).unwrap_err();
+        assert_eq!(e.to_string(), "argument 1 -> [0]: expected an integer for `int`, got a float");
+        let sig = Signature::new(CType::Void).arg(CType::ptr(CType::Float));
+        let (data, _) = encode_call(&Target::I386_SYSV, &sig, &[Value::ints([3])]).unwrap();
+        assert_eq!(data.blocks[0].data, 3.0f32.to_le_bytes());
+        // Numbers cannot stand for structs.
+        let sig = Signature::new(CType::Void).arg(CType::ptr(buf_ty()));
+        let e = encode_call(&Target::I386_SYSV, &sig, &[Value::ints([3])]).unwrap_err();
+        assert_eq!(e.to_string(), "argument 1 -> [0]: expected a value for `struct Buf`, got a number");
+    }
+
+    #[test]
+    fn numbers_fill_c_arrays_and_read_back_as_numbers_when_they_fit() {
+        let ty = CType::structure("A", [("n", CType::Int), ("xs", CType::array(CType::Short, 3))]);
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(ty.clone()));
+        let v = [Value::Struct(vec![Value::Int(2), Value::from(vec![1u16, 2])])];
+        let (data, plan) = encode_call(&Target::I386_SYSV, &sig, &v).unwrap();
+        assert_eq!(&data.blocks[0].data[4..10], &[1, 0, 2, 0, 0, 0]);
+        let mut after = data.blocks[0].data.clone();
+        after[8..10].copy_from_slice(&(-1i16).to_le_bytes()); // does not fit a u16
+        let returned = Returned { blocks: vec![after], ..Returned::default() };
+        let (_, outs) = decode_returned(&Target::I386_SYSV, &sig, &v, &plan, returned).unwrap();
+        let Some(Value::Struct(m)) = &outs[0] else { panic!() };
+        assert!(matches!(&m[1], Value::Array(_)), "an element out of the kind's range: read as values");
+        assert_eq!(m[1], Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(-1)]));
+        let e = encode_value(&Target::I386_SYSV, &ty, &Value::Struct(vec![Value::Int(0), Value::from(vec![0u16; 4])]))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "value -> .xs: 4 elements do not fit in `short[3]`");
+    }
+
+    #[test]
+    fn text_for_a_char_pointer_is_still_its_bytes_and_nul() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Char));
+        let (data, _) = encode_call(&Target::I386_SYSV, &sig, &["ab".into()]).unwrap();
+        assert_eq!(data.blocks[0].data, b"ab\0");
+    }
+
+    #[test]
+    fn out_numbers_are_not_sent_and_void_pointers_take_their_bytes() {
+        let sig = Signature::new(CType::Void).arg_out(CType::ptr(CType::Double)).arg_inout(CType::void_ptr());
+        let v = [Value::f64s([9.0; 4]), Value::from(vec![1u16, 2])];
+        let (data, plan) = encode_call(&Target::X86_64_SYSV, &sig, &v).unwrap();
+        assert!(data.blocks[0].data.is_empty());
+        assert_eq!(data.blocks[0].len, 32);
+        assert_eq!(data.blocks[1].data, [1, 0, 2, 0]);
+        let returned = Returned { blocks: vec![vec![0; 32], vec![3, 0, 4, 0]], ..Returned::default() };
+        let (_, outs) = decode_returned(&Target::X86_64_SYSV, &sig, &v, &plan, returned).unwrap();
+        assert_eq!(outs[0], Some(Value::f64s([0.0; 4])));
+        assert!(matches!(&outs[1], Some(Value::Numbers(Numbers::U16(x))) if *x == [3, 4]));
+    }
+
+    #[test]
+    fn borrowed_numbers_are_sent_and_read_back_in_place() {
+        let sig = Signature::new(CType::Void).arg_inout(CType::ptr(CType::Long)).arg(CType::Int);
+        let mut xs = [1i64, -2];
+        let borrowed = [Some(NumSlice::I64(&xs)), None];
+        let v = [Value::Void, Value::Int(2)];
+        let (data, plan, _) = encode_call_borrowed(&Target::I386_SYSV, &sig, &v, &borrowed, u64::MAX).unwrap();
+        assert_eq!(data.blocks[0].data, [1i32.to_le_bytes(), (-2i32).to_le_bytes()].concat());
+        assert!(data.blocks[0].copy_back);
+        let after = [5i32.to_le_bytes(), (-6i32).to_le_bytes()].concat();
+        let views = [Some(&after[..])];
+        let (_, outs) =
+            decode_results_borrowed(&Target::I386_SYSV, &sig, &v, &[true, false], &plan, &[], None, &views, &[])
+                .unwrap();
+        assert_eq!(outs, [None, None]);
+        decode_numbers_into(&Target::I386_SYSV, &CType::Long, 0, &after, &mut NumSliceMut::I64(&mut xs)).unwrap();
+        assert_eq!(xs, [5, -6]);
+        // Read back into a kind the values do not fit: an error naming the argument and the element.
+        let mut small = [0u16; 2];
+        let e = decode_numbers_into(&Target::I386_SYSV, &CType::Long, 0, &after, &mut NumSliceMut::U16(&mut small))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "argument 1 -> [1]: -6 does not fit in `u16` (0..=65535)");
+        // Borrowed numbers stand only for pointers.
+        let both = [Some(NumSlice::I64(&[1])), Some(NumSlice::I32(&[1]))];
+        let e = encode_call_borrowed(&Target::I386_SYSV, &sig, &v, &both, u64::MAX).unwrap_err();
+        assert_eq!(e.to_string(), "argument 2: expected a value for `int`, got an array of numbers");
     }
 
     #[test]

@@ -6,8 +6,16 @@
 
 use std::fmt;
 
+use crate::numbers::Numbers;
+
 /// A value passed to or returned from a bridged function.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Equality compares what values stand for: a [`Value::Numbers`] equals a [`Value::Array`] (or another
+/// `Numbers`) whose elements are the same values ([`Numbers::get`]: `Int` for signed elements, `UInt`
+/// for unsigned ones, `Float` for floats), so `Value::f64s([1.0])` equals
+/// `Value::Array(vec![Value::Float(1.0)])`. Every other variant equals only itself with equal contents
+/// (`Bytes` is not an `Array` of `UInt`s, `Int(1)` is not `UInt(1)`).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Value {
     /// No value: what a `void` function returns.
@@ -31,6 +39,12 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// The elements of an array, or of the memory a pointer argument points to.
     Array(Vec<Value>),
+    /// A homogeneous array of numbers in one contiguous vector: for a pointer or a C array whose
+    /// elements have the same layout on the server (`f64` for `double`, `i32` for `int`), its bytes are
+    /// sent as they are; otherwise each element is converted and range-checked like the `Value` it
+    /// stands for. Read back (an `Out`/`InOut` pointer, a C array member) as `Numbers` of the same kind
+    /// when every element fits it, else as a [`Value::Array`].
+    Numbers(Numbers),
     /// The members of a struct, in declaration order.
     Struct(Vec<Value>),
     /// The member of a union to set: its index and value.
@@ -50,6 +64,32 @@ pub enum Value {
         /// How many bytes the function may use.
         len: u64,
     },
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Numbers(a), Numbers(b)) => a.same_as(b),
+            (Numbers(n), Array(items)) | (Array(items), Numbers(n)) => n.same_as_values(items),
+            (Void, Void) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (UInt(a), UInt(b)) => a == b,
+            (Float(a), Float(b)) => a == b,
+            (LongDouble(a), LongDouble(b)) => a == b,
+            (Pointer(a), Pointer(b)) => a == b,
+            (Str(a), Str(b)) => a == b,
+            (Bytes(a), Bytes(b)) => a == b,
+            (Array(a), Array(b)) | (Struct(a), Struct(b)) | (Union(a), Union(b)) => a == b,
+            (Variant(i, a), Variant(j, b)) => i == j && a == b,
+            (Zeros(a), Zeros(b)) => a == b,
+            (Shared { region: r, offset: o, len: l }, Shared { region: r2, offset: o2, len: l2 }) => {
+                (r, o, l) == (r2, o2, l2)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Value {
@@ -127,7 +167,8 @@ impl Value {
         }
     }
 
-    /// The elements of an array or the members of a struct.
+    /// The elements of an array or the members of a struct (not of [`Value::Numbers`], whose elements
+    /// are not stored as `Value`s: see [`Value::element`]).
     pub fn as_slice(&self) -> Option<&[Value]> {
         match self {
             Value::Array(v) | Value::Struct(v) | Value::Union(v) => Some(v),
@@ -140,19 +181,41 @@ impl Value {
         self.as_slice()?.get(i)
     }
 
-    /// An array of doubles.
-    pub fn f64s(values: impl IntoIterator<Item = f64>) -> Value {
-        Value::Array(values.into_iter().map(Value::Float).collect())
+    /// Element `i` of an array (packed or not), or member `i` of a struct or union, by value.
+    pub fn element(&self, i: usize) -> Option<Value> {
+        match self {
+            Value::Numbers(n) => n.get(i),
+            other => other.get(i).cloned(),
+        }
     }
 
-    /// An array of signed integers.
+    /// The number of elements of an array (packed or not), or of members of a struct or union (0 for
+    /// anything else).
+    pub fn element_count(&self) -> usize {
+        match self {
+            Value::Numbers(n) => n.len(),
+            other => other.as_slice().map_or(0, <[Value]>::len),
+        }
+    }
+
+    /// An array of doubles, packed ([`Value::Numbers`]).
+    pub fn f64s(values: impl IntoIterator<Item = f64>) -> Value {
+        Value::Numbers(Numbers::F64(values.into_iter().collect()))
+    }
+
+    /// An array of signed integers, packed as `i64`s ([`Value::Numbers`]; each is range-checked against
+    /// the C element type when sent).
     pub fn ints(values: impl IntoIterator<Item = i64>) -> Value {
-        Value::Array(values.into_iter().map(Value::Int).collect())
+        Value::Numbers(Numbers::I64(values.into_iter().collect()))
     }
 
     /// The array's elements as doubles, if every element is a number.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
-        self.as_slice()?.iter().map(Value::as_f64).collect()
+        match self {
+            Value::Numbers(Numbers::F64(v)) => Some(v.clone()),
+            Value::Numbers(n) => n.values().map(|v| v.as_f64()).collect(),
+            other => other.as_slice()?.iter().map(Value::as_f64).collect(),
+        }
     }
 
     /// A short name of the value's kind, for messages.
@@ -167,6 +230,7 @@ impl Value {
             Value::Str(_) => "a string",
             Value::Bytes(_) => "bytes",
             Value::Array(_) => "an array",
+            Value::Numbers(_) => "an array of numbers",
             Value::Struct(_) => "a struct",
             Value::Variant(..) => "a union member",
             Value::Union(_) => "a union",
@@ -218,6 +282,24 @@ impl From<Vec<u8>> for Value {
         Value::Bytes(v)
     }
 }
+impl From<Numbers> for Value {
+    fn from(v: Numbers) -> Value {
+        Value::Numbers(v)
+    }
+}
+
+macro_rules! from_numbers {
+    ($($t:ty),*) => {$(
+        /// A packed array ([`Value::Numbers`]), moved in without copying.
+        impl From<Vec<$t>> for Value {
+            fn from(v: Vec<$t>) -> Value {
+                Value::Numbers(Numbers::from(v))
+            }
+        }
+    )*};
+}
+from_numbers!(i8, i16, u16, i32, u32, i64, u64, f32, f64);
+
 impl From<Vec<Value>> for Value {
     fn from(v: Vec<Value>) -> Value {
         Value::Array(v)
@@ -327,11 +409,16 @@ impl TryFrom<Value> for String {
 }
 
 /// The elements of an array (each converted), or of bytes (each byte as an integer, so `Vec<u8>` takes
-/// a `char`/`uint8_t` buffer).
-impl<T: TryFrom<Value, Error = ValueTypeError>> TryFrom<Value> for Vec<T> {
+/// a `char`/`uint8_t` buffer). [`Value::Numbers`] of `T` elements gives its vector as it is (no copy);
+/// of another kind, each element is converted like the value it stands for.
+impl<T: TryFrom<Value, Error = ValueTypeError> + 'static> TryFrom<Value> for Vec<T> {
     type Error = ValueTypeError;
     fn try_from(v: Value) -> Result<Vec<T>, ValueTypeError> {
         match v {
+            Value::Numbers(n) => match n.into_vec::<T>() {
+                Ok(v) => Ok(v),
+                Err(n) => n.values().map(T::try_from).collect(),
+            },
             Value::Array(items) => items.into_iter().map(T::try_from).collect(),
             Value::Bytes(b) => b.into_iter().map(|c| T::try_from(Value::UInt(u64::from(c)))).collect(),
             other => Err(ValueTypeError::new("Vec", &other)),
