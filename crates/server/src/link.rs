@@ -193,7 +193,7 @@ impl Link {
                 }
                 _ => {}
             }
-            let got = self.release_reader(got);
+            let got = self.release_reader(got, false);
             match got {
                 None => {} // a reply or a nested call, delivered to its thread
                 Some(Read::Flat(call)) => return Next::Flat(call),
@@ -224,11 +224,27 @@ impl Link {
 
     /// Gives up the reader role and, in the same step, delivers a reply that was read to the thread
     /// awaiting it (a waiter woken before the delivery could take the reader role and block reading,
-    /// its reply sitting unseen). Returns what is left to handle: `None` for a delivered reply.
-    fn release_reader(&self, got: Read) -> Option<Read> {
+    /// its reply sitting unseen), and with `queue` a request to the workers' queue (for a thread that
+    /// waits for a callback's reply and does not run other requests: queued later, a woken worker could
+    /// find the queue empty and block reading, the request unrun). Returns what is left to handle:
+    /// `None` for a delivered reply or a queued request.
+    fn release_reader(&self, got: Read, queue: bool) -> Option<Read> {
         let mut st = lock(&self.state);
         st.reading = false;
         let rest = match got {
+            Read::Flat(call) if queue => {
+                self.in_flight.fetch_add(1, SeqCst);
+                st.queue.push_back(call.into_request());
+                None
+            }
+            Read::Frame(Frame::Request { id, request }) if queue => {
+                // Anything else is the workers' (one worker: every call on its thread, in order).
+                if !matches!(request, Request::Shutdown) {
+                    self.in_flight.fetch_add(1, SeqCst);
+                }
+                st.queue.push_back((id, request));
+                None
+            }
             Read::Frame(Frame::Reply { id, reply }) => match st.replies.get_mut(&id) {
                 Some(slot @ None) => {
                     *slot = Some(reply);
@@ -246,7 +262,7 @@ impl Link {
         let wake = st.waiters > 0;
         drop(st);
         if wake && rest.is_none() {
-            // Delivered to a thread waiting for a callback's reply: every sleeper checks.
+            // Delivered to a thread waiting for a callback's reply, or queued: every sleeper checks.
             self.wake.notify_all();
         } else if wake {
             // Only the reader role is free: one thread takes it (any sleeper can; waking them all
@@ -293,29 +309,12 @@ impl Link {
                 st.reading = true;
             }
             let got = self.read();
-            match self.release_reader(got) {
-                None => {}
+            match self.release_reader(got, true) {
+                // Delivered, or queued for the workers (never left to us: `queue` is set).
+                None | Some(Read::Frame(Frame::Request { .. }) | Read::Flat(_)) => {}
                 Some(Read::Frame(Frame::Reply { .. })) => self.close(),
                 // A nested call of a callback nobody waits for any more: run it here rather than drop it.
                 Some(Read::Frame(Frame::Nested { id: rid, request, .. })) => self.run_nested(host, rid, request),
-                Some(got @ (Read::Frame(Frame::Request { .. }) | Read::Flat(_))) => {
-                    let (rid, request) = match got {
-                        Read::Flat(call) => call.into_request(),
-                        Read::Frame(Frame::Request { id, request }) => (id, request),
-                        _ => unreachable!("matched above"),
-                    };
-                    // Anything else is the workers' (one worker: every call on its thread, in order).
-                    if !matches!(request, Request::Shutdown) {
-                        self.in_flight.fetch_add(1, SeqCst);
-                    }
-                    let mut st = lock(&self.state);
-                    st.queue.push_back((rid, request));
-                    let wake = st.waiters > 0;
-                    drop(st);
-                    if wake {
-                        self.wake.notify_all();
-                    }
-                }
                 Some(Read::Malformed(_) | Read::Failed(_)) => self.close(),
             }
         }
