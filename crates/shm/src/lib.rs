@@ -681,6 +681,9 @@ impl ShmTransport {
         let mut start = adaptive.then(Instant::now);
         let me = self.seg.control(self.send);
         let peer = self.seg.control(self.recv);
+        // How long the spin lasted: less than `spin` when it stopped early (the adaptive wait learns
+        // from what was tried, not what was planned).
+        let mut spun = Duration::ZERO;
         if !spin.is_zero() {
             let here = cpu::current();
             // Written only when it changed: the word shares its cache line with the state the peer polls.
@@ -695,6 +698,7 @@ impl ShmTransport {
                     let futile = cpu::futile(here, peer.cpu.load(Ordering::Relaxed), elapsed, ASLEEP_SPIN);
                     if futile || elapsed >= spin || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
                     {
+                        spun = elapsed;
                         break;
                     }
                 }
@@ -714,7 +718,7 @@ impl ShmTransport {
         let result = self.sleep_until(ctl, want, deadline);
         me.cpu.store(cpu::current(), Ordering::Relaxed);
         if let (Ok(()), Some(start)) = (&result, start.filter(|_| adaptive)) {
-            self.slept(adapt, spin, start.elapsed());
+            self.slept(adapt, spun, start.elapsed());
         }
         result
     }
