@@ -519,7 +519,7 @@ fn main() {
         "bitbridge benchmark: {cpus} CPUs, {} client; medians of batches, 10th/90th percentiles",
         std::env::consts::ARCH
     );
-    println!("modes: \"shm, spin\" = shared memory, spin up to 50 us then futex (default); \"shm, futex\" = no spin;");
+    println!("modes: \"shm, spin\" = shared memory, spin up to 50 us (not for a peer on our CPU), then futex (default); \"shm, futex\" = no spin;");
     println!("       \"shm, adaptive\" = spin only while it catches the peer (<= 50 us), else futex;");
     println!("       \"socket\" = socketpair with blocking reads");
     // BITBRIDGE_BENCH_ONLY=windows,startup runs only those sections.
