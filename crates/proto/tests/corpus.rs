@@ -22,6 +22,7 @@ fn inputs(target: &str) -> Vec<Vec<u8>> {
 fn frame_seeds_round_trip_and_their_mutations_never_panic() {
     let mut decoded = 0;
     for input in inputs("decode_frame") {
+        bitbridge_proto::flat::assert_agrees_with_general_decoder(&input);
         if let Ok(frame) = msg::decode::<Frame>(&input) {
             decoded += 1;
             let mut again = Vec::new();
@@ -31,9 +32,11 @@ fn frame_seeds_round_trip_and_their_mutations_never_panic() {
         // Every truncation and a flipped byte at every position: errors, not panics.
         for cut in 0..input.len() {
             let _ = msg::decode::<Frame>(&input[..cut]);
+            bitbridge_proto::flat::assert_agrees_with_general_decoder(&input[..cut]);
             let mut flipped = input.clone();
             flipped[cut] ^= 0xff;
             let _ = msg::decode::<Frame>(&flipped);
+            bitbridge_proto::flat::assert_agrees_with_general_decoder(&flipped);
         }
     }
     assert!(decoded >= 11, "the seeds are real frames ({decoded} decoded)");
