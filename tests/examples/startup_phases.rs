@@ -7,7 +7,8 @@ use bitbridge::{inspect, Arch, CType, ServerOptions, Signature, Value};
 fn main() {
     for name in ["ctest", "cpp_lib"] {
         let path = bitbridge_tests::fixture(name, bitbridge_tests::Bits::B32);
-        for _ in 0..5 {
+        let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+        for _ in 0..rounds {
             let t0 = Instant::now();
             inspect(&path).unwrap();
             let t1 = Instant::now();
@@ -27,6 +28,17 @@ fn main() {
             f.call(&args).unwrap();
             let t5 = Instant::now();
             let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+            drop((f, lib, server));
+            // The same through Library::open (what the benchmark times): detection, server search and
+            // checks, spawn, load, the system-library check.
+            let t6 = Instant::now();
+            let lib2 = bitbridge::LibraryOptions::new(&path).open().unwrap();
+            let t7 = Instant::now();
+            let f2 = lib2.function(if name == "ctest" { "sum" } else { "add" }, sig).unwrap();
+            f2.call(&args).unwrap();
+            let t8 = Instant::now();
+            let _ = lib2.server().shutdown();
+            println!("{name:8} Library::open {:6.0} us, then prepare and call {:4.0} us", us(t6, t7), us(t7, t8));
             println!(
                 "{name:8} read header {:5.0} us | spawn, greet, map shm {:6.0} us | dlopen {:6.0} us | prepare {:4.0} us | first call {:4.0} us | total {:6.0} us",
                 us(t0, t1), us(t1, t2), us(t2, t3), us(t3, t4), us(t4, t5), us(t0, t5)

@@ -285,6 +285,11 @@ impl ServerOptions {
             Err(e) => return Err(fail(&mut proc_, io(e))),
         };
         let pidfd = proc_.pidfd.clone();
+        // The segment is made while the server starts (its exec and loading take about a millisecond), not
+        // after its greeting; passed to it only once the greeting is checked. (Its watcher polls the
+        // socket, so it starts after the greeting is read.)
+        let segment =
+            self.shared_memory.then(|| bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new));
         // The greeting is small: a larger one is refused before anything is allocated for it.
         let mut greeting = StreamTransport::with_max_frame(process::Watched::new(r, pidfd.clone()), GREETING_MAX);
         greeting.get_mut().deadline = Some(Instant::now() + self.startup_timeout);
@@ -318,8 +323,8 @@ impl ServerOptions {
         let mut recv: Box<dyn Transport> = Box::new(SocketTransport(greeting));
         let mut send: Box<dyn Transport> =
             Box::new(SocketTransport(StreamTransport::new(process::Watched::new(w, pidfd.clone()))));
-        if self.shared_memory {
-            let shm = bitbridge_shm::Segment::create(bitbridge_shm::DEFAULT_CAPACITY).map(Arc::new).and_then(|seg| {
+        if let Some(segment) = segment {
+            let shm = segment.and_then(|seg| {
                 if windows {
                     announce_fd(&stream, seg.fd(), b"SHM1", 0)?;
                 } else {
