@@ -630,15 +630,21 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
         return write_into(obj, to, v, cx, c);
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        if let Value::Array(items) = v {
-            for (i, item) in items.iter().enumerate().take(l.len()) {
-                let old = l.get_item(i)?;
-                if is_cdata(&old, c) {
-                    write_into(&old, to, item, cx, c)?;
-                } else {
-                    l.set_item(i, to_py(py, item, to, cx)?)?;
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate().take(l.len()) {
+                    write_list_item(l, i, to, item, cx, c)?;
                 }
             }
+            Value::Numbers(n) => {
+                for i in 0..n.len().min(l.len()) {
+                    let item = n.get(i).expect("in range");
+                    if !same_number(&l.get_item(i)?, &item) {
+                        write_list_item(l, i, to, &item, cx, c)?;
+                    }
+                }
+            }
+            _ => {}
         }
         return Ok(());
     }
@@ -646,6 +652,37 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
         write_buffer(obj, b);
     }
     Ok(())
+}
+
+/// Element `i` of a list the caller passed gets what came back for it: written into it when it is a
+/// ctypes object, replaced by the plain Python value otherwise.
+fn write_list_item(
+    l: &Bound<'_, PyList>,
+    i: usize,
+    to: &CType,
+    item: &Value,
+    cx: &Cx<'_>,
+    c: &CTypes,
+) -> PyResult<()> {
+    let old = l.get_item(i)?;
+    if is_cdata(&old, c) {
+        write_into(&old, to, item, cx, c)
+    } else {
+        l.set_item(i, to_py(l.py(), item, to, cx)?)
+    }
+}
+
+/// Whether a list element already is the plain number an element of a packed result stands for (a
+/// `float` with the same bits, an `int` of the same value): then it is left as it is, instead of
+/// being replaced by an equal new object (a million-element list the function did not change costs
+/// no allocation on the way back).
+fn same_number(old: &Bound<'_, PyAny>, new: &Value) -> bool {
+    match new {
+        Value::Float(f) => old.cast_exact::<PyFloat>().is_ok_and(|o| o.value().to_bits() == f.to_bits()),
+        Value::Int(i) => old.cast_exact::<PyInt>().is_ok_and(|o| o.extract::<i64>().ok() == Some(*i)),
+        Value::UInt(u) => old.cast_exact::<PyInt>().is_ok_and(|o| o.extract::<u64>().ok() == Some(*u)),
+        _ => false,
+    }
 }
 
 /// Writes a value of `to` (or an array of them) into a ctypes object's memory.
@@ -682,6 +719,12 @@ fn write_into(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>, c: &CT
     }
     let (ty, elems) = match v {
         Value::Array(items) => (CType::array(to.clone(), items.len() as u32), Some(items)),
+        // Packed numbers are scalars: for a C array member (`to` is the array) they are its elements,
+        // else elements of `to` (the memory behind a pointer).
+        Value::Numbers(n) => match to {
+            CType::Array(_, len) if n.len() <= *len as usize => (to.clone(), None),
+            _ => (CType::array(to.clone(), n.len() as u32), None),
+        },
         _ => (to.clone(), None),
     };
     if !ty.contains_pointer() {
@@ -794,6 +837,13 @@ pub fn to_py(py: Python<'_>, v: &Value, ty: &CType, cx: &Cx<'_>) -> PyResult<Py<
             let l = PyList::empty(py);
             for it in items {
                 l.append(to_py(py, it, of, cx)?)?;
+            }
+            l.into_py_any(py)
+        }
+        (CType::Array(of, _) | CType::Pointer(of), Value::Numbers(n)) => {
+            let l = PyList::empty(py);
+            for it in n.values() {
+                l.append(to_py(py, &it, of, cx)?)?;
             }
             l.into_py_any(py)
         }
