@@ -158,6 +158,23 @@ def run(libs: dict[int, str], quick: bool, tmp: Path | None = None) -> list[Tabl
     lib.server.shutdown()
     tables.append(t)
 
+    t = Table("sum of a Python list of 1M floats by the library")
+    values = a.tolist()
+    t.add(
+        "baseline: in-process ctypes, list copied into (c_double * n)(*values)",
+        once_each(lambda: ref.sum4((ctypes.c_double * n)(*values), n), reps),
+    )
+    lib = bct.CDLL(libs[32])
+    s = lib.function("double sum4(const double *f, int n)")
+    t.add("bitbridge, i686 server, list (const: one copy in)", once_each(lambda: s(values, n), reps))
+    lib.sum4.argtypes, lib.sum4.restype = [bct.POINTER(bct.c_double), bct.c_int], bct.c_double
+    t.add(
+        "bitbridge, i686 server, list for POINTER(c_double) (in and back into the list)",
+        once_each(lambda: lib.sum4(values, n), reps),
+    )
+    lib.server.shutdown()
+    tables.append(t)
+
     t = Table("start-up")
     t.add(
         "bitbridge.ctypes.CDLL(i686 library) and first call",
