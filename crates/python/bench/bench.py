@@ -172,7 +172,31 @@ def run(libs: dict[int, str], quick: bool, tmp: Path | None = None) -> list[Tabl
         c64 = client64_rows(libs, tmp, quick)
         if c64 is not None:
             tables.append(c64)
+    tables.append(list_rows(libs, ref, a, reps))
     return tables
+
+
+def list_rows(libs: dict[int, str], ref: Any, a: Any, reps: int) -> Table:
+    """A Python list for a double *. Run last: its large allocations change the state of the allocator
+    the other 8 MB rows run in (before them, they moved the Client64 bytes row from ~15 ms to ~5 ms,
+    probably through glibc's dynamic mmap threshold)."""
+    n = len(a)
+    t = Table("sum of a Python list of 1M floats by the library")
+    values = a.tolist()
+    t.add(
+        "baseline: in-process ctypes, list copied into (c_double * n)(*values)",
+        once_each(lambda: ref.sum4((ctypes.c_double * n)(*values), n), reps),
+    )
+    lib = bct.CDLL(libs[32])
+    s = lib.function("double sum4(const double *f, int n)")
+    t.add("bitbridge, i686 server, list (const: one copy in)", once_each(lambda: s(values, n), reps))
+    lib.sum4.argtypes, lib.sum4.restype = [bct.POINTER(bct.c_double), bct.c_int], bct.c_double
+    t.add(
+        "bitbridge, i686 server, list for POINTER(c_double) (in and back into the list)",
+        once_each(lambda: lib.sum4(values, n), reps),
+    )
+    lib.server.shutdown()
+    return t
 
 
 BB_MODULE = """

@@ -6,10 +6,12 @@
 //! is laid out for *this* process (x86_64 System V); the server may be i386, so an aggregate is read
 //! through the host layout ([`decode_value`] on the host target) unless its layout is the same on both
 //! targets, in which case its bytes go as they are. After the call, `Out`/`InOut` memory is written back
-//! into the caller's object the same way.
+//! into the caller's object the same way. Lists and tuples of numbers for number elements are packed
+//! ([`Value::Numbers`] in the server's element type: [`packed`]), and packed results are read back into
+//! lists and ctypes objects like arrays of values.
 
 use bitbridge::proto::{decode_value, encode_value};
-use bitbridge::{CType, ExtF80, Target, Value};
+use bitbridge::{CType, ExtF80, NumKind, Numbers, Target, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
@@ -363,6 +365,14 @@ fn host_bytes_to_value(bytes: Vec<u8>, ty: &CType, cx: &Cx<'_>) -> CResult<Value
     if cx.same_layout(ty) {
         return Ok(Value::Bytes(bytes));
     }
+    if let CType::Array(of, _) = ty {
+        if let Some(kind) = number_kind(of, &cx.host) {
+            // An array of numbers laid out differently on the server (`c_long` is 8 bytes here, 4 on
+            // i386): packed as this process's elements, converted one by one (and range-checked) by the
+            // marshaller, and read back packed.
+            return Ok(Value::Numbers(Numbers::from_le_bytes(kind, &bytes)));
+        }
+    }
     let v = decode_value(&cx.host, ty, &bytes).map_err(|e| Conv::Msg(e.to_string()))?;
     // Unions read back as every member's view: send the one covering all of this process's bytes.
     Ok(for_encoding(&v, ty, &cx.host))
@@ -492,11 +502,8 @@ fn pointer(obj: &Bound<'_, PyAny>, to: &CType, ty: &CType, cx: &Cx<'_>, c: &CTyp
         v.push(0);
         return Ok(Value::Bytes(v));
     }
-    if let Ok(l) = obj.cast::<PyList>() {
-        return elements(l.iter(), to, cx);
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        return elements(t.iter(), to, cx);
+    if let Some(v) = sequence(obj, to, cx)? {
+        return Ok(v);
     }
     if let Some((bytes, item)) = buffer_bytes(obj) {
         return buffer_value(bytes, item, to, ty, cx);
@@ -521,6 +528,150 @@ fn buffer_value(bytes: Vec<u8>, item: usize, to: &CType, ty: &CType, cx: &Cx<'_>
         )));
     }
     Ok(Value::Bytes(bytes))
+}
+
+/// A list or tuple given for elements of `to` (`None` for any other object): packed
+/// ([`Value::Numbers`]) when `to` is a number type, else one [`Value`] per element.
+fn sequence(obj: &Bound<'_, PyAny>, to: &CType, cx: &Cx<'_>) -> CResult<Option<Value>> {
+    if let Ok(l) = obj.cast::<PyList>() {
+        if let Some(v) = packed(|| l.iter(), l.len(), to, cx)? {
+            return Ok(Some(v));
+        }
+        return elements(l.iter(), to, cx).map(Some);
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        if let Some(v) = packed(|| t.iter(), t.len(), to, cx)? {
+            return Ok(Some(v));
+        }
+        return elements(t.iter(), to, cx).map(Some);
+    }
+    Ok(None)
+}
+
+/// The element kind Python numbers for elements of `to` are packed in: the one `target` lays `to`
+/// out as (`f64` for `double`, `i32` for `int`; `long` is `i32` on i386 and Win64, `i64` on x86_64
+/// Linux), so the marshaller sends the vector's bytes as they are. `None` for what does not pack:
+/// `char` (it takes -128..=255), `bool`, `wchar_t` (characters), `long double`, and non-numbers.
+fn number_kind(to: &CType, target: &Target) -> Option<NumKind> {
+    match to {
+        CType::Float => Some(NumKind::F32),
+        CType::Double => Some(NumKind::F64),
+        CType::Char | CType::Bool | CType::WChar => None,
+        t if t.is_integer() => {
+            let size = target.layout(t).ok()?.size;
+            Some(match (size, target.int_signed(t)) {
+                (1, true) => NumKind::I8,
+                (1, false) => NumKind::U8,
+                (2, true) => NumKind::I16,
+                (2, false) => NumKind::U16,
+                (4, true) => NumKind::I32,
+                (4, false) => NumKind::U32,
+                (8, true) => NumKind::I64,
+                (8, false) => NumKind::U64,
+                _ => return None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A Rust element of a packed array, from a Python object.
+trait Element: Copy {
+    /// The common case without going through a [`Value`]: a Python `float` for the float kinds, an
+    /// `int` (or `__index__`) that fits for the integer kinds.
+    fn quick(obj: &Bound<'_, PyAny>) -> Option<Self>;
+    /// The element a converted value stands for, if it fits.
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+macro_rules! int_element {
+    ($($t:ty),*) => {$(
+        impl Element for $t {
+            fn quick(obj: &Bound<'_, PyAny>) -> Option<Self> {
+                let i = obj.cast::<PyInt>().ok()?.extract::<i64>().ok()?;
+                <$t>::try_from(i).ok()
+            }
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    Value::Int(i) => <$t>::try_from(*i).ok(),
+                    Value::UInt(u) => <$t>::try_from(*u).ok(),
+                    Value::Bool(b) => Some(<$t>::from(*b)),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+int_element!(i8, u8, i16, u16, i32, u32, i64, u64);
+
+macro_rules! float_element {
+    ($($t:ty),*) => {$(
+        impl Element for $t {
+            fn quick(obj: &Bound<'_, PyAny>) -> Option<Self> {
+                obj.cast::<PyFloat>().ok().map(|f| f.value() as $t)
+            }
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    // As the marshaller writes a `float`: rounded, never refused.
+                    Value::Float(f) => Some(*f as $t),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+float_element!(f32, f64);
+
+/// Python objects for elements of `to`, packed in the element kind the server has for `to` (see
+/// [`number_kind`]); `Ok(None)` when `to` is not a number type or an element is out of its range
+/// (then the caller converts element by element, and the marshaller reports the element that does
+/// not fit as it always has: `argument 1 -> [2]: 2147483648 does not fit in `int``). An element of
+/// the wrong type is the same error as [`elements`] gives, at its index.
+fn packed<'py, I: Iterator<Item = Bound<'py, PyAny>>>(
+    items: impl Fn() -> I,
+    len: usize,
+    to: &CType,
+    cx: &Cx<'_>,
+) -> CResult<Option<Value>> {
+    fn pack<'py, T: Element>(
+        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        len: usize,
+        to: &CType,
+        cx: &Cx<'_>,
+    ) -> CResult<Option<Vec<T>>> {
+        let mut out = Vec::with_capacity(len);
+        for (i, obj) in items.enumerate() {
+            let x = match T::quick(&obj) {
+                Some(x) => x,
+                None => {
+                    // Anything else to_value takes for `to` (ctypes scalars, numpy scalars, bools, ints
+                    // beyond i64), with its errors.
+                    let v = to_value(&obj, to, cx).map_err(|e| e.at(format!("[{i}]")))?;
+                    match T::from_value(&v) {
+                        Some(x) => x,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            out.push(x);
+        }
+        Ok(Some(out))
+    }
+    let Some(kind) = number_kind(to, &cx.target) else { return Ok(None) };
+    let n = match kind {
+        NumKind::I8 => pack::<i8>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::U8 => pack::<u8>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::I16 => pack::<i16>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::U16 => pack::<u16>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::I32 => pack::<i32>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::U32 => pack::<u32>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::I64 => pack::<i64>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::U64 => pack::<u64>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::F32 => pack::<f32>(items(), len, to, cx)?.map(Numbers::from),
+        NumKind::F64 => pack::<f64>(items(), len, to, cx)?.map(Numbers::from),
+        _ => None,
+    };
+    Ok(n.map(Value::Numbers))
 }
 
 fn elements<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, to: &CType, cx: &Cx<'_>) -> CResult<Value> {
@@ -600,11 +751,8 @@ fn array(obj: &Bound<'_, PyAny>, of: &CType, ty: &CType, cx: &Cx<'_>, c: &CTypes
             return Ok(Value::Str(s.to_cow()?.into_owned()));
         }
     }
-    if let Ok(l) = obj.cast::<PyList>() {
-        return elements(l.iter(), of, cx);
-    }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        return elements(t.iter(), of, cx);
+    if let Some(v) = sequence(obj, of, cx)? {
+        return Ok(v);
     }
     if let Some((bytes, item)) = buffer_bytes(obj) {
         return buffer_value(bytes, item, of, ty, cx);
@@ -630,15 +778,21 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
         return write_into(obj, to, v, cx, c);
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        if let Value::Array(items) = v {
-            for (i, item) in items.iter().enumerate().take(l.len()) {
-                let old = l.get_item(i)?;
-                if is_cdata(&old, c) {
-                    write_into(&old, to, item, cx, c)?;
-                } else {
-                    l.set_item(i, to_py(py, item, to, cx)?)?;
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate().take(l.len()) {
+                    write_list_item(l, i, to, item, cx, c)?;
                 }
             }
+            Value::Numbers(n) => {
+                for i in 0..n.len().min(l.len()) {
+                    let item = n.get(i).expect("in range");
+                    if !same_number(&l.get_item(i)?, &item) {
+                        write_list_item(l, i, to, &item, cx, c)?;
+                    }
+                }
+            }
+            _ => {}
         }
         return Ok(());
     }
@@ -646,6 +800,30 @@ pub fn write_back(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>) ->
         write_buffer(obj, b);
     }
     Ok(())
+}
+
+/// Element `i` of a list the caller passed gets what came back for it: written into it when it is a
+/// ctypes object, replaced by the plain Python value otherwise.
+fn write_list_item(l: &Bound<'_, PyList>, i: usize, to: &CType, item: &Value, cx: &Cx<'_>, c: &CTypes) -> PyResult<()> {
+    let old = l.get_item(i)?;
+    if is_cdata(&old, c) {
+        write_into(&old, to, item, cx, c)
+    } else {
+        l.set_item(i, to_py(l.py(), item, to, cx)?)
+    }
+}
+
+/// Whether a list element already is the plain number an element of a packed result stands for (a
+/// `float` with the same bits, an `int` of the same value): then it is left as it is, instead of
+/// being replaced by an equal new object (a million-element list the function did not change costs
+/// no allocation on the way back).
+fn same_number(old: &Bound<'_, PyAny>, new: &Value) -> bool {
+    match new {
+        Value::Float(f) => old.cast_exact::<PyFloat>().is_ok_and(|o| o.value().to_bits() == f.to_bits()),
+        Value::Int(i) => old.cast_exact::<PyInt>().is_ok_and(|o| o.extract::<i64>().ok() == Some(*i)),
+        Value::UInt(u) => old.cast_exact::<PyInt>().is_ok_and(|o| o.extract::<u64>().ok() == Some(*u)),
+        _ => false,
+    }
 }
 
 /// Writes a value of `to` (or an array of them) into a ctypes object's memory.
@@ -682,6 +860,12 @@ fn write_into(obj: &Bound<'_, PyAny>, to: &CType, v: &Value, cx: &Cx<'_>, c: &CT
     }
     let (ty, elems) = match v {
         Value::Array(items) => (CType::array(to.clone(), items.len() as u32), Some(items)),
+        // Packed numbers are scalars: for a C array member (`to` is the array) they are its elements,
+        // else elements of `to` (the memory behind a pointer).
+        Value::Numbers(n) => match to {
+            CType::Array(_, len) if n.len() <= *len as usize => (to.clone(), None),
+            _ => (CType::array(to.clone(), n.len() as u32), None),
+        },
         _ => (to.clone(), None),
     };
     if !ty.contains_pointer() {
@@ -794,6 +978,13 @@ pub fn to_py(py: Python<'_>, v: &Value, ty: &CType, cx: &Cx<'_>) -> PyResult<Py<
             let l = PyList::empty(py);
             for it in items {
                 l.append(to_py(py, it, of, cx)?)?;
+            }
+            l.into_py_any(py)
+        }
+        (CType::Array(of, _) | CType::Pointer(of), Value::Numbers(n)) => {
+            let l = PyList::empty(py);
+            for it in n.values() {
+                l.append(to_py(py, &it, of, cx)?)?;
             }
             l.into_py_any(py)
         }
