@@ -1,10 +1,12 @@
 //! bitbridge's shared-memory transport.
 //!
 //! A client creates a memfd segment and hands it to its server over their socketpair (`SCM_RIGHTS`), so
-//! the segment has no name anywhere and no other process can map it. The segment holds two mailboxes,
-//! client-to-server and server-to-client, each a control block and a data area. A frame is written into
-//! the data area (in chunks when larger) and announced by flipping the control block's state word;
-//! the receiver spins on that word for a bounded time, then sleeps on it with a futex.
+//! the segment has no name anywhere and no other process can map it. The segment holds two rings,
+//! client-to-server and server-to-client, each a control block and a data area: a single-producer
+//! single-consumer byte ring of records (a frame, in chunks when larger), so a sender queues frames
+//! behind unread ones instead of waiting for each to be read. The producer announces records by moving
+//! its `head` counter, the consumer frees them by moving its `tail`; each waits for the other by
+//! spinning on the counter for a bounded time, then sleeping on it with a futex.
 //!
 //! Between a 64-bit and a 32-bit process:
 //! - every shared word is an `AtomicU32` or a `u64` at a fixed offset in `#[repr(C)]` blocks with explicit
@@ -145,12 +147,13 @@ impl Adapt {
     }
 }
 
-/// The default size of each mailbox's data area. Larger frames are sent in chunks.
+/// The default size of each ring's data area (a power of two). Larger frames are sent in chunks.
 pub const DEFAULT_CAPACITY: u32 = 4 << 20;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"BBSHMv01");
-const EMPTY: u32 = 0;
-const FULL: u32 = 1;
+const MAGIC: u64 = u64::from_le_bytes(*b"BBSHMv02");
+/// Each record in a ring: a `u32` payload length, a `u32` "more chunks of this frame follow" flag, then
+/// the payload padded to a multiple of 8 (so a record header never straddles the ring's end).
+const RECORD_HEADER: usize = 8;
 
 /// The segment's first 64 bytes.
 #[repr(C, align(64))]
@@ -161,24 +164,38 @@ struct Header {
     size: u64,
 }
 
-/// One direction's control block.
+/// One direction's control block: a single-producer single-consumer byte ring. The producer's line and
+/// the consumer's line are 64 bytes apart, so each side writes only its own cache line.
 #[repr(C, align(64))]
 struct Control {
-    /// `EMPTY` or `FULL`; the futex word.
-    state: AtomicU32,
-    /// How many threads sleep (or are about to) on `state`.
+    /// The producer's line.
+    prod: Producer,
+    /// The consumer's line.
+    cons: Consumer,
+}
+
+#[repr(C, align(64))]
+struct Producer {
+    /// Bytes written so far (wrapping), records included: the futex word a consumer with nothing to
+    /// read sleeps on.
+    head: AtomicU32,
+    /// How many threads sleep (or are about to) on `head`.
     sleepers: AtomicU32,
-    /// Bytes of the chunk in the data area.
-    len: AtomicU32,
-    /// 1 when more chunks of the same frame follow.
-    more: AtomicU32,
-    /// Where this mailbox's *writer* runs (see `cpu.rs`): the side waiting for it spins only while that
+    /// Where this ring's *writer* runs (see `cpu.rs`): the side waiting for it spins only while that
     /// could pay.
     cpu: AtomicU32,
 }
 
-const CONTROL_C2S: usize = 64;
-const CONTROL_S2C: usize = 128;
+#[repr(C, align(64))]
+struct Consumer {
+    /// Bytes read so far (wrapping): the futex word a producer waiting for room sleeps on.
+    tail: AtomicU32,
+    /// How many threads sleep (or are about to) on `tail`.
+    sleepers: AtomicU32,
+}
+
+const CONTROL_C2S: usize = 128;
+const CONTROL_S2C: usize = 256;
 const DATA: usize = 4096;
 
 // The layout both bitnesses rely on: the same sizes and offsets on i686 and x86_64.
@@ -186,12 +203,13 @@ const _: () = {
     assert!(size_of::<Header>() == 64);
     assert!(offset_of!(Header, capacity) == 8);
     assert!(offset_of!(Header, size) == 16);
-    assert!(size_of::<Control>() == 64);
-    assert!(offset_of!(Control, sleepers) == 4);
-    assert!(offset_of!(Control, len) == 8);
-    assert!(offset_of!(Control, more) == 12);
-    assert!(offset_of!(Control, cpu) == 16);
+    assert!(size_of::<Control>() == 128);
+    assert!(offset_of!(Control, cons) == 64);
+    assert!(offset_of!(Producer, sleepers) == 4);
+    assert!(offset_of!(Producer, cpu) == 8);
+    assert!(offset_of!(Consumer, sleepers) == 4);
     assert!(size_of::<AtomicU32>() == 4);
+    assert!(CONTROL_S2C + size_of::<Control>() <= DATA);
 };
 
 /// A shared-memory segment: a memfd mapped into this process.
@@ -203,7 +221,7 @@ pub struct Segment {
     capacity: usize,
 }
 
-/// Which mailbox: the one the client writes, or the one the server writes.
+/// Which ring: the one the client writes, or the one the server writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     /// Client to server.
@@ -213,10 +231,11 @@ pub enum Direction {
 }
 
 impl Segment {
-    /// Creates a segment with mailboxes of `capacity` bytes each (client side).
+    /// Creates a segment with rings of `capacity` bytes each, rounded up to a power of two (client side).
     #[cfg(unix)]
     pub fn create(capacity: u32) -> io::Result<Segment> {
-        let capacity = capacity.max(4096) as usize;
+        // A power of two, so positions stay right when the wrapping counters wrap.
+        let capacity = (capacity.max(4096) as usize).next_power_of_two();
         let size = DATA + 2 * capacity;
         let fd = rustix::fs::memfd_create(c"bitbridge", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, size as u64)?;
@@ -252,7 +271,7 @@ impl Segment {
         Ok(Segment { map, capacity })
     }
 
-    /// The mailbox capacity a mapped segment's header states, checked against the mapping.
+    /// The ring capacity a mapped segment's header states, checked against the mapping.
     fn check(map: &MmapRaw) -> io::Result<usize> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a bitbridge segment: {m}"));
         if map.len() < DATA {
@@ -266,7 +285,7 @@ impl Segment {
             return Err(bad("wrong magic"));
         }
         let expected = capacity.checked_mul(2).and_then(|c| c.checked_add(DATA));
-        if capacity < 4096 || h.size != map.len() as u64 || expected != Some(map.len()) {
+        if capacity < 4096 || !capacity.is_power_of_two() || h.size != map.len() as u64 || expected != Some(map.len()) {
             return Err(bad("sizes do not match the mapping"));
         }
         Ok(capacity)
@@ -278,7 +297,7 @@ impl Segment {
         &self.fd
     }
 
-    /// The capacity of each mailbox.
+    /// The capacity of each ring.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -291,6 +310,47 @@ impl Segment {
         // SAFETY: the offset is within the mapping (DATA bytes at least), 64-byte aligned, and Control
         // holds only atomics, which may be shared with another process and accessed through `&`.
         unsafe { &*self.map.as_ptr().add(off).cast::<Control>() }
+    }
+
+    /// Wakes every sleeper on the segment's futex words (the peer is gone).
+    fn wake_all(&self) {
+        for dir in [Direction::ToServer, Direction::ToClient] {
+            futex::wake(&self.control(dir).prod.head);
+            futex::wake(&self.control(dir).cons.tail);
+        }
+    }
+
+    /// Copies `src` into `dir`'s ring at counter `at` (wrapping at the capacity, a power of two).
+    ///
+    /// # Safety
+    /// The caller is `dir`'s producer and the bytes `at..at + src.len()` are free (the consumer has
+    /// read past them); `src.len()` is at most the capacity.
+    unsafe fn ring_write(&self, dir: Direction, at: u32, src: &[u8]) {
+        let pos = at as usize & (self.capacity - 1);
+        let first = src.len().min(self.capacity - pos);
+        let data = self.data(dir);
+        // SAFETY: pos + first <= capacity and src.len() - first <= capacity - first: both inside the
+        // ring; the range is the producer's (the caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), data.add(pos), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), data, src.len() - first);
+        }
+    }
+
+    /// Copies `dst.len()` bytes out of `dir`'s ring from counter `at`.
+    ///
+    /// # Safety
+    /// The caller is `dir`'s consumer and the bytes `at..at + dst.len()` were published by the
+    /// producer and not yet consumed; `dst.len()` is at most the capacity.
+    unsafe fn ring_read(&self, dir: Direction, at: u32, dst: *mut u8, len: usize) {
+        let pos = at as usize & (self.capacity - 1);
+        let first = len.min(self.capacity - pos);
+        let data = self.data(dir);
+        // SAFETY: as in ring_write, for reading; `dst` has room for `len` bytes (the caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.add(pos), dst, first);
+            std::ptr::copy_nonoverlapping(data, dst.add(first), len - first);
+        }
     }
 
     fn data(&self, dir: Direction) -> *mut u8 {
@@ -516,9 +576,7 @@ impl Watch {
                 announce(msg);
             }
             flag.store(true, Ordering::SeqCst);
-            for dir in [Direction::ToServer, Direction::ToClient] {
-                futex::wake(&seg.control(dir).state);
-            }
+            seg.wake_all();
         })?;
         Ok(Watch {
             gone,
@@ -560,9 +618,7 @@ impl Watch {
                 }
             }
             flag.store(true, Ordering::SeqCst);
-            for dir in [Direction::ToServer, Direction::ToClient] {
-                futex::wake(&seg.control(dir).state);
-            }
+            seg.wake_all();
         })?;
         Ok(Watch { gone, pidfd })
     }
@@ -576,7 +632,7 @@ impl Watch {
     }
 }
 
-/// One end of one mailbox, as a [`Transport`]: it sends on one direction and receives on the other.
+/// One end of a segment, as a [`Transport`]: it sends on one ring and receives on the other.
 #[derive(Debug)]
 pub struct ShmTransport {
     seg: Arc<Segment>,
@@ -590,6 +646,9 @@ pub struct ShmTransport {
     mode: WaitMode,
     /// The adaptive wait's memory: waits for room to send, and for a message.
     adapt: [Adapt; 2],
+    /// The consumer's tail of the ring this end sends on, as last read: room is checked against it
+    /// first, so a producer reads the consumer's cache line only when the ring looks full.
+    seen_tail: AtomicU32,
     timeout: Option<Duration>,
     send_timeout: Option<Duration>,
     /// The frame being received, kept when a receive times out part-way (the next one continues it).
@@ -622,7 +681,7 @@ impl ShmTransport {
         Self::new(seg, Direction::ToClient, Some(watch), spin)
     }
 
-    /// An end that sends on `send` and receives on the other mailbox.
+    /// An end that sends on `send` and receives on the other ring.
     fn new(seg: Arc<Segment>, send: Direction, watch: Option<Watch>, spin: Duration) -> ShmTransport {
         let recv = match send {
             Direction::ToServer => Direction::ToClient,
@@ -638,6 +697,7 @@ impl ShmTransport {
             spin,
             mode: WaitMode::Spin,
             adapt: [Adapt::new(), Adapt::new()],
+            seen_tail: AtomicU32::new(0),
             timeout: None,
             send_timeout: None,
             partial: Vec::new(),
@@ -660,14 +720,22 @@ impl ShmTransport {
         self.watch.as_ref().is_some_and(Watch::gone)
     }
 
-    /// Waits until `ctl.state` is `want`: spins (as the [`WaitMode`] says), then sleeps on the futex in
-    /// slices of [`LIVENESS`], checking between slices that the peer lives and the deadline has not
-    /// passed.
-    fn wait_for(&self, ctl: &Control, want: u32, deadline: Option<Instant>) -> Result<(), FrameError> {
-        if ctl.state.load(Ordering::Acquire) == want {
+    /// Waits until `ready()`: spins (as the [`WaitMode`] says), then sleeps on the futex `word` (its
+    /// waiters counted in `sleepers`, so the peer wakes them after changing it) in slices of
+    /// [`LIVENESS`], checking between slices that the peer lives and the deadline has not passed.
+    /// `kind` is 0 for a wait for room to send, 1 for a wait for a message (learned separately).
+    fn wait_until(
+        &self,
+        word: &AtomicU32,
+        sleepers: &AtomicU32,
+        ready: impl Fn() -> bool,
+        kind: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), FrameError> {
+        if ready() {
             return Ok(());
         }
-        let adapt = &self.adapt[usize::from(want == FULL)];
+        let adapt = &self.adapt[kind];
         let spin = match self.mode {
             WaitMode::Sleep => Duration::ZERO,
             WaitMode::Spin => self.spin,
@@ -679,14 +747,14 @@ impl ShmTransport {
         // the spin (a clock read costs as much as a quick round trip's own work).
         let adaptive = self.mode == WaitMode::Adaptive;
         let mut start = adaptive.then(Instant::now);
-        let me = self.seg.control(self.send);
-        let peer = self.seg.control(self.recv);
+        let me = &self.seg.control(self.send).prod;
+        let peer = &self.seg.control(self.recv).prod;
         // How long the spin lasted: less than `spin` when it stopped early (the adaptive wait learns
         // from what was tried, not what was planned).
         let mut spun = Duration::ZERO;
         if !spin.is_zero() {
             let here = cpu::current();
-            // Written only when it changed: the word shares its cache line with the state the peer polls.
+            // Written only when it changed: the word shares its cache line with the counter the peer polls.
             if me.cpu.load(Ordering::Relaxed) != here {
                 me.cpu.store(here, Ordering::Relaxed);
             }
@@ -705,7 +773,7 @@ impl ShmTransport {
                 n += 1;
                 for _ in 0..64 {
                     std::hint::spin_loop();
-                    if ctl.state.load(Ordering::Acquire) == want {
+                    if ready() {
                         if let Some(start) = start.filter(|_| adaptive) {
                             self.caught(adapt, start.elapsed());
                         }
@@ -715,7 +783,7 @@ impl ShmTransport {
             }
         }
         me.cpu.store(cpu::ASLEEP, Ordering::Relaxed);
-        let result = self.sleep_until(ctl, want, deadline);
+        let result = self.sleep_until(word, sleepers, &ready, deadline);
         me.cpu.store(cpu::current(), Ordering::Relaxed);
         if let (Ok(()), Some(start)) = (&result, start.filter(|_| adaptive)) {
             self.slept(adapt, spun, start.elapsed());
@@ -724,19 +792,27 @@ impl ShmTransport {
     }
 
     /// The futex part of a wait.
-    fn sleep_until(&self, ctl: &Control, want: u32, deadline: Option<Instant>) -> Result<(), FrameError> {
+    fn sleep_until(
+        &self,
+        word: &AtomicU32,
+        sleepers: &AtomicU32,
+        ready: &impl Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), FrameError> {
         loop {
-            ctl.sleepers.fetch_add(1, Ordering::SeqCst);
-            let now = ctl.state.load(Ordering::SeqCst);
-            if now != want {
+            sleepers.fetch_add(1, Ordering::SeqCst);
+            // Read after announcing ourselves: the peer changes the word, then looks for sleepers (both
+            // sequentially consistent), so either we see its change here or it wakes us.
+            let seen = word.load(Ordering::SeqCst);
+            if !ready() {
                 let mut slice = LIVENESS;
                 if let Some(d) = deadline {
                     slice = slice.min(d.saturating_duration_since(Instant::now()));
                 }
-                futex::wait(&ctl.state, now, slice);
+                futex::wait(word, seen, slice);
             }
-            ctl.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if ctl.state.load(Ordering::Acquire) == want {
+            sleepers.fetch_sub(1, Ordering::SeqCst);
+            if ready() {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -771,66 +847,108 @@ impl ShmTransport {
         adapt.budget_ns.store(new.max(MIN_SPIN_NS), Ordering::Relaxed);
     }
 
+    /// Moves the tail of the ring this end receives on to `next` (what was read is free again) and wakes
+    /// a producer waiting for room.
+    fn consumed(&self, next: u32) {
+        let ring = self.seg.control(self.recv);
+        ring.cons.tail.store(next, Ordering::SeqCst);
+        if ring.cons.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake(&ring.cons.tail);
+        }
+    }
+
+    /// The peer wrote something no producer of ours writes: the connection cannot be trusted.
+    fn corrupt(&mut self, what: String) -> FrameError {
+        self.partial = Vec::new();
+        self.in_frame = false;
+        FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("shared-memory ring corrupt: {what}")))
+    }
+
     /// Sends one chunk of a frame as is, `more` saying whether chunks follow: for tests that play a
     /// peer which stops half-way through a frame. Not for normal use (see [`Transport::send`]).
     #[doc(hidden)]
     pub fn send_chunk(&mut self, chunk: &[u8], more: bool) -> Result<(), FrameError> {
-        let ctl = self.seg.control(self.send);
-        let n = chunk.len().min(self.seg.capacity);
-        self.wait_for(ctl, EMPTY, None)?;
-        // SAFETY: as in `send`: the mailbox is EMPTY and n fits the data area.
-        unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), self.seg.data(self.send), n) };
-        ctl.len.store(n as u32, Ordering::Relaxed);
-        ctl.more.store(u32::from(more), Ordering::Relaxed);
-        Self::publish(ctl, FULL);
-        Ok(())
+        let n = chunk.len().min(self.seg.capacity - RECORD_HEADER);
+        self.put(&chunk[..n], more, None)
     }
 
-    fn publish(ctl: &Control, state: u32) {
-        ctl.state.store(state, Ordering::SeqCst);
-        if ctl.sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake(&ctl.state);
+    /// Appends one record (a chunk of a frame) to the ring this end sends on, waiting for room.
+    fn put(&self, chunk: &[u8], more: bool, deadline: Option<Instant>) -> Result<(), FrameError> {
+        let ring = self.seg.control(self.send);
+        let cap = self.seg.capacity as u32;
+        let need = (RECORD_HEADER + chunk.len().next_multiple_of(8)) as u32;
+        debug_assert!(need <= cap);
+        // This end is the ring's only producer (one sender per direction at a time): nobody else moves
+        // `head`.
+        let head = ring.prod.head.load(Ordering::Relaxed);
+        // The tail only moves forward: room seen against an older tail is there.
+        if cap - head.wrapping_sub(self.seen_tail.load(Ordering::Relaxed)) < need {
+            let room = || cap - head.wrapping_sub(ring.cons.tail.load(Ordering::Acquire)) >= need;
+            self.wait_until(&ring.cons.tail, &ring.cons.sleepers, room, 0, deadline)?;
+            self.seen_tail.store(ring.cons.tail.load(Ordering::Acquire), Ordering::Relaxed);
         }
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&u32::from(more).to_le_bytes());
+        // SAFETY: we are the producer, and `need` bytes from `head` are free (the consumer's tail is at
+        // most `cap - need` behind, checked just above); the header and the chunk fit in `need`.
+        unsafe {
+            self.seg.ring_write(self.send, head, &header);
+            self.seg.ring_write(self.send, head.wrapping_add(RECORD_HEADER as u32), chunk);
+        }
+        ring.prod.head.store(head.wrapping_add(need), Ordering::SeqCst);
+        if ring.prod.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake(&ring.prod.head);
+        }
+        Ok(())
     }
 }
 
 impl Transport for ShmTransport {
     fn send(&mut self, frame: &[u8]) -> Result<(), FrameError> {
-        let ctl = self.seg.control(self.send);
-        let data = self.seg.data(self.send);
         let deadline = self.send_timeout.map(|t| Instant::now() + t);
+        let max = self.seg.capacity - RECORD_HEADER;
         let mut off = 0;
         loop {
-            let n = (frame.len() - off).min(self.seg.capacity);
-            self.wait_for(ctl, EMPTY, deadline)?;
-            // SAFETY: the mailbox is EMPTY, so the receiver does not read the data area until we
-            // publish FULL; we are its only writer (one sender per direction at a time); n is at most
-            // the capacity of the area.
-            unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr().add(off), data, n) };
+            let n = (frame.len() - off).min(max);
+            let more = off + n < frame.len();
+            self.put(&frame[off..off + n], more, deadline)?;
             off += n;
-            ctl.len.store(n as u32, Ordering::Relaxed);
-            ctl.more.store(u32::from(off < frame.len()), Ordering::Relaxed);
-            Self::publish(ctl, FULL);
-            if off >= frame.len() {
+            if !more {
                 return Ok(());
             }
         }
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-        let ctl = self.seg.control(self.recv);
-        let data = self.seg.data(self.recv);
+        let ring = self.seg.control(self.recv);
+        let cap = self.seg.capacity as u32;
         // The timeout applies to every chunk of the frame: a receive that times out part-way keeps the
         // chunks it took, and the next receive continues the same frame (never out of step).
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
-            self.wait_for(ctl, FULL, deadline)?;
-            let len = (ctl.len.load(Ordering::Relaxed) as usize).min(self.seg.capacity);
-            let more = ctl.more.load(Ordering::Relaxed) != 0;
+            // This end is the ring's only consumer (one reader at a time): nobody else moves `tail`.
+            let tail = ring.cons.tail.load(Ordering::Relaxed);
+            let any = || ring.prod.head.load(Ordering::Acquire) != tail;
+            self.wait_until(&ring.prod.head, &ring.prod.sleepers, any, 1, deadline)?;
+            let avail = ring.prod.head.load(Ordering::Acquire).wrapping_sub(tail);
+            if (avail as usize) < RECORD_HEADER || avail > cap {
+                return Err(self.corrupt(format!("{avail} bytes announced in a ring of {cap}")));
+            }
+            let mut header = [0u8; RECORD_HEADER];
+            // SAFETY: we are the consumer and at least a record header was published from `tail`.
+            unsafe { self.seg.ring_read(self.recv, tail, header.as_mut_ptr(), RECORD_HEADER) };
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let more = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) != 0;
+            let need = RECORD_HEADER + len.next_multiple_of(8);
+            if need > avail as usize {
+                return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
+            }
+            let next = tail.wrapping_add(need as u32);
             let total = self.partial.len() + len;
             if total > self.max_frame as usize {
-                // Taken off the mailbox, so the stream stays in step for whoever reads next.
-                Self::publish(ctl, EMPTY);
+                // Taken off the ring, so the stream stays in step for whoever reads next.
+                self.consumed(next);
                 self.partial = Vec::new();
                 self.in_frame = false;
                 return Err(FrameError::TooLarge { len: total as u64, max: self.max_frame });
@@ -838,13 +956,18 @@ impl Transport for ShmTransport {
             let at = self.partial.len();
             // Grows with the chunks actually received.
             self.partial.reserve(len);
-            // SAFETY: the mailbox is FULL, so the sender does not touch the data area until we publish
-            // EMPTY; len is clamped to the area's capacity and `reserve` made room for it.
+            // SAFETY: we are the consumer, the record's `len` bytes were published (need <= avail), and
+            // `reserve` made room for them after `at`.
             unsafe {
-                std::ptr::copy_nonoverlapping(data, self.partial.as_mut_ptr().add(at), len);
+                self.seg.ring_read(
+                    self.recv,
+                    tail.wrapping_add(RECORD_HEADER as u32),
+                    self.partial.as_mut_ptr().add(at),
+                    len,
+                );
                 self.partial.set_len(at + len);
             }
-            Self::publish(ctl, EMPTY);
+            self.consumed(next);
             if !more {
                 std::mem::swap(buf, &mut self.partial);
                 self.partial.clear();
@@ -871,5 +994,76 @@ impl Transport for ShmTransport {
     fn set_send_timeout(&mut self, timeout: Option<Duration>) -> Result<(), FrameError> {
         self.send_timeout = timeout;
         Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A client end and a server end over one small segment (rings of 4 KiB) in this process.
+    fn pair() -> (ShmTransport, ShmTransport) {
+        let seg = Arc::new(Segment::create(4096).unwrap());
+        let (a, b) = UnixStream::pair().unwrap();
+        let watch = Watch::start(a.try_clone().unwrap(), seg.clone(), None).unwrap();
+        let client = ShmTransport::client(seg.clone(), a, watch, Duration::from_micros(50));
+        let server = ShmTransport::server(seg, b, Duration::from_micros(50));
+        (client, server)
+    }
+
+    #[test]
+    fn frames_of_every_size_cross_the_ring_whole_and_in_order() {
+        let (mut client, mut server) = pair();
+        // Sizes that wrap the 4 KiB ring at every offset, fill it exactly, and exceed it (chunked).
+        let sizes: Vec<usize> = (0..300).map(|i| (i * 37) % 5000).chain([4088, 4096, 10_000, 0, 1]).collect();
+        let frames: Vec<Vec<u8>> =
+            sizes.iter().enumerate().map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect()).collect();
+        let sent = frames.clone();
+        let producer = std::thread::spawn(move || {
+            for f in &sent {
+                client.send(f).unwrap();
+            }
+            client
+        });
+        let mut buf = Vec::new();
+        for f in &frames {
+            server.recv(&mut buf).unwrap();
+            assert_eq!(&buf, f);
+        }
+        drop(producer.join().unwrap());
+    }
+
+    #[test]
+    fn a_sender_queues_frames_without_waiting_for_each_to_be_read() {
+        let (mut client, mut server) = pair();
+        // Ten small frames fit in the ring together: sent before any is read, with no reader running.
+        for i in 0..10u8 {
+            client.send(&[i; 100]).unwrap();
+        }
+        let mut buf = Vec::new();
+        for i in 0..10u8 {
+            server.recv(&mut buf).unwrap();
+            assert_eq!(buf, [i; 100]);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_ring_is_an_error_not_a_read_out_of_bounds() {
+        let (mut client, mut server) = pair();
+        client.send(&[1; 16]).unwrap();
+        // A record header announcing more than was published.
+        let seg = server.seg.clone();
+        let ring = seg.control(Direction::ToServer);
+        let tail = ring.cons.tail.load(Ordering::Relaxed);
+        // SAFETY: test only: nobody else uses the ring now; 8 bytes at the tail are inside it.
+        unsafe { seg.ring_write(Direction::ToServer, tail, &[0xff, 0xff, 0, 0, 0, 0, 0, 0]) };
+        let mut buf = Vec::new();
+        match server.recv(&mut buf) {
+            Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // A head far past the tail.
+        ring.prod.head.store(tail.wrapping_add(1 << 20), Ordering::SeqCst);
+        assert!(matches!(server.recv(&mut buf), Err(FrameError::Io(_))));
     }
 }
