@@ -148,7 +148,7 @@ impl Adapt {
 }
 
 /// The default size of each ring's data area (a power of two). Larger frames are sent in chunks.
-pub const DEFAULT_CAPACITY: u32 = 4 << 20;
+pub const DEFAULT_CAPACITY: u32 = 256 << 10;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"BBSHMv02");
 /// Each record in a ring: a `u32` payload length, a `u32` "more chunks of this frame follow" flag, then
@@ -891,10 +891,19 @@ impl ShmTransport {
         header[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&u32::from(more).to_le_bytes());
         // SAFETY: we are the producer, and `need` bytes from `head` are free (the consumer's tail is at
-        // most `cap - need` behind, checked just above); the header and the chunk fit in `need`.
+        // most `cap - need` behind, checked just above); the header and the chunk fit in `need`, and in
+        // the first branch between `pos` and the ring's end.
         unsafe {
-            self.seg.ring_write(self.send, head, &header);
-            self.seg.ring_write(self.send, head.wrapping_add(RECORD_HEADER as u32), chunk);
+            let pos = head as usize & (self.seg.capacity - 1);
+            if pos + RECORD_HEADER + chunk.len() <= self.seg.capacity {
+                // The usual case: the record does not reach the ring's end, one place to write.
+                let at = self.seg.data(self.send).add(pos);
+                std::ptr::copy_nonoverlapping(header.as_ptr(), at, RECORD_HEADER);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), at.add(RECORD_HEADER), chunk.len());
+            } else {
+                self.seg.ring_write(self.send, head, &header);
+                self.seg.ring_write(self.send, head.wrapping_add(RECORD_HEADER as u32), chunk);
+            }
         }
         ring.prod.head.store(head.wrapping_add(need), Ordering::SeqCst);
         if ring.prod.sleepers.load(Ordering::SeqCst) > 0 {
