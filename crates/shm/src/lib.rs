@@ -861,7 +861,7 @@ impl ShmTransport {
     fn corrupt(&mut self, what: String) -> FrameError {
         self.partial = Vec::new();
         self.in_frame = false;
-        FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("shared-memory ring corrupt: {what}")))
+        corrupt_ring(what)
     }
 
     /// Sends one chunk of a frame as is, `more` saying whether chunks follow: for tests that play a
@@ -881,11 +881,19 @@ impl ShmTransport {
         // This end is the ring's only producer (one sender per direction at a time): nobody else moves
         // `head`.
         let head = ring.prod.head.load(Ordering::Relaxed);
+        // The free bytes with the consumer at `tail`; `None` when no consumer could be there (past the
+        // head, or more than a ring behind it): the shared words were overwritten.
+        let free = |tail: u32| cap.checked_sub(head.wrapping_sub(tail));
         // The tail only moves forward: room seen against an older tail is there.
-        if cap - head.wrapping_sub(self.seen_tail.load(Ordering::Relaxed)) < need {
-            let room = || cap - head.wrapping_sub(ring.cons.tail.load(Ordering::Acquire)) >= need;
+        if free(self.seen_tail.load(Ordering::Relaxed)).is_none_or(|f| f < need) {
+            // A corrupt tail ends the wait too, to be reported just below.
+            let room = || free(ring.cons.tail.load(Ordering::Acquire)).is_none_or(|f| f >= need);
             self.wait_until(&ring.cons.tail, &ring.cons.sleepers, room, 0, deadline)?;
-            self.seen_tail.store(ring.cons.tail.load(Ordering::Acquire), Ordering::Relaxed);
+            let tail = ring.cons.tail.load(Ordering::Acquire);
+            if free(tail).is_none() {
+                return Err(corrupt_ring(format!("the consumer's tail {tail} with the producer's head {head}")));
+            }
+            self.seen_tail.store(tail, Ordering::Relaxed);
         }
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
@@ -902,6 +910,11 @@ impl ShmTransport {
         }
         Ok(())
     }
+}
+
+/// The error for a ring whose shared words no peer of ours would write.
+fn corrupt_ring(what: String) -> FrameError {
+    FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("shared-memory ring corrupt: {what}")))
 }
 
 impl Transport for ShmTransport {
@@ -1065,5 +1078,24 @@ mod tests {
         // A head far past the tail.
         ring.prod.head.store(tail.wrapping_add(1 << 20), Ordering::SeqCst);
         assert!(matches!(server.recv(&mut buf), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn a_tail_the_consumer_could_not_have_reached_is_an_error_for_the_producer() {
+        let (mut client, server) = pair();
+        // Four records of 1008 bytes leave 64 of the 4096: the next one makes the producer read the tail.
+        for _ in 0..4 {
+            client.send(&[0; 1000]).unwrap();
+        }
+        let ring = server.seg.control(Direction::ToServer);
+        let head = ring.prod.head.load(Ordering::SeqCst);
+        for tail in [head.wrapping_add(8), head.wrapping_add(1 << 20), head.wrapping_sub(4096 + 8)] {
+            // A consumer's tail past the producer's head, or more than a ring behind it.
+            ring.cons.tail.store(tail, Ordering::SeqCst);
+            match client.send(&[0; 1000]) {
+                Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+                other => panic!("tail {tail} with head {head}: {other:?}"),
+            }
+        }
     }
 }
