@@ -951,8 +951,14 @@ impl Transport for ShmTransport {
             let mut header = [0u8; RECORD_HEADER];
             // SAFETY: we are the consumer and at least a record header was published from `tail`.
             unsafe { self.seg.ring_read(self.recv, tail, header.as_mut_ptr(), RECORD_HEADER) };
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let more = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) != 0;
+            // Checked before any arithmetic on it: padded, or added to the frame so far, a length near
+            // `u32::MAX` would overflow a 32-bit server's `usize`. From here on it is at most `cap`.
+            if len > avail - RECORD_HEADER as u32 {
+                return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
+            }
+            let len = len as usize;
             let need = RECORD_HEADER + len.next_multiple_of(8);
             if need > avail as usize {
                 return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
@@ -1095,6 +1101,28 @@ mod tests {
             match client.send(&[0; 1000]) {
                 Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
                 other => panic!("tail {tail} with head {head}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_what_was_announced_is_an_error_whatever_its_length() {
+        // Lengths whose padding or sum with the frame so far overflows a 32-bit server's usize.
+        for len in [u32::MAX, u32::MAX - 6, u32::MAX - 7, 1 << 31, 4096] {
+            let (mut client, mut server) = pair();
+            client.send_chunk(&[1; 16], true).unwrap();
+            let seg = server.seg.clone();
+            let ring = seg.control(Direction::ToServer);
+            let head = ring.prod.head.load(Ordering::SeqCst);
+            let mut header = [0u8; RECORD_HEADER];
+            header[..4].copy_from_slice(&len.to_le_bytes());
+            // SAFETY: test only: the producer is idle and 8 bytes at its head are free in the 4 KiB ring.
+            unsafe { seg.ring_write(Direction::ToServer, head, &header) };
+            ring.prod.head.store(head.wrapping_add(RECORD_HEADER as u32), Ordering::SeqCst);
+            let mut buf = Vec::new();
+            match server.recv(&mut buf) {
+                Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+                other => panic!("a record of {len} bytes: {other:?}"),
             }
         }
     }
