@@ -958,6 +958,11 @@ impl Transport for ShmTransport {
             if len > avail - RECORD_HEADER as u32 {
                 return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
             }
+            if len == 0 && more {
+                // A chunk that is not a frame's last is as long as the ring allows: without this, a peer
+                // could send empty chunks without end, a frame that neither grows nor ever completes.
+                return Err(self.corrupt("an empty chunk announcing more".into()));
+            }
             let len = len as usize;
             let need = RECORD_HEADER + len.next_multiple_of(8);
             if need > avail as usize {
@@ -1124,6 +1129,21 @@ mod tests {
                 Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
                 other => panic!("a record of {len} bytes: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn an_empty_chunk_announcing_more_is_an_error_not_a_frame_without_end() {
+        // No producer of ours sends one (a chunk that is not the last is as long as the ring allows); a
+        // peer sending them without end would keep a receiver busy forever, deadline or not.
+        let (mut client, mut server) = pair();
+        client.send_chunk(&[], true).unwrap();
+        // Only so that the receive returns before the fix (it waits for the next chunk).
+        server.set_recv_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = Vec::new();
+        match server.recv(&mut buf) {
+            Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+            other => panic!("{other:?}"),
         }
     }
 }
