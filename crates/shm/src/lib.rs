@@ -654,6 +654,8 @@ pub struct ShmTransport {
     /// The frame being received, kept when a receive times out part-way (the next one continues it).
     partial: Vec<u8>,
     in_frame: bool,
+    /// The rest of a frame refused as too large is still to be taken off the ring (unread).
+    skipping: bool,
     /// The largest frame accepted (chunks beyond it are refused as they arrive).
     max_frame: u32,
 }
@@ -702,6 +704,7 @@ impl ShmTransport {
             send_timeout: None,
             partial: Vec::new(),
             in_frame: false,
+            skipping: false,
             max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
@@ -861,6 +864,7 @@ impl ShmTransport {
     fn corrupt(&mut self, what: String) -> FrameError {
         self.partial = Vec::new();
         self.in_frame = false;
+        self.skipping = false;
         corrupt_ring(what)
     }
 
@@ -969,12 +973,21 @@ impl Transport for ShmTransport {
                 return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
             }
             let next = tail.wrapping_add(need as u32);
+            if self.skipping {
+                // The rest of a frame refused as too large: taken off the ring unread.
+                self.consumed(next);
+                self.skipping = more;
+                self.in_frame = more;
+                continue;
+            }
             let total = self.partial.len() + len;
             if total > self.max_frame as usize {
-                // Taken off the ring, so the stream stays in step for whoever reads next.
+                // Taken off the ring, and its chunks still to come with it (by the next receives), so the
+                // stream stays in step for whoever reads next.
                 self.consumed(next);
                 self.partial = Vec::new();
-                self.in_frame = false;
+                self.skipping = more;
+                self.in_frame = more;
                 return Err(FrameError::TooLarge { len: total as u64, max: self.max_frame });
             }
             let at = self.partial.len();
@@ -1145,5 +1158,22 @@ mod tests {
             Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_frame_refused_as_too_large_is_skipped_whole() {
+        let (mut client, mut server) = pair();
+        server.set_max_frame(100);
+        // Four chunks in a 4 KiB ring, then a small frame.
+        let producer = std::thread::spawn(move || {
+            client.send(&vec![9; 3 * 4096]).unwrap();
+            client.send(&[7; 5]).unwrap();
+            client
+        });
+        let mut buf = Vec::new();
+        assert!(matches!(server.recv(&mut buf), Err(FrameError::TooLarge { .. })));
+        server.recv(&mut buf).unwrap();
+        assert_eq!(buf, [7; 5]);
+        drop(producer.join().unwrap());
     }
 }
