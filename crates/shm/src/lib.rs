@@ -765,9 +765,15 @@ impl ShmTransport {
             loop {
                 // Every 256 checks (the first included): the clock, and where the peer is.
                 if n % 4 == 0 {
-                    let elapsed = start.get_or_insert_with(Instant::now).elapsed();
+                    let now = Instant::now();
+                    let elapsed = now.saturating_duration_since(*start.get_or_insert(now));
                     let futile = cpu::futile(here, peer.cpu.load(Ordering::Relaxed), elapsed, ASLEEP_SPIN);
-                    if futile || elapsed >= spin || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
+                    // The deadline ends a spin too (a spin time may be set longer than a call may take).
+                    let late = deadline.is_some_and(|d| now >= d);
+                    if futile
+                        || elapsed >= spin
+                        || late
+                        || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
                     {
                         spun = elapsed;
                         break;
@@ -1175,5 +1181,29 @@ mod tests {
         server.recv(&mut buf).unwrap();
         assert_eq!(buf, [7; 5]);
         drop(producer.join().unwrap());
+    }
+
+    #[test]
+    fn a_spin_longer_than_the_deadline_ends_at_the_deadline() {
+        let seg = Arc::new(Segment::create(4096).unwrap());
+        let (a, b) = UnixStream::pair().unwrap();
+        let watch = Watch::start(a.try_clone().unwrap(), seg.clone(), None).unwrap();
+        let _client = ShmTransport::client(seg.clone(), a, watch, Duration::ZERO);
+        // A spin time far beyond the receive's deadline, and a peer seen running (on a CPU not told),
+        // so nothing but the deadline can end the spin early.
+        let mut server = ShmTransport::server(seg.clone(), b, Duration::from_secs(3600));
+        seg.control(Direction::ToServer).prod.cpu.store(cpu::UNKNOWN, Ordering::SeqCst);
+        server.set_recv_timeout(Some(Duration::from_millis(10))).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = tx.send(server.recv(&mut buf).map(|()| buf));
+        });
+        // A watchdog, not a measure: the receive ends soon after its 10 ms, or spins for an hour.
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Err(FrameError::TimedOut)) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => panic!("the receive still spins a minute past its deadline"),
+        }
     }
 }
