@@ -231,11 +231,12 @@ pub enum Direction {
 }
 
 impl Segment {
-    /// Creates a segment with rings of `capacity` bytes each, rounded up to a power of two (client side).
+    /// Creates a segment with rings of `capacity` bytes each (4 KiB to 1 GiB), rounded up to a power of two
+    /// (client side).
     #[cfg(unix)]
     pub fn create(capacity: u32) -> io::Result<Segment> {
         // A power of two, so positions stay right when the wrapping counters wrap.
-        let capacity = (capacity.max(4096) as usize).next_power_of_two();
+        let capacity = (capacity.clamp(4096, 1 << 30) as usize).next_power_of_two();
         let size = DATA + 2 * capacity;
         let fd = rustix::fs::memfd_create(c"bitbridge", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, size as u64)?;
@@ -654,6 +655,8 @@ pub struct ShmTransport {
     /// The frame being received, kept when a receive times out part-way (the next one continues it).
     partial: Vec<u8>,
     in_frame: bool,
+    /// The rest of a frame refused as too large is still to be taken off the ring (unread).
+    skipping: bool,
     /// The largest frame accepted (chunks beyond it are refused as they arrive).
     max_frame: u32,
 }
@@ -702,6 +705,7 @@ impl ShmTransport {
             send_timeout: None,
             partial: Vec::new(),
             in_frame: false,
+            skipping: false,
             max_frame: bitbridge_proto::DEFAULT_MAX_FRAME,
         }
     }
@@ -762,9 +766,15 @@ impl ShmTransport {
             loop {
                 // Every 256 checks (the first included): the clock, and where the peer is.
                 if n % 4 == 0 {
-                    let elapsed = start.get_or_insert_with(Instant::now).elapsed();
+                    let now = Instant::now();
+                    let elapsed = now.saturating_duration_since(*start.get_or_insert(now));
                     let futile = cpu::futile(here, peer.cpu.load(Ordering::Relaxed), elapsed, ASLEEP_SPIN);
-                    if futile || elapsed >= spin || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
+                    // The deadline ends a spin too (a spin time may be set longer than a call may take).
+                    let late = deadline.is_some_and(|d| now >= d);
+                    if futile
+                        || elapsed >= spin
+                        || late
+                        || self.watch.as_ref().is_some_and(|w| w.gone.load(Ordering::Relaxed))
                     {
                         spun = elapsed;
                         break;
@@ -861,7 +871,8 @@ impl ShmTransport {
     fn corrupt(&mut self, what: String) -> FrameError {
         self.partial = Vec::new();
         self.in_frame = false;
-        FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("shared-memory ring corrupt: {what}")))
+        self.skipping = false;
+        corrupt_ring(what)
     }
 
     /// Sends one chunk of a frame as is, `more` saying whether chunks follow: for tests that play a
@@ -881,11 +892,19 @@ impl ShmTransport {
         // This end is the ring's only producer (one sender per direction at a time): nobody else moves
         // `head`.
         let head = ring.prod.head.load(Ordering::Relaxed);
+        // The free bytes with the consumer at `tail`; `None` when no consumer could be there (past the
+        // head, or more than a ring behind it): the shared words were overwritten.
+        let free = |tail: u32| cap.checked_sub(head.wrapping_sub(tail));
         // The tail only moves forward: room seen against an older tail is there.
-        if cap - head.wrapping_sub(self.seen_tail.load(Ordering::Relaxed)) < need {
-            let room = || cap - head.wrapping_sub(ring.cons.tail.load(Ordering::Acquire)) >= need;
+        if free(self.seen_tail.load(Ordering::Relaxed)).is_none_or(|f| f < need) {
+            // A corrupt tail ends the wait too, to be reported just below.
+            let room = || free(ring.cons.tail.load(Ordering::Acquire)).is_none_or(|f| f >= need);
             self.wait_until(&ring.cons.tail, &ring.cons.sleepers, room, 0, deadline)?;
-            self.seen_tail.store(ring.cons.tail.load(Ordering::Acquire), Ordering::Relaxed);
+            let tail = ring.cons.tail.load(Ordering::Acquire);
+            if free(tail).is_none() {
+                return Err(corrupt_ring(format!("the consumer's tail {tail} with the producer's head {head}")));
+            }
+            self.seen_tail.store(tail, Ordering::Relaxed);
         }
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
@@ -911,6 +930,11 @@ impl ShmTransport {
         }
         Ok(())
     }
+}
+
+/// The error for a ring whose shared words no peer of ours would write.
+fn corrupt_ring(what: String) -> FrameError {
+    FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("shared-memory ring corrupt: {what}")))
 }
 
 impl Transport for ShmTransport {
@@ -947,19 +971,39 @@ impl Transport for ShmTransport {
             let mut header = [0u8; RECORD_HEADER];
             // SAFETY: we are the consumer and at least a record header was published from `tail`.
             unsafe { self.seg.ring_read(self.recv, tail, header.as_mut_ptr(), RECORD_HEADER) };
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let more = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) != 0;
+            // Checked before any arithmetic on it: padded, or added to the frame so far, a length near
+            // `u32::MAX` would overflow a 32-bit server's `usize`. From here on it is at most `cap`.
+            if len > avail - RECORD_HEADER as u32 {
+                return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
+            }
+            if len == 0 && more {
+                // A chunk that is not a frame's last is as long as the ring allows: without this, a peer
+                // could send empty chunks without end, a frame that neither grows nor ever completes.
+                return Err(self.corrupt("an empty chunk announcing more".into()));
+            }
+            let len = len as usize;
             let need = RECORD_HEADER + len.next_multiple_of(8);
             if need > avail as usize {
                 return Err(self.corrupt(format!("a record of {len} bytes where {avail} were announced")));
             }
             let next = tail.wrapping_add(need as u32);
+            if self.skipping {
+                // The rest of a frame refused as too large: taken off the ring unread.
+                self.consumed(next);
+                self.skipping = more;
+                self.in_frame = more;
+                continue;
+            }
             let total = self.partial.len() + len;
             if total > self.max_frame as usize {
-                // Taken off the ring, so the stream stays in step for whoever reads next.
+                // Taken off the ring, and its chunks still to come with it (by the next receives), so the
+                // stream stays in step for whoever reads next.
                 self.consumed(next);
                 self.partial = Vec::new();
-                self.in_frame = false;
+                self.skipping = more;
+                self.in_frame = more;
                 return Err(FrameError::TooLarge { len: total as u64, max: self.max_frame });
             }
             let at = self.partial.len();
@@ -1074,5 +1118,102 @@ mod tests {
         // A head far past the tail.
         ring.prod.head.store(tail.wrapping_add(1 << 20), Ordering::SeqCst);
         assert!(matches!(server.recv(&mut buf), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn a_tail_the_consumer_could_not_have_reached_is_an_error_for_the_producer() {
+        let (mut client, server) = pair();
+        // Four records of 1008 bytes leave 64 of the 4096: the next one makes the producer read the tail.
+        for _ in 0..4 {
+            client.send(&[0; 1000]).unwrap();
+        }
+        let ring = server.seg.control(Direction::ToServer);
+        let head = ring.prod.head.load(Ordering::SeqCst);
+        for tail in [head.wrapping_add(8), head.wrapping_add(1 << 20), head.wrapping_sub(4096 + 8)] {
+            // A consumer's tail past the producer's head, or more than a ring behind it.
+            ring.cons.tail.store(tail, Ordering::SeqCst);
+            match client.send(&[0; 1000]) {
+                Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+                other => panic!("tail {tail} with head {head}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_what_was_announced_is_an_error_whatever_its_length() {
+        // Lengths whose padding or sum with the frame so far overflows a 32-bit server's usize.
+        for len in [u32::MAX, u32::MAX - 6, u32::MAX - 7, 1 << 31, 4096] {
+            let (mut client, mut server) = pair();
+            client.send_chunk(&[1; 16], true).unwrap();
+            let seg = server.seg.clone();
+            let ring = seg.control(Direction::ToServer);
+            let head = ring.prod.head.load(Ordering::SeqCst);
+            let mut header = [0u8; RECORD_HEADER];
+            header[..4].copy_from_slice(&len.to_le_bytes());
+            // SAFETY: test only: the producer is idle and 8 bytes at its head are free in the 4 KiB ring.
+            unsafe { seg.ring_write(Direction::ToServer, head, &header) };
+            ring.prod.head.store(head.wrapping_add(RECORD_HEADER as u32), Ordering::SeqCst);
+            let mut buf = Vec::new();
+            match server.recv(&mut buf) {
+                Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+                other => panic!("a record of {len} bytes: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_chunk_announcing_more_is_an_error_not_a_frame_without_end() {
+        // No producer of ours sends one (a chunk that is not the last is as long as the ring allows); a
+        // peer sending them without end would keep a receiver busy forever, deadline or not.
+        let (mut client, mut server) = pair();
+        client.send_chunk(&[], true).unwrap();
+        // Only so that the receive returns before the fix (it waits for the next chunk).
+        server.set_recv_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = Vec::new();
+        match server.recv(&mut buf) {
+            Err(FrameError::Io(e)) => assert!(e.to_string().contains("ring corrupt"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_frame_refused_as_too_large_is_skipped_whole() {
+        let (mut client, mut server) = pair();
+        server.set_max_frame(100);
+        // Four chunks in a 4 KiB ring, then a small frame.
+        let producer = std::thread::spawn(move || {
+            client.send(&vec![9; 3 * 4096]).unwrap();
+            client.send(&[7; 5]).unwrap();
+            client
+        });
+        let mut buf = Vec::new();
+        assert!(matches!(server.recv(&mut buf), Err(FrameError::TooLarge { .. })));
+        server.recv(&mut buf).unwrap();
+        assert_eq!(buf, [7; 5]);
+        drop(producer.join().unwrap());
+    }
+
+    #[test]
+    fn a_spin_longer_than_the_deadline_ends_at_the_deadline() {
+        let seg = Arc::new(Segment::create(4096).unwrap());
+        let (a, b) = UnixStream::pair().unwrap();
+        let watch = Watch::start(a.try_clone().unwrap(), seg.clone(), None).unwrap();
+        let _client = ShmTransport::client(seg.clone(), a, watch, Duration::ZERO);
+        // A spin time far beyond the receive's deadline, and a peer seen running (on a CPU not told),
+        // so nothing but the deadline can end the spin early.
+        let mut server = ShmTransport::server(seg.clone(), b, Duration::from_secs(3600));
+        seg.control(Direction::ToServer).prod.cpu.store(cpu::UNKNOWN, Ordering::SeqCst);
+        server.set_recv_timeout(Some(Duration::from_millis(10))).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = tx.send(server.recv(&mut buf).map(|()| buf));
+        });
+        // A watchdog, not a measure: the receive ends soon after its 10 ms, or spins for an hour.
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Err(FrameError::TimedOut)) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => panic!("the receive still spins a minute past its deadline"),
+        }
     }
 }
