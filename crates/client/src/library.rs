@@ -306,6 +306,8 @@ pub struct Outcome {
     /// The return value ([`Value::Void`] for `void`).
     pub ret: Value,
     /// Per argument: its value after the call, for `Out`/`InOut` pointer arguments; `None` for others.
+    /// Empty when no argument passed memory (numbers and addresses only: nothing can come back); read
+    /// it with [`Outcome::out`], which is `None` then.
     pub outs: Vec<Option<Value>>,
     /// `errno` right after the call, for functions declared with [`Signature::errno`] (ctypes'
     /// `use_errno` and `get_errno()`).

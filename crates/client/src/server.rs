@@ -1084,7 +1084,7 @@ impl Server {
             .filter(|_| extra.is_empty() && borrowed.iter().all(Option::is_none))
             .and_then(|p| Some((p, p.encode(&self.target(), sig, args, &mut buf)?)));
         let result = if let Some((plan, bytes)) = fast {
-            self.call_fast(func, name, sig, plan, args, bytes, timeout)
+            self.call_fast(func, name, sig, plan, bytes, timeout)
         } else if extra.is_empty() && !sig.variadic {
             self.call_prepared(func, name, sig, args, borrowed, Vec::new(), timeout)
         } else {
@@ -1139,7 +1139,6 @@ impl Server {
         name: &str,
         sig: &Signature,
         plan: &crate::fast::Plan,
-        args: &[Value],
         bytes: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Outcome> {
@@ -1158,11 +1157,10 @@ impl Server {
             let e = Error::Protocol(format!("the server gave memory back for `{name}`, which was given none"));
             return Err(self.broken(e));
         }
-        let no_blocks = bitbridge_proto::CallPlan { copy_back: Vec::new() };
-        let (ret, outs) =
-            bitbridge_proto::decode_results_at(&target, sig, args, &no_blocks, &returned.value, None, &[], &[])
-                .map_err(|source| Error::Result { function: name.to_owned(), source: Box::new(source) })?;
-        Ok(Outcome { ret, outs, errno: returned.errno, last_error: returned.last_error })
+        let ret = bitbridge_proto::marshal::decode_return(&target, &sig.ret, &returned.value)
+            .map_err(|source| Error::Result { function: name.to_owned(), source: Box::new(source) })?;
+        // No argument came back (none passed memory): `outs` stays empty, with no allocation.
+        Ok(Outcome { ret, outs: Vec::new(), errno: returned.errno, last_error: returned.last_error })
     }
 
     #[allow(clippy::too_many_arguments)]

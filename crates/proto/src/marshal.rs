@@ -817,6 +817,16 @@ pub fn decode_value(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, 
         .fresh(ty, bytes)
 }
 
+/// A call's return value from its bytes, as [`decode_results_at`] reads it (errors name "return
+/// value"), for calls that passed no memory: nothing else to read back. `Void` for `void`.
+pub fn decode_return(target: &Target, ty: &CType, bytes: &[u8]) -> Result<Value, MarshalError> {
+    if *ty == CType::Void {
+        return Ok(Value::Void);
+    }
+    Reader { target, blocks: &[], next: 0, path: Path::one(Seg::Named("return value")), addrs: &[], in_block: false }
+        .fresh(ty, bytes)
+}
+
 /// Wide-character units read from the server (a `wchar_t *` string without its NUL) as text.
 pub fn decode_wide(target: &Target, units: &[u8]) -> String {
     Reader { target, blocks: &[], next: 0, path: Path::default(), addrs: &[], in_block: false }.wide_str(units)

@@ -148,7 +148,7 @@ impl Adapt {
 }
 
 /// The default size of each ring's data area (a power of two). Larger frames are sent in chunks.
-pub const DEFAULT_CAPACITY: u32 = 256 << 10;
+pub const DEFAULT_CAPACITY: u32 = 4 << 20;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"BBSHMv02");
 /// Each record in a ring: a `u32` payload length, a `u32` "more chunks of this frame follow" flag, then
