@@ -91,8 +91,8 @@ pub enum WaitMode {
     /// doubles the next spin, a much longer one shrinks it by a quarter. Waits for room to send and waits
     /// for a message learn separately. Like [`WaitMode::Spin`], it stops spinning for a peer last seen
     /// on this very CPU and gives a sleeping peer only a short spin (see `cpu.rs`). Spins less than
-    /// `Spin` on a busy machine; measured against it in `./x bench`'s contention section, where neither
-    /// wins every scenario.
+    /// `Spin` on a busy machine; measured against it in `./x bench`'s contention section, where it beat
+    /// the spin in none of this round's later runs (README, Benchmarks).
     Adaptive,
     /// Spin for the spin time, then sleep on the futex (the default). The spin stops early when the
     /// peer is seen on this very CPU (it cannot run while we spin) and after 30 us for a peer that is
