@@ -2206,9 +2206,7 @@ impl Outgoing<'_> {
     fn into_request(self) -> Request {
         match self {
             Outgoing::Request(r) => r,
-            Outgoing::Call { func, args } => {
-                Request::Call { func, call: bitbridge_proto::CallData { args: args.to_vec(), ..Default::default() } }
-            }
+            Outgoing::Call { func, args } => bitbridge_proto::flat::call_request(func, args),
         }
     }
 }

@@ -22,6 +22,12 @@ const RESULT_OK: u32 = 0;
 /// ... of [`Reply::Returned`](crate::Reply::Returned).
 const REPLY_RETURNED: u32 = 3;
 
+/// The general request a plain call stands for: [`Request::Call`](crate::Request::Call) with only
+/// `args` (for the paths that queue or handle requests rather than run the fast path).
+pub fn call_request(func: u32, args: &[u8]) -> crate::Request {
+    crate::Request::Call { func, call: crate::CallData { args: args.to_vec(), ..crate::CallData::default() } }
+}
+
 /// A call frame with plain arguments, borrowed from the received bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlatCall<'a> {
@@ -151,13 +157,10 @@ pub fn peek_returned(frame: &[u8]) -> Option<FlatReturned<'_>> {
 /// general decoder reads is recognised. Panics on a disagreement (for the fuzzer and the corpus tests).
 #[doc(hidden)]
 pub fn assert_agrees_with_general_decoder(bytes: &[u8]) {
-    use crate::msg::{self, CallData, Reply, Request, Returned};
+    use crate::msg::{self, Reply, Request, Returned};
     use crate::Frame;
     let general = msg::decode::<Frame>(bytes).ok();
-    let call = peek_call(bytes).map(|c| Frame::Request {
-        id: c.id,
-        request: Request::Call { func: c.func, call: CallData { args: c.args.to_vec(), ..CallData::default() } },
-    });
+    let call = peek_call(bytes).map(|c| Frame::Request { id: c.id, request: call_request(c.func, c.args) });
     let reply = peek_returned(bytes).map(|r| Frame::Reply {
         id: r.id,
         reply: Ok(Reply::Returned(Returned {

@@ -616,10 +616,7 @@ impl Host {
     /// take (unknown function, wrong length, a variadic function, a result too large or a string to
     /// read) is answered by [`Host::handle`] as the general request.
     pub(crate) fn call_flat(&self, func: u32, args: &[u8], value: &mut [u8; 32]) -> FlatAnswer {
-        let general = || {
-            let call = CallData { args: args.to_vec(), ..CallData::default() };
-            FlatAnswer::General(self.handle(Request::Call { func, call }))
-        };
+        let general = || FlatAnswer::General(self.handle(bitbridge_proto::flat::call_request(func, args)));
         if !self.native {
             return general();
         }

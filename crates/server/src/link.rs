@@ -59,8 +59,7 @@ impl FlatCall {
 
     /// The same call as a general request, for the paths that queue requests.
     fn into_request(self) -> (u64, Request) {
-        let call = bitbridge_proto::CallData { args: self.args().to_vec(), ..Default::default() };
-        (self.id, Request::Call { func: self.func, call })
+        (self.id, bitbridge_proto::flat::call_request(self.func, self.args()))
     }
 }
 
