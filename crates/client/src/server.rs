@@ -1132,7 +1132,6 @@ impl Server {
     }
 
     /// A call whose arguments are `bytes`, laid out by `plan` (see `fast.rs`).
-    #[allow(clippy::too_many_arguments)]
     fn call_fast(
         &self,
         func: u32,
